@@ -1,0 +1,48 @@
+# The front door: `make serve` and `make test` work on a machine with only Python 3.11+.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint bench clean help
+
+help:
+	@echo "make serve   set up .venv and run livesell with embedded PostgreSQL + Valkey and a demo room"
+	@echo "make test    set up .venv with dev extras and run the whole test suite"
+	@echo "make lint    ruff and mypy"
+	@echo "make bench   the load-test suite (QUICK=1 for the short version)"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "livesell needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(VENV)/.installed $@
+
+# The hub is tested with the real npm Centrifugo SDK; install it when Node is present.
+tests/js/node_modules/.installed: tests/js/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/js && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the Node SDK tests will be skipped"; fi
+
+serve: $(VENV)/.installed
+	$(BIN)/livesell serve
+
+test: $(VENV)/.installed-dev $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m load_tests $(if $(QUICK),--quick)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,20 @@
+"""Distributors, tracked links, binding, single-level commissions and their ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from starlette.routing import BaseRoute
+
+from core.resources import Resources
+
+__all__ = ["routes", "worker_tasks"]
+
+
+def routes() -> list[BaseRoute]:
+    return []
+
+
+def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
+    return []

@@ -1,0 +1,176 @@
+"""HTTP plumbing shared by every package's routes: JSON in and out, auth, errors in one shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import redis.exceptions
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.auth import Principal, authorize, bearer_token, verify_token
+from core.errors import (
+    BadRequest,
+    LivesellError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unprocessable,
+)
+from core.resources import Resources
+
+log = logging.getLogger("livesell.http")
+
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 1_048_576
+
+_encoder = msgspec.json.Encoder()
+
+
+class JSON(Response):
+    """A JSON response encoded by msgspec (Structs, dataclasses, datetimes all welcome)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def resources(request: Request) -> Resources:
+    res: Resources = request.app.state.resources
+    return res
+
+
+def principal(request: Request) -> Principal | None:
+    """The caller, or None for an anonymous request; a bad token is refused, never ignored."""
+    cached = request.scope.get("livesell.principal", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    token = bearer_token(request.headers.get("authorization"))
+    found = verify_token(resources(request).settings.secret, token) if token else None
+    request.scope["livesell.principal"] = found
+    return found
+
+
+def require(request: Request, *roles: str) -> Principal:
+    """The authenticated caller, holding one of `roles` when any are named."""
+    return authorize(principal(request), roles or None)
+
+
+async def read_json(request: Request, kind: type[T]) -> T:
+    """Decode and validate the body as `kind`; errors name the offending field."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        body = bytearray(b"{}")
+    return decode_json(bytes(body), kind)
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(body, type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise Unprocessable(f"invalid body: {exc}", field=_field_of(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _field_of(message: str) -> str | None:
+    # msgspec says "... - at `$.quantity`"
+    marker = "at `$"
+    if marker not in message:
+        return None
+    return message.split(marker, 1)[1].rstrip("`").lstrip(".") or None
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """A numeric id from the path; anything else is a 404, as no such thing exists."""
+    raw = request.path_params.get(name, "")
+    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"no {name.removesuffix('_id') or 'item'} {raw!r}")
+    return int(raw)
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    error.update({k: v for k, v in details.items() if v is not None})
+    return {"error": error}
+
+
+async def livesell_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LivesellError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSON(error_body(exc.code, exc.message, **exc.details), exc.status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    return JSON(error_body(code, message), exc.status_code, headers=exc.headers)
+
+
+async def dependency_error_handler(request: Request, exc: Exception) -> Response:
+    """PostgreSQL or Redis unreachable: a clear 503 the client may retry."""
+    part = "redis" if isinstance(exc, redis.exceptions.RedisError) else "postgres"
+    log.warning("%s unavailable during %s %s: %s", part, request.method, request.url.path, exc)
+    error = ServiceUnavailable(f"{part} is unavailable; retry shortly", dependency=part)
+    return JSON(
+        error_body(error.code, error.message, **error.details), 503, headers={"Retry-After": "1"}
+    )
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSON(error_body("internal", "internal error"), 500)
+
+
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+def exception_handlers() -> dict[Any, Any]:
+    handlers: dict[Any, Any] = {
+        LivesellError: livesell_error_handler,
+        HTTPException: http_error_handler,
+        Exception: unexpected_error_handler,
+    }
+    for kind in DEPENDENCY_ERRORS:
+        handlers[kind] = dependency_error_handler
+    return handlers
+
+
+def roles_text(roles: Iterable[str]) -> str:
+    return ", ".join(roles)

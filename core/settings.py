@@ -1,0 +1,176 @@
+"""Configuration: the one place that reads the process environment.
+
+Every variable has a default that serves the embedded single-machine mode. A `.env` file in the
+working directory may set variables too; the real environment wins over it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+AttributionRule = Literal["last", "first"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".livesell")
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    hub_port: int = 8001
+    public_url: str | None = None
+    secret: str = ""
+    dev: bool = False
+    hold_s: int = 900
+    return_window_s: int = 604_800
+    attribution: AttributionRule = "last"
+    attribution_window_s: int = 604_800
+    log_level: str = "info"
+    # hub tuning
+    hub_flush_ms: int = 20
+    hub_ping_s: int = 25
+    hub_max_frame_bytes: int = 65_536
+    hub_outbox_bytes: int = 1_048_576
+    hub_history_size: int = 1000
+    hub_history_ttl_s: int = 86_400
+    hub_origins: tuple[str, ...] = ()
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def api_base_url(self) -> str:
+        return self.public_url or f"http://{_display_host(self.host)}:{self.api_port}"
+
+    @property
+    def hub_url(self) -> str:
+        return f"ws://{_display_host(self.host)}:{self.hub_port}/connection/websocket"
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; `#` comments and blank lines are skipped, quotes stripped."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env"), **overrides: object
+) -> Settings:
+    """Build settings from `.env`, then the environment, then explicit overrides (CLI flags)."""
+    env: dict[str, str] = {}
+    if dotenv is not None:
+        env.update(read_dotenv(dotenv))
+    env.update(os.environ if environ is None else environ)
+
+    database_url = env.get("DATABASE_URL") or None
+    redis_url = env.get("REDIS_URL") or None
+    data_dir = Path(env.get("LIVESELL_DATA_DIR") or ".livesell")
+    attribution = env.get("LIVESELL_ATTRIBUTION") or "last"
+    if attribution not in ("last", "first"):
+        raise SettingsError(f"LIVESELL_ATTRIBUTION must be 'last' or 'first', got {attribution!r}")
+    origins = tuple(
+        o.strip() for o in (env.get("LIVESELL_HUB_ORIGINS") or "").split(",") if o.strip()
+    )
+
+    values: dict[str, object] = dict(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        host=env.get("LIVESELL_HOST") or "127.0.0.1",
+        api_port=_int(env, "LIVESELL_API_PORT", 8000),
+        hub_port=_int(env, "LIVESELL_HUB_PORT", 8001),
+        public_url=(env.get("LIVESELL_PUBLIC_URL") or None),
+        secret=env.get("LIVESELL_SECRET") or "",
+        dev=_bool(env, "LIVESELL_DEV", database_url is None),
+        hold_s=_int(env, "LIVESELL_HOLD_S", 900, minimum=1),
+        return_window_s=_int(env, "LIVESELL_RETURN_WINDOW_S", 604_800),
+        attribution=attribution,
+        attribution_window_s=_int(env, "LIVESELL_ATTRIBUTION_WINDOW_S", 604_800, minimum=1),
+        log_level=(env.get("LIVESELL_LOG_LEVEL") or "info").lower(),
+        hub_flush_ms=_int(env, "LIVESELL_HUB_FLUSH_MS", 20, minimum=1),
+        hub_ping_s=_int(env, "LIVESELL_HUB_PING_S", 25, minimum=1),
+        hub_max_frame_bytes=_int(env, "LIVESELL_HUB_MAX_FRAME_BYTES", 65_536, minimum=1024),
+        hub_outbox_bytes=_int(env, "LIVESELL_HUB_OUTBOX_BYTES", 1_048_576, minimum=4096),
+        hub_history_size=_int(env, "LIVESELL_HUB_HISTORY_SIZE", 1000, minimum=1),
+        hub_history_ttl_s=_int(env, "LIVESELL_HUB_HISTORY_TTL_S", 86_400, minimum=1),
+        hub_origins=origins,
+    )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if not settings.secret:
+        settings = msgspec.structs.replace(settings, secret=ensure_secret(settings.data_dir))
+    return settings
+
+
+def ensure_secret(data_dir: Path) -> str:
+    """The JWT and link-signing secret, generated once into the data dir and reused after."""
+    path = data_dir / "secret"
+    if path.is_file():
+        existing = path.read_text(encoding="utf-8").strip()
+        if existing:
+            return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    # O_EXCL: when two processes race to create it, the loser reads the winner's secret
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value)
+    return value

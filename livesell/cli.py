@@ -1,0 +1,182 @@
+"""The `livesell` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from core.auth import ROLES, mint_token
+from core.embedded import EmbeddedServerError
+from core.settings import Settings, SettingsError, load_settings
+
+DESCRIPTION = """\
+livesell: live-stream selling with real-time distribution attribution.
+
+With no DATABASE_URL / REDIS_URL set, commands start an embedded PostgreSQL and Valkey with
+data under LIVESELL_DATA_DIR (default ./.livesell). At scale, run `livesell api`, `livesell hub`
+and `livesell worker` as many times as needed against a real PostgreSQL and Redis.
+"""
+
+EPILOG = """\
+examples:
+  livesell serve                         everything in one process, embedded servers, demo room
+  livesell serve --api-port 9000 --no-demo
+  livesell hub --hub-port 8001 --workers 2
+  livesell token --sub alice --roles host,distributor
+  DATABASE_URL=postgresql://... REDIS_URL=redis://... livesell api
+"""
+
+
+def _ports(parser: argparse.ArgumentParser, api: bool = True, hub: bool = True) -> None:
+    if api:
+        parser.add_argument("--api-port", type=int, help="HTTP port (env LIVESELL_API_PORT, 8000)")
+    if hub:
+        parser.add_argument("--hub-port", type=int, help="hub port (env LIVESELL_HUB_PORT, 8001)")
+    parser.add_argument("--host", help="address to listen on (env LIVESELL_HOST, 127.0.0.1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livesell",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", help="debug, info, warning (env LIVESELL_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser(
+        "serve",
+        help="run API, hub and worker in one process",
+        description="Run the API, the hub and the worker loops in one process. "
+        "Starts embedded PostgreSQL and Valkey when their URLs are unset.",
+    )
+    _ports(serve)
+    serve.add_argument("--no-demo", action="store_true", help="do not seed the demo room")
+
+    api = sub.add_parser(
+        "api",
+        help="run only the HTTP API",
+        description="Run the HTTP API alone (scale out behind a load balancer).",
+    )
+    _ports(api, hub=False)
+    hub = sub.add_parser(
+        "hub",
+        help="run only the WebSocket hub",
+        description="Run the WebSocket hub alone; hubs need no sticky sessions.",
+    )
+    _ports(hub, api=False)
+    hub.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="hub processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    sub.add_parser(
+        "worker",
+        help="run only the background loops",
+        description="Hold expiry, commission settlement and other background loops.",
+    )
+    sub.add_parser(
+        "migrate",
+        help="apply pending database migrations and exit",
+        description="Apply numbered SQL migrations; safe to run from many processes.",
+    )
+
+    token = sub.add_parser(
+        "token",
+        help="print a JWT for a user",
+        description="Mint an HS256 JWT signed with LIVESELL_SECRET.",
+    )
+    token.add_argument("--sub", required=True, help="user id (the token's subject)")
+    token.add_argument(
+        "--roles", default="viewer", help=f"comma-separated roles from: {', '.join(sorted(ROLES))}"
+    )
+    token.add_argument(
+        "--ttl", type=int, default=86_400, help="lifetime in seconds (default 1 day)"
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        api_port=getattr(args, "api_port", None),
+        hub_port=getattr(args, "hub_port", None),
+        host=getattr(args, "host", None),
+        log_level=args.log_level,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"livesell: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+
+    if args.command == "token":
+        try:
+            roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+            print(mint_token(settings.secret, args.sub, roles, ttl_s=args.ttl))
+        except ValueError as exc:
+            print(f"livesell token: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    try:
+        return _run(args, settings)
+    except EmbeddedServerError as exc:
+        print(f"livesell: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from core.db import migrate_url
+    from livesell.runner import embedded_servers, run
+
+    owner = args.command == "serve"
+    with embedded_servers(settings, stop_on_exit=owner) as resolved:
+        if args.command == "migrate":
+            assert resolved.database_url
+            applied = asyncio.run(migrate_url(resolved.database_url))
+            print("applied: " + ", ".join(applied) if applied else "database is up to date")
+            return 0
+        if args.command == "hub" and args.workers > 1:
+            import live
+
+            return live.run_hub_workers(resolved, args.workers)  # type: ignore[attr-defined, no-any-return]
+        on_ready = None
+        if args.command == "serve" and not args.no_demo:
+            from livesell.demo import seed_and_print
+
+            on_ready = seed_and_print
+        asyncio.run(
+            run(
+                resolved,
+                api=args.command in ("serve", "api"),
+                hub=args.command in ("serve", "hub"),
+                worker=args.command in ("serve", "worker"),
+                on_ready=on_ready,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

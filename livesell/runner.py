@@ -1,0 +1,124 @@
+"""Run the API, the hub and the worker, together (`serve`) or alone, with clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+
+import msgspec
+import uvicorn
+
+import attribution
+import live
+import storefront
+from core.db import migrate_url
+from core.embedded import EmbeddedPostgres, EmbeddedValkey
+from core.resources import Resources, open_resources
+from core.settings import Settings
+from livesell.app import create_app
+
+log = logging.getLogger("livesell")
+
+
+@contextlib.contextmanager
+def embedded_servers(settings: Settings, *, stop_on_exit: bool = True) -> Iterator[Settings]:
+    """Start embedded PostgreSQL / Valkey for whichever URL is unset; yield resolved settings.
+
+    With both URLs set nothing embedded starts. `stop_on_exit=False` leaves the servers running
+    for other livesell processes sharing the data dir (`livesell api` next to `livesell hub`).
+    """
+    with ExitStack() as stack:
+        database_url, redis_url = settings.database_url, settings.redis_url
+        if database_url is None:
+            pg = EmbeddedPostgres(settings.data_dir / "pg")
+            database_url = pg.start()
+            if stop_on_exit:
+                stack.callback(pg.stop)
+        if redis_url is None:
+            valkey = EmbeddedValkey(settings.data_dir / "valkey")
+            redis_url = valkey.start()
+            if stop_on_exit:
+                stack.callback(valkey.stop)
+        yield msgspec.structs.replace(settings, database_url=database_url, redis_url=redis_url)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _api(res: Resources, stop: asyncio.Event) -> None:
+    settings = res.settings
+    config = uvicorn.Config(
+        create_app(settings, res),
+        host=settings.host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=True,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    server.should_exit = True
+    await serving
+
+
+async def _worker(res: Resources, stop: asyncio.Event) -> None:
+    loops = [asyncio.create_task(c) for c in storefront.worker_tasks(res)]
+    loops += [asyncio.create_task(c) for c in attribution.worker_tasks(res)]
+    await stop.wait()
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def run(
+    settings: Settings,
+    *,
+    api: bool,
+    hub: bool,
+    worker: bool,
+    on_ready: Callable[[Resources], Awaitable[None]] | None = None,
+) -> None:
+    """Run the chosen parts in this process until SIGINT / SIGTERM."""
+    assert settings.database_url and settings.redis_url
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    applied = await migrate_url(settings.database_url)
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    async with open_resources(settings, pool_max=30) as res:
+        parts = []
+        if api:
+            parts.append(asyncio.create_task(_api(res, stop), name="api"))
+        if hub:
+            parts.append(
+                asyncio.create_task(
+                    live.run_hub(res, host=settings.host, port=settings.hub_port, stop=stop),
+                    name="hub",
+                )
+            )
+        if worker:
+            parts.append(asyncio.create_task(_worker(res, stop), name="worker"))
+        if on_ready is not None:
+            await on_ready(res)
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*parts, stopping], return_when="FIRST_COMPLETED")
+        for task in done:
+            if task is not stopping and task.exception() is not None:
+                log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
+        stop.set()
+        log.info("shutting down")
+        await asyncio.gather(*parts, return_exceptions=True)

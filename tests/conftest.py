@@ -1,0 +1,105 @@
+"""Test fixtures: real embedded PostgreSQL and Valkey, started once per session.
+
+Each test starts from empty tables and an empty Redis (truncate + FLUSHALL), so tests are
+isolated without paying for a server per test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.auth import mint_token
+from core.db import migrate_url
+from core.embedded import EmbeddedPostgres, EmbeddedValkey
+from core.resources import Resources, open_resources
+from core.settings import Settings, load_settings
+from livesell.app import create_app
+
+TEST_SECRET = "test-secret-not-for-production-0123456789"
+
+
+@dataclass
+class Servers:
+    root: Path
+    pg: EmbeddedPostgres
+    valkey: EmbeddedValkey
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    root = Path(tempfile.mkdtemp(prefix="livesell-test-"))
+    pg = EmbeddedPostgres(root / "pg", durable=False)
+    valkey = EmbeddedValkey(root / "valkey", durable=False)
+    pg.start()
+    valkey.start()
+    try:
+        yield Servers(root, pg, valkey)
+    finally:
+        valkey.stop()
+        pg.stop(mode="immediate")
+
+
+def make_settings(servers: Servers, **overrides: object) -> Settings:
+    environ = {
+        "DATABASE_URL": servers.pg.url,
+        "REDIS_URL": servers.valkey.url,
+        "LIVESELL_DATA_DIR": str(servers.root / "data"),
+        "LIVESELL_SECRET": TEST_SECRET,
+        "LIVESELL_DEV": "1",
+    }
+    return load_settings(environ=environ, dotenv=None, **overrides)
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers) -> Settings:
+    return make_settings(servers)
+
+
+@pytest.fixture(scope="session")
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    assert settings.database_url
+    await migrate_url(settings.database_url)
+    async with open_resources(settings) as res:
+        yield res
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(request: pytest.FixtureRequest) -> None:
+    """Empty every table and Redis before each test that touches them."""
+    if "resources" not in request.fixturenames:
+        return
+    res: Resources = request.getfixturevalue("resources")
+    async with res.pool.acquire() as conn:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'schema_migrations'"
+        )
+        if tables:
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await res.redis.flushall()
+
+
+@pytest.fixture
+async def client(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, resources)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://livesell.test") as http:
+        yield http
+
+
+@pytest.fixture
+def auth(settings: Settings) -> Callable[..., dict[str, str]]:
+    """`auth("alice", "host")` → headers carrying a token for alice with the host role."""
+
+    def headers(sub: str, *roles: str) -> dict[str, str]:
+        token = mint_token(settings.secret, sub, roles or ("viewer",))
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
