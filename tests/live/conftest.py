@@ -28,23 +28,11 @@ class RunningHub:
 
 @pytest.fixture
 async def hub(resources: Resources) -> AsyncIterator[RunningHub]:
-    port = free_port()
-    stop = asyncio.Event()
-    started: asyncio.Future[Hub] = asyncio.get_running_loop().create_future()
-
-    async def ready(running: Hub) -> None:
-        await asyncio.wait_for(running.link.connected.wait(), 10)
-        started.set_result(running)
-
-    task = asyncio.create_task(
-        run_hub(resources, host="127.0.0.1", port=port, stop=stop, on_listening=ready)
-    )
-    running = await asyncio.wait_for(asyncio.shield(started), 15)
+    running, stop = await start_hub(resources)
     try:
-        yield RunningHub(f"ws://127.0.0.1:{port}/connection/websocket", running, port)
+        yield running
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+        await stop()
 
 
 class RawClient:
@@ -94,18 +82,22 @@ class RawClient:
                 return message["push"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-async def raw_client(hub: RunningHub) -> AsyncIterator[Callable[[], Any]]:
-    opened: list[ClientConnection] = []
+async def open_raw(url: str) -> RawClient:
+    return RawClient(await connect(url, max_size=None, compression=None))
 
-    async def open_client() -> RawClient:
-        ws = await connect(hub.url, max_size=None, compression=None)
-        opened.append(ws)
-        return RawClient(ws)
+
+@pytest.fixture
+async def raw_client(hub: RunningHub) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[RawClient] = []
+
+    async def open_client(url: str | None = None) -> RawClient:
+        raw = await open_raw(url or hub.url)
+        opened.append(raw)
+        return raw
 
     yield open_client
-    for ws in opened:
-        await ws.close()
+    for raw in opened:
+        await raw.ws.close()
 
 
 @dataclass
@@ -137,3 +129,35 @@ async def room(
     created = await client.post("/api/rooms", json={"title": "Tea tasting"}, headers=host)
     assert created.status_code == 201, created.text
     return Room(id=created.json()["id"], host=host, products=products)
+
+
+def hub_resources(resources: Resources, **overrides: object) -> Resources:
+    """The session's resources with hub settings changed (small limits, fast pings)."""
+    import dataclasses
+
+    import msgspec
+
+    settings = msgspec.structs.replace(resources.settings, **overrides)
+    return dataclasses.replace(resources, settings=settings)
+
+
+async def start_hub(res: Resources) -> tuple[RunningHub, Callable[[], Any]]:
+    """A hub on `res`; returns it and an async `stop()`."""
+    port = free_port()
+    stop = asyncio.Event()
+    started: asyncio.Future[Hub] = asyncio.get_running_loop().create_future()
+
+    async def ready(running: Hub) -> None:
+        await asyncio.wait_for(running.link.connected.wait(), 10)
+        started.set_result(running)
+
+    task = asyncio.create_task(
+        run_hub(res, host="127.0.0.1", port=port, stop=stop, on_listening=ready)
+    )
+    running = await asyncio.wait_for(asyncio.shield(started), 15)
+
+    async def stop_hub() -> None:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+    return RunningHub(f"ws://127.0.0.1:{port}/connection/websocket", running, port), stop_hub
