@@ -12,6 +12,7 @@ would disconnect every viewer on the next SDK release. Unknown *methods* are ans
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
@@ -31,8 +32,8 @@ from live.errors import (
 
 class ConnectRequest(msgspec.Struct, omit_defaults=True):
     token: str = ""
-    data: msgspec.Raw | None = None
-    subs: dict[str, msgspec.Raw] | None = None
+    data: Any = None  # ignored: this hub has no connect proxy
+    subs: Any = None  # server-side subscriptions: not offered
     name: str = ""
     version: str = ""
     headers: dict[str, str] | None = None
@@ -44,7 +45,7 @@ class SubscribeRequest(msgspec.Struct, omit_defaults=True):
     recover: bool = False
     epoch: str = ""
     offset: int = 0
-    data: msgspec.Raw | None = None
+    data: Any = None  # ignored: no subscribe proxy
     positioned: bool = False
     recoverable: bool = False
     join_leave: bool = False
@@ -66,15 +67,15 @@ class Command(msgspec.Struct, omit_defaults=True):
     subscribe: SubscribeRequest | None = None
     unsubscribe: UnsubscribeRequest | None = None
     # methods of the full protocol this hub does not offer: answered with 104
-    publish: msgspec.Raw | None = None
-    presence: msgspec.Raw | None = None
-    presence_stats: msgspec.Raw | None = None
-    history: msgspec.Raw | None = None
-    ping: msgspec.Raw | None = None
-    send: msgspec.Raw | None = None
-    rpc: msgspec.Raw | None = None
-    refresh: msgspec.Raw | None = None
-    sub_refresh: msgspec.Raw | None = None
+    publish: Any = None
+    presence: Any = None
+    presence_stats: Any = None
+    history: Any = None
+    ping: Any = None
+    send: Any = None
+    rpc: Any = None
+    refresh: Any = None
+    sub_refresh: Any = None
 
     @property
     def is_pong(self) -> bool:

@@ -46,9 +46,7 @@ def room_view(room: Room) -> RoomView:
     )
 
 
-async def room_snapshot(
-    conn: Conn, room_id: int, viewers: int
-) -> RoomSnapshot | None:
+async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot | None:
     """The room's current state, or None when there is no such room."""
     room = await get_room(conn, room_id)
     if room is None:

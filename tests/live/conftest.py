@@ -74,11 +74,15 @@ class RawClient:
     async def subscribe(self, channel: str, **extra: Any) -> dict[str, Any]:
         return await self.reply(await self.send(subscribe={"channel": channel, **extra}))
 
-    async def publication(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next publication push (pings and other pushes are skipped)."""
+    async def publication(
+        self, timeout: float = 5.0, skip: tuple[str, ...] = ("viewers.changed",)
+    ) -> dict[str, Any]:
+        """The next publication push; pings, other pushes and `skip` event types are passed."""
         while True:
             message = await self.receive(timeout)
             if "push" in message and "pub" in message["push"]:
+                if message["push"]["pub"]["data"].get("type") in skip:
+                    continue
                 return message["push"]  # type: ignore[no-any-return]
 
 
@@ -118,8 +122,8 @@ async def room(
             products.append(
                 str(
                     await conn.fetchval(
-                        """INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
-                           VALUES ($1, $2, $3, 1000, 'alice') RETURNING id""",
+                        "INSERT INTO products (sku, title, price_cents, commission_bps,"
+                        " created_by) VALUES ($1, $2, $3, 1000, 'alice') RETURNING id",
                         f"SKU-{n}",
                         f"Product {n}",
                         1000 + n,

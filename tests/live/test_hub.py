@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from core.auth import mint_token
 from core.events import Event, room_channel
@@ -73,7 +74,8 @@ async def test_host_actions_reach_every_viewer_in_order(
             "card.pinned",
             "card.unpinned",
         ]
-        assert [p["pub"]["offset"] for p in got] == [1, 2, 3]
+        offsets = [p["pub"]["offset"] for p in got]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 3
         assert all(p["channel"] == f"room:{room.id}" for p in got)
 
 
@@ -124,19 +126,22 @@ async def test_recovery_returns_exactly_the_missed_publications(
     )
     result = reply["subscribe"]
     assert result["was_recovering"] is True and result["recovered"] is True
-    assert [p["data"]["type"] for p in result["publications"]] == [
+    recovered = result["publications"]
+    # viewer counts may interleave (latest-value events); every host action is there, in order
+    assert [p["data"]["type"] for p in recovered if p["data"]["type"] != "viewers.changed"] == [
         "card.pinned",
         "card.unpinned",
         "room.live",
     ]
-    assert [p["offset"] for p in result["publications"]] == [2, 3, 4]
-    assert result["offset"] == 4
+    offsets = [p["offset"] for p in recovered]
+    assert offsets[0] > seen["pub"]["offset"] and offsets == sorted(offsets)
+    assert result["offset"] == offsets[-1]
 
     # and the stream goes on live after the recovered part, without duplicates
     await client.delete(f"/api/rooms/{room.id}/pin", headers=room.host)  # nothing pinned: no event
     await _pin(client, room, 2)
     live = await again.publication()
-    assert live["pub"]["offset"] == 5 and live["pub"]["data"]["type"] == "card.pinned"
+    assert live["pub"]["offset"] > result["offset"] and live["pub"]["data"]["type"] == "card.pinned"
 
 
 async def test_recovery_is_refused_not_partial(
@@ -201,7 +206,7 @@ async def test_channel_permissions(raw_client: Opener, settings: Settings, room:
 async def test_bad_tokens(raw_client: Opener, settings: Settings) -> None:
     forged: RawClient = await raw_client()
     await forged.send(connect={"token": "not-a-jwt"})
-    with pytest.raises(Exception):
+    with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
         await forged.receive(timeout=3)
     assert forged.ws.close_code == 3500
 
@@ -226,13 +231,13 @@ async def test_viewer_counts_reach_the_room(
     count = None
     while count != 3:
         assert time.monotonic() < deadline, f"viewers.changed never said 3 (last {count})"
-        pub = await watcher.publication(timeout=5)
+        pub = await watcher.publication(timeout=5, skip=())
         if pub["pub"]["data"]["type"] == "viewers.changed":
             count = pub["pub"]["data"]["viewers"]
     assert (await client.get(f"/api/rooms/{room.id}")).json()["viewers"] == 3
     await others[0].ws.close()
     while True:
-        pub = await watcher.publication(timeout=5)
+        pub = await watcher.publication(timeout=5, skip=())
         if pub["pub"]["data"]["type"] == "viewers.changed":
             assert pub["pub"]["data"]["viewers"] == 2
             break
@@ -244,7 +249,7 @@ async def test_shutdown_closes_with_a_reconnect_code(resources: Resources, room:
     await viewer.connect()
     await viewer.subscribe(f"room:{room.id}")
     await stop()
-    with pytest.raises(Exception):
+    with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
         while True:
             await viewer.receive(timeout=5)
     assert viewer.ws.close_code == 3001
