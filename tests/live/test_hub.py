@@ -164,7 +164,7 @@ async def test_recovery_is_refused_not_partial(
         assert gap["subscribe"]["was_recovering"] is True
         assert gap["subscribe"].get("recovered", False) is False
         assert gap["subscribe"].get("publications", []) == []
-        assert gap["subscribe"]["offset"] == 6 and gap["subscribe"]["data"]["room"]["id"] == room.id
+        assert gap["subscribe"]["offset"] >= 6 and gap["subscribe"]["data"]["room"]["id"] == room.id
 
         other = await open_raw(running.url)
         await other.connect()
