@@ -33,6 +33,10 @@ CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 STALE = Disconnect(3502, "stale")
 
+# the library logs every connection at INFO: too chatty for tens of thousands of viewers
+_websockets_log = logging.getLogger("livesell.hub.websockets")
+_websockets_log.setLevel(logging.WARNING)
+
 
 def _only_hub_path(connection: ServerConnection, request: Request) -> Response | None:
     if request.path.split("?", 1)[0] != PATH:
@@ -92,6 +96,7 @@ async def run_hub(
             write_limit=settings.hub_outbox_bytes,
             reuse_port=reuse_port,
             backlog=4096,
+            logger=_websockets_log,
         )
         log.info("hub listening on ws://%s:%s%s (node %s)", host, port, PATH, hub.node_id)
         if on_listening is not None:
