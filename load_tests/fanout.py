@@ -65,7 +65,8 @@ class Viewer(asyncio.Protocol):
         transport.write(  # type: ignore[attr-defined]
             (
                 "GET /connection/websocket HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n\r\n"
             ).encode()
         )
 
@@ -265,7 +266,8 @@ def run_livesell(args: argparse.Namespace, env: dict[str, str], skus: list[str])
         _wait_port(hub_port)
         _wait_port(api_port)
         token = subprocess.run(
-            [sys.executable, "-m", "livesell.cli", "token", "--sub", "bench-host", "--roles", "host"],
+            [sys.executable, "-m", "livesell.cli", "token", "--sub", "bench-host",
+             "--roles", "host"],
             env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         host = {"Authorization": f"Bearer {token}"}
@@ -390,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = dict(os.environ)
         env.update(
-            DATABASE_URL=pg.start(), REDIS_URL=valkey.start(), LIVESELL_SECRET="bench-secret-0123456789abcdef0123456789",
+            DATABASE_URL=pg.start(), REDIS_URL=valkey.start(),
+            LIVESELL_SECRET="bench-secret-0123456789abcdef0123456789",
             LIVESELL_DATA_DIR=str(root / "data"), LIVESELL_LOG_LEVEL="warning",
         )  # fmt: skip
         skus = [f"BENCH-{n:04d}" for n in range(args.events)]
