@@ -120,6 +120,10 @@ class Disconnect(Exception):
         self.reason = reason
         super().__init__(f"{code} {reason}")
 
+    def fresh(self) -> Disconnect:
+        """A new instance to raise (the shared constants below must not carry tracebacks)."""
+        return Disconnect(self.code, self.reason)
+
     @property
     def reconnect(self) -> bool:
         return not (3500 <= self.code < 4000 or 4500 <= self.code < 5000)

@@ -187,7 +187,7 @@ class Hub:
             case Command(connect=ConnectRequest() as request):
                 session.send(encode(Reply(id=command.id, connect=self._connect(session, request))))
             case _ if not session.connected:
-                raise BAD_REQUEST  # anything before connect is a protocol violation
+                raise BAD_REQUEST.fresh()  # anything before connect is a protocol violation
             case Command(subscribe=SubscribeRequest() as request):
                 await self._subscribe(session, command.id, request)
             case Command(unsubscribe=UnsubscribeRequest() as request):
@@ -200,14 +200,14 @@ class Hub:
 
     def _connect(self, session: Session, request: ConnectRequest) -> ConnectResult:
         if session.connected:
-            raise BAD_REQUEST
+            raise BAD_REQUEST.fresh()
         if request.token:
             try:
                 session.principal = verify_token(self.settings.secret, request.token)
             except Unauthorized as exc:
                 if exc.details.get("reason") == "expired":
                     raise TokenExpired() from None
-                raise INVALID_TOKEN from None
+                raise INVALID_TOKEN.fresh() from None
         session.connected = True
         session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
         # a random bucket spreads pings (and the pong checks) evenly over the interval
