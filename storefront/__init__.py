@@ -30,7 +30,7 @@ __all__ = [
 
 
 def routes() -> list[BaseRoute]:
-    from storefront.routes import routes as storefront_routes
+    from storefront.api import routes as storefront_routes
 
     return storefront_routes()
 

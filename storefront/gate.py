@@ -41,6 +41,9 @@ GATE_TTL_AFTER_END = timedelta(days=1)
 MISSING_DROP_TTL_MS = 5_000
 BUILD_LOCK_MS = 10_000
 BUILD_WAIT_S = 3.0
+# redis-py's pool refuses (rather than queues) calls beyond its max_connections; a storm of
+# buy attempts in one process waits here instead, leaving connections for everything else
+MAX_CONCURRENT_CALLS = 128
 
 # One buy attempt. Atomically: refuse inactive, over-limit and sold-out attempts, or pop units
 # and record them as in flight for this attempt.
@@ -269,6 +272,7 @@ class Gate:
         self._build = client.register_script(BUILD_SCRIPT)
         self._unlock = client.register_script(UNLOCK_SCRIPT)
         self._probe = client.register_script(PROBE_SCRIPT)
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     async def acquire(
         self,
@@ -281,10 +285,11 @@ class Gate:
         mode: str = "buy",
     ) -> Granted | Refused:
         token = secrets.token_hex(8)
-        reply = await self._acquire(
-            keys=gate_keys(drop_id),
-            args=[buyer_id, quantity, digest, fingerprint, token, mode],
-        )
+        async with self._slots:
+            reply = await self._acquire(
+                keys=gate_keys(drop_id),
+                args=[buyer_id, quantity, digest, fingerprint, token, mode],
+            )
         verdict = _text(reply[0])
         if verdict == "ok":
             return Granted(gen=_text(reply[1]), units=[int(u) for u in reply[2:]], token=token)
@@ -293,10 +298,11 @@ class Gate:
     async def commit(
         self, drop_id: int, granted: Granted, *, digest: str = "", fingerprint: str = ""
     ) -> None:
-        await self._commit(
-            keys=gate_keys(drop_id),
-            args=[granted.token, granted.gen, digest, fingerprint, *granted.units],
-        )
+        async with self._slots:
+            await self._commit(
+                keys=gate_keys(drop_id),
+                args=[granted.token, granted.gen, digest, fingerprint, *granted.units],
+            )
 
     async def release(
         self,
@@ -310,10 +316,11 @@ class Gate:
     ) -> bool:
         """Put `units` back on sale and take `count` (default: len(units)) off the buyer."""
         token, gen = (granted.token, granted.gen) if granted is not None else ("", "")
-        done = await self._release(
-            keys=gate_keys(drop_id),
-            args=[token, gen, buyer_id, len(units) if count is None else count, digest, *units],
-        )
+        async with self._slots:
+            done = await self._release(
+                keys=gate_keys(drop_id),
+                args=[token, gen, buyer_id, len(units) if count is None else count, digest, *units],
+            )
         return bool(done)
 
     async def close(self, drop_id: int) -> None:
@@ -346,7 +353,9 @@ class Gate:
         present afterwards."""
         lock = lock_key(drop_id)
         owner = secrets.token_hex(8)
-        if await self.redis.set(lock, owner, nx=True, px=BUILD_LOCK_MS):
+        async with self._slots:
+            locked = await self.redis.set(lock, owner, nx=True, px=BUILD_LOCK_MS)
+        if locked:
             try:
                 snapshot = await read_snapshot(pool, drop_id)
                 if snapshot is None:
@@ -365,8 +374,9 @@ class Gate:
         gate = gate_keys(drop_id)[0]
         while time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            if await self.redis.exists(gate):
-                return True
+            async with self._slots:
+                if await self.redis.exists(gate):
+                    return True
         raise GateBusy(drop_id)
 
     async def reconcile(self, pool: asyncpg.Pool, drop_id: int, *, stale_after_s: float) -> str:

@@ -39,7 +39,12 @@ async def room_id(resources: Resources) -> int:
 async def product_id(client: httpx.AsyncClient, auth: Auth) -> str:
     response = await client.post(
         "/api/products",
-        json={"sku": "TEA-1", "title": "Longjing 250g", "price_cents": 12_800, "commission_bps": 1500},
+        json={
+            "sku": "TEA-1",
+            "title": "Longjing 250g",
+            "price_cents": 12_800,
+            "commission_bps": 1500,
+        },
         headers=auth(HOST, "host"),
     )
     assert response.status_code == 201, response.text
