@@ -24,7 +24,7 @@ import attribution
 from core.events import Outbox
 from core.resources import Resources
 from storefront.catalog import announce_stock
-from storefront.conn import Conn, must
+from storefront.conn import Conn
 from storefront.errors import (
     DropNotActive,
     DropNotFound,
@@ -171,15 +171,79 @@ async def _place_order(
         if not committed:
             await _give_back(gate, drop_id, buyer_id, granted, digest)
         raise
+    # the order is committed: answer now; telling the gate and the room can follow
+    task = asyncio.create_task(_after_commit(res, gate, drop_id, granted, digest, fp, outbox))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return response
+
+
+# after-commit work in flight (kept referenced until done)
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _after_commit(
+    res: Resources,
+    gate: Gate,
+    drop_id: int,
+    granted: Granted,
+    digest: str,
+    fp: bytes,
+    outbox: Outbox,
+) -> None:
     try:
         await gate.commit(drop_id, granted, digest=digest, fingerprint=fp.hex())
-        # after commit: the counts as PostgreSQL now sees them
+        # the counts as PostgreSQL sees them now
         async with res.pool.acquire() as conn:
             await announce_stock(conn, outbox, drop_id, sale=True)
     except Exception as exc:  # noqa: BLE001 - the order exists; reconciliation tidies the gate
         log.warning("drop %d: after-commit bookkeeping failed: %r", drop_id, exc)
     await outbox.flush(res.publisher)
-    return response
+
+
+async def drain_background() -> None:
+    """Wait for after-commit work still running (tests, shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
+# A winner's order in one statement: check the drop still sells (FOR SHARE: a concurrent close
+# waits for this sale, or this sale sees it closed), insert the order, claim its units (the
+# one-live-claim index refuses a unit someone holds) and count them against the buyer's quota
+# (the CHECK refuses going over the limit). No order row when the drop is not active.
+# $1 drop, $2 buyer, $3 quantity, $4 hold duration, $5 unit numbers.
+PLACE_ORDER_SQL = """
+WITH drop_now AS (
+    SELECT d.id, d.room_id, d.product_id, d.price_cents, d.per_buyer_limit, p.commission_bps,
+           d.closed_at IS NULL AND now() >= d.starts_at AND now() < d.ends_at AS active,
+           CASE WHEN d.closed_at IS NOT NULL THEN 'closed'
+                WHEN now() < d.starts_at THEN 'scheduled' ELSE 'ended' END AS status
+    FROM drops d JOIN products p ON p.id = d.product_id
+    WHERE d.id = $1 FOR SHARE OF d
+), placed AS (
+    INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity, unit_price_cents,
+                        amount_cents, commission_bps, hold_expires_at)
+    SELECT id, room_id, product_id, $2, $3::integer, price_cents, price_cents * $3::integer,
+           commission_bps, now() + $4::interval
+    FROM drop_now WHERE active
+    RETURNING id, amount_cents, hold_expires_at, created_at
+), claimed AS (
+    INSERT INTO stock_claims (drop_id, unit_no, order_id)
+    SELECT $1, unit_no, placed.id FROM placed, unnest($5::integer[]) AS unit_no
+    RETURNING unit_no
+), quota AS (
+    INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
+    SELECT id, $2, per_buyer_limit, $3::integer FROM drop_now WHERE active
+    ON CONFLICT (drop_id, buyer_id)
+    DO UPDATE SET live_units = drop_buyers.live_units + EXCLUDED.live_units
+    RETURNING live_units
+)
+SELECT drop_now.room_id, drop_now.product_id, drop_now.commission_bps, drop_now.active,
+       drop_now.status, placed.id AS order_id, placed.amount_cents, placed.hold_expires_at,
+       placed.created_at, (SELECT count(*) FROM claimed) AS claimed,
+       (SELECT count(*) FROM quota) AS quota
+FROM drop_now LEFT JOIN placed ON true
+"""
 
 
 async def _write_order(
@@ -193,77 +257,41 @@ async def _write_order(
     granted: Granted,
 ) -> StoredResponse:
     quantity = len(granted.units)
-    # FOR SHARE: a concurrent close waits for this sale to finish, or this sale sees it closed
-    drop = await conn.fetchrow(
-        """SELECT d.room_id, d.product_id, d.price_cents, p.commission_bps,
-                  d.closed_at IS NULL AND now() >= d.starts_at AND now() < d.ends_at AS active,
-                  CASE WHEN d.closed_at IS NOT NULL THEN 'closed'
-                       WHEN now() < d.starts_at THEN 'scheduled' ELSE 'ended' END AS status
-           FROM drops d JOIN products p ON p.id = d.product_id
-           WHERE d.id = $1 FOR SHARE OF d""",
-        drop_id,
-    )
-    if drop is None:
-        raise DropNotFound(drop_id)
-    if not drop["active"]:
-        raise DropNotActive(drop_id, drop["status"])
-    order = must(
-        await conn.fetchrow(
-            """INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity,
-                               unit_price_cents, amount_cents, commission_bps, hold_expires_at)
-           VALUES ($1, $2, $3, $4, $5::integer, $6::bigint, $6::bigint * $5::integer, $7,
-                   now() + $8::interval)
-           RETURNING id, amount_cents, hold_expires_at, created_at""",
+    try:
+        row = await conn.fetchrow(
+            PLACE_ORDER_SQL,
             drop_id,
-            drop["room_id"],
-            drop["product_id"],
             buyer_id,
             quantity,
-            drop["price_cents"],
-            drop["commission_bps"],
             timedelta(seconds=res.settings.hold_s),
-        )
-    )
-    try:
-        await conn.execute(
-            """INSERT INTO stock_claims (drop_id, unit_no, order_id)
-               SELECT $1, unnest($2::integer[]), $3""",
-            drop_id,
             granted.units,
-            order["id"],
         )
     except asyncpg.UniqueViolationError:
         raise _UnitsTaken() from None
-    try:
-        await conn.execute(
-            """INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
-               SELECT id, $2, per_buyer_limit, $3 FROM drops WHERE id = $1
-               ON CONFLICT (drop_id, buyer_id)
-               DO UPDATE SET live_units = drop_buyers.live_units + EXCLUDED.live_units""",
-            drop_id,
-            buyer_id,
-            quantity,
-        )
     except asyncpg.CheckViolationError:
         raise LimitReached(drop_id, 0, 0) from None
+    if row is None:
+        raise DropNotFound(drop_id)
+    if not row["active"]:
+        raise DropNotActive(drop_id, row["status"])
     await attribution.credit_order(
         cast(Any, conn),
         outbox,
         res.settings,
-        order_id=order["id"],
-        room_id=drop["room_id"],
-        product_id=drop["product_id"],
+        order_id=row["order_id"],
+        room_id=row["room_id"],
+        product_id=row["product_id"],
         buyer_id=buyer_id,
-        amount_cents=order["amount_cents"],
-        commission_bps=drop["commission_bps"],
-        placed_at=order["created_at"],
+        amount_cents=row["amount_cents"],
+        commission_bps=row["commission_bps"],
+        placed_at=row["created_at"],
     )
     body = _encode(
         BuyResult(
-            order_id=str(order["id"]),
+            order_id=str(row["order_id"]),
             status="held",
-            hold_expires_at=order["hold_expires_at"],
-            amount_cents=order["amount_cents"],
+            hold_expires_at=row["hold_expires_at"],
+            amount_cents=row["amount_cents"],
         )
     )
     try:
@@ -275,7 +303,7 @@ async def _write_order(
             key,
             fp,
             drop_id,
-            order["id"],
+            row["order_id"],
             body,
         )
     except asyncpg.UniqueViolationError:

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from core.resources import Resources
+from storefront.checkout import drain_background
 from storefront.events import Event
 
 HOST = "hana"
@@ -89,11 +90,14 @@ def buy(client: httpx.AsyncClient, auth: Auth) -> Buy:
     async def attempt(
         drop_id: str, buyer: str, quantity: int = 1, key: str | None = None
     ) -> httpx.Response:
-        return await client.post(
+        response = await client.post(
             f"/api/drops/{drop_id}/buy",
             json={"quantity": quantity},
             headers={**auth(buyer, "viewer"), "Idempotency-Key": key or new_key()},
         )
+        # the gate and the room hear of a sale just after the answer; wait for that
+        await drain_background()
+        return response
 
     return attempt
 

@@ -27,6 +27,7 @@ from core.resources import Resources
 from core.settings import Settings
 from storefront import reconcile_drop
 from storefront.billing import gate_of
+from storefront.checkout import drain_background
 from storefront.gate import gate_keys
 from tests.storefront.conftest import StartDrop, new_key, stock_truth
 
@@ -68,6 +69,7 @@ async def _storm(
                 await on_progress(sum(statuses.values()))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await drain_background()
     return statuses
 
 

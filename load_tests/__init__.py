@@ -1,0 +1,1 @@
+"""Load tests: scenarios run against real livesell processes on loopback (`make bench`)."""
