@@ -139,6 +139,8 @@ class Outcome:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # PostgreSQL transactions the run caused (pg_stat_database): the load that reached it
+    pg_transactions: int = 0
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -327,6 +329,19 @@ async def seed(database_url: str, quantity: int, per_buyer_limit: int) -> int:
     return drop_id
 
 
+async def pg_transactions(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await asyncio.sleep(1.2)  # backends flush their statistics at most once a second
+        count: int = await conn.fetchval(
+            """SELECT xact_commit + xact_rollback FROM pg_stat_database
+               WHERE datname = current_database()"""
+        )
+    finally:
+        await conn.close()
+    return count
+
+
 async def truth(database_url: str, drop_id: int) -> dict[str, int]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -383,6 +398,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 await warm_up(port, f"/naive/drops/{warmup_drop}/buy", tokens, args)
                 path = f"/naive/drops/{drop_id}/buy"
                 requests = [buy_request(path, tokens[b], None) for b in plan]
+                before = await pg_transactions(database_url)
                 print(f"baseline: {len(requests)} attempts, {args.concurrency} connections")
                 lat, statuses, seconds = await fire(
                     port,
@@ -391,9 +407,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     deadline_s=args.timeout_s,
                     label="baseline",
                 )
+                pg_load = await pg_transactions(database_url) - before
             state = await truth(database_url, drop_id)
             sold = args.quantity - state["naive_stock"]
             results.append(outcome("baseline", lat, statuses, seconds, sold, args.quantity))
+            results[-1].pg_transactions = pg_load
 
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
@@ -401,6 +419,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await warm_up(port, f"/api/drops/{warmup_drop}/buy", tokens, args)
             path = f"/api/drops/{drop_id}/buy"
             requests = [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)]
+            before = await pg_transactions(database_url)
             print(f"livesell: {len(requests)} attempts, {args.concurrency} connections")
             lat, statuses, seconds = await fire(
                 port,
@@ -409,8 +428,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 deadline_s=args.timeout_s,
                 label="livesell",
             )
+            pg_load = await pg_transactions(database_url) - before
         state = await truth(database_url, drop_id)
         result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
+        result.pg_transactions = pg_load
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
@@ -420,12 +441,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     print()
     print(
         f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  statuses"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'pg txns':>9}  statuses"
     )
     for r in results:
         print(
             f"{r.name:10}{r.attempts:>10}{r.sold:>7}{r.oversold:>10}{r.attempts_per_s:>10,.0f}"
-            f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}  {r.statuses}"
+            f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}{r.pg_transactions:>9}  {r.statuses}"
         )
     report: dict[str, object] = {
         "attempts": args.attempts,
@@ -455,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantity", type=int, default=100, help="units in the drop (100)")
     parser.add_argument("--per-buyer-limit", type=int, default=2, help="per-buyer limit (2)")
     parser.add_argument(
-        "--concurrency", type=int, default=100, help="keep-alive connections in flight (100)"
+        "--concurrency", type=int, default=32, help="keep-alive connections in flight (32)"
     )
     parser.add_argument(
         "--timeout-s", type=float, default=120, help="stop sending after this long (120)"
