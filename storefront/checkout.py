@@ -167,6 +167,12 @@ async def _place_order(
             )
         limit = row["per_buyer_limit"] if row else quantity - 1
         raise LimitReached(drop_id, limit, row["live_units"] if row else 0) from None
+    except DropNotActive as exc:
+        await _give_back(gate, drop_id, buyer_id, granted, digest)
+        if exc.details.get("status") in ("closed", "ended"):
+            # closed in PostgreSQL without the gate hearing of it: later attempts stop at Redis
+            await gate.close(drop_id)
+        raise
     except BaseException:
         if not committed:
             await _give_back(gate, drop_id, buyer_id, granted, digest)

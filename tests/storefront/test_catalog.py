@@ -167,3 +167,17 @@ async def test_openapi_documents_storefront_routes(client: httpx.AsyncClient) ->
     assert any(p["name"] == "Idempotency-Key" for p in buy["parameters"])
     for path in ("/api/products", "/api/payments/webhook", "/api/orders/{id}/refund"):
         assert path in paths
+
+
+async def test_drop_closed_through_the_public_function_stops_sales(
+    resources: Resources, start_drop: StartDrop, buy: Buy
+) -> None:
+    drop = await start_drop(quantity=3)
+    assert (await buy(drop["id"], "bob")).status_code == 201
+    async with resources.pool.acquire() as conn, conn.transaction():
+        await storefront.close_drop(conn, Outbox(), int(drop["id"]))
+    for buyer in ("carol", "dave"):
+        refused = await buy(drop["id"], buyer)
+        assert refused.status_code == 409 and refused.json()["error"]["status"] == "closed"
+    gate = await resources.redis.hget(f"{{drop:{drop['id']}}}:gate", "closed")
+    assert gate == b"1", "the gate learned of the close from PostgreSQL's refusal"
