@@ -90,7 +90,8 @@ async def assert_ledger_invariants(res: Resources) -> None:
                JOIN ledger_accounts a ON a.id = e.account_id
                LEFT JOIN order_attributions o ON o.order_id = t.order_id
                WHERE (a.distributor_id IS NOT NULL AND a.distributor_id <> t.distributor_id)
-                  OR (t.order_id IS NOT NULL AND o.distributor_id IS DISTINCT FROM t.distributor_id)"""
+                  OR (t.order_id IS NOT NULL
+                      AND o.distributor_id IS DISTINCT FROM t.distributor_id)"""
         )
         assert strays == 0
         for row in await conn.fetch("SELECT id, user_id, team, created_at FROM distributors"):

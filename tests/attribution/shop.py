@@ -52,7 +52,9 @@ class Shop:
 
     async def drop(self, room_id: int, product_id: int, quantity: int = 1000) -> int:
         async with self.res.pool.acquire() as conn:
-            price = await conn.fetchval("SELECT price_cents FROM products WHERE id = $1", product_id)
+            price = await conn.fetchval(
+                "SELECT price_cents FROM products WHERE id = $1", product_id
+            )
             return int(
                 await conn.fetchval(
                     """INSERT INTO drops (room_id, product_id, price_cents, quantity,
