@@ -4,6 +4,8 @@ leaderboards, audit trails and payout batches."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 from starlette.requests import Request
@@ -11,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from attribution import payouts
-from attribution.clicks import Entry, EntryGate, EntryWriter
+from attribution.clicks import Entry, EntryRecorder
 from attribution.codes import new_visitor_cookie, visitor_from_cookie
 from attribution.distributors import (
     Link,
@@ -43,7 +45,7 @@ from attribution.views import (
 )
 from core.auth import Principal, verify_token
 from core.errors import Unauthorized
-from core.events import Outbox
+from core.events import dashboard_channel
 from core.http import JSON, path_id, read_json, require, resources
 from core.openapi import api_route
 from core.resources import Resources
@@ -56,15 +58,14 @@ VISITOR_COOKIE_MAX_AGE_S = 365 * 86_400
 @dataclass
 class _ProcessState:
     links: LinkCache
-    gate: EntryGate
-    writer: EntryWriter
+    recorder: EntryRecorder
 
 
 def _state(request: Request) -> _ProcessState:
     state: _ProcessState | None = getattr(request.app.state, "attribution", None)
     if state is None:
         res = resources(request)
-        state = _ProcessState(LinkCache(), EntryGate(res.redis), EntryWriter(res.pool))
+        state = _ProcessState(LinkCache(), EntryRecorder(res.pool, res.redis, res.publisher))
         request.app.state.attribution = state
     return state
 
@@ -118,40 +119,31 @@ def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str 
 
 async def _record(
     request: Request, link: Link | None, room_id: int, visitor: str, user_id: str | None,
-    source: str,
+    source: Literal["click", "enter"],
 ) -> bool:  # fmt: skip
     """Gate and record one entry; True when it was recorded (not a duplicate)."""
-    res, state = resources(request), _state(request)
-    client_addr = request.client.host if request.client else "unknown"
-    target = str(link.id) if link else "-"
-    outcome = await state.gate.check(
-        client_addr=client_addr, visitor=visitor, room_id=room_id, target=target
-    )
-    if outcome == "duplicate":
-        return False
-    at = await state.writer.write(
+    announce = None
+    if link is not None:
+        event = ClickRecorded(
+            link_code=link.code,
+            room_id=str(link.room_id),
+            product_id=None if link.product_id is None else str(link.product_id),
+            at=datetime.now(UTC),
+        )
+        announce = (dashboard_channel(link.distributor_user_id), event)
+    outcome = await _state(request).recorder.record(
         Entry(
             room_id=room_id,
             visitor=visitor,
-            source="click" if source == "click" else "enter",
+            source=source,
+            client_addr=request.client.host if request.client else "unknown",
             user_id=user_id,
             link_id=link.id if link else None,
             distributor_id=link.distributor_id if link else None,
+            announce=announce,
         )
     )
-    if link is not None:
-        outbox = Outbox()
-        outbox.dashboard(
-            link.distributor_user_id,
-            ClickRecorded(
-                link_code=link.code,
-                room_id=str(link.room_id),
-                product_id=None if link.product_id is None else str(link.product_id),
-                at=at,
-            ),
-        )
-        await outbox.flush(res.publisher)
-    return True
+    return outcome == "record"
 
 
 async def follow_link(request: Request) -> Response:

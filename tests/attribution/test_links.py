@@ -96,7 +96,7 @@ async def test_forged_and_unknown_codes_are_404_with_nothing_recorded(
     assert entered.status_code == 404
     assert await _entries(resources) == 0
     assert await _events(resources, "dashboard#ann") == []
-    assert await resources.redis.keys("{entry*") == [], "no rate or dedup state either"
+    assert await resources.redis.keys("*entry*") == [], "no rate or dedup state either"
 
 
 async def _token(client: httpx.AsyncClient, sub: str) -> str:
@@ -120,6 +120,7 @@ async def test_click_redirects_sets_a_visitor_cookie_and_dedups_repeats(
     again = await client.get(f"/l/{a}")  # a refresh: same visitor, same link
     assert again.status_code == 302 and "set-cookie" not in again.headers
     assert await _entries(resources) == 1
+    assert await resources.redis.keys("*entry*"), "the gate keeps its dedup and rate state"
     await client.get(f"/l/{b}")
     await client.get(f"/l/{a}")  # back to a after b: a new latest entry, recorded
     assert await _entries(resources) == 3
