@@ -6,7 +6,8 @@ unbalanced transactions, edits and deletions (see migration 0005).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from attribution.sql import Conn
 
@@ -103,26 +104,22 @@ async def order_balances(conn: Conn, order_id: int) -> dict[str, int]:
     return out
 
 
-async def distributor_balances(conn: Conn, distributor_id: int) -> dict[str, int]:
-    """Per-distributor sums: account balances and lifetime totals by transaction kind."""
-    rows = await conn.fetch(
-        """SELECT t.kind, a.kind AS account, sum(e.amount_cents) AS cents
-           FROM ledger_accounts a
-           JOIN ledger_entries e ON e.account_id = a.id
-           JOIN ledger_transactions t ON t.id = e.transaction_id
-           WHERE a.distributor_id = $1
-           GROUP BY t.kind, a.kind""",
-        distributor_id,
+# One distributor's sums per (transaction kind, account kind); `fold_balances` reads them.
+DISTRIBUTOR_SUMS = """
+SELECT t.kind, a.kind AS account, sum(e.amount_cents)::bigint AS cents
+FROM ledger_accounts a
+JOIN ledger_entries e ON e.account_id = a.id
+JOIN ledger_transactions t ON t.id = e.transaction_id
+WHERE a.distributor_id = $1
+GROUP BY t.kind, a.kind
+"""
+
+
+def fold_balances(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Account balances (`pending`, `payable`) and lifetime totals by transaction kind."""
+    out = dict.fromkeys(
+        ("pending", "payable", "accrued", "reversed", "confirmed", "clawed_back", "paid"), 0
     )
-    out = {
-        "pending": 0,
-        "payable": 0,
-        "accrued": 0,
-        "reversed": 0,
-        "confirmed": 0,
-        "clawed_back": 0,
-        "paid": 0,
-    }
     for r in rows:
         cents = int(r["cents"])
         out[r["account"]] += cents

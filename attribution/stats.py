@@ -7,8 +7,9 @@ self-referred and not fully refunded; their value is the amount net of refunds.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
-from attribution.ledger import distributor_balances
+from attribution.ledger import DISTRIBUTOR_SUMS, fold_balances
 from attribution.sql import Conn
 from attribution.views import (
     CommissionTotals,
@@ -22,7 +23,8 @@ from attribution.views import (
 LEADERBOARD_SIZE = 20
 SECONDS_PER_DAY = 86_400
 
-_ORDER_STATS = """
+# Everything on the dashboard in one round trip; the ledger sums come back as a JSON array.
+_DASHBOARD = f"""
 WITH credited AS (
     SELECT o.buyer_id, o.amount_cents - o.refunded_cents AS net_cents, o.paid_at
     FROM order_attributions a JOIN orders o ON o.id = a.order_id
@@ -32,35 +34,29 @@ WITH credited AS (
     SELECT buyer_id, count(*) AS orders, sum(net_cents) AS gmv_cents,
            min(paid_at) AS first_at, max(paid_at) AS last_at
     FROM credited GROUP BY buyer_id
-)
+), money AS ({DISTRIBUTOR_SUMS})
 SELECT count(*) AS buyers,
        coalesce(sum(orders), 0)::bigint AS orders,
        coalesce(sum(gmv_cents), 0)::bigint AS gmv_cents,
        count(*) FILTER (WHERE orders >= 2) AS repeat_buyers,
        avg(extract(epoch FROM last_at - first_at) / (orders - 1))
-           FILTER (WHERE orders >= 2) AS avg_gap_s
+           FILTER (WHERE orders >= 2)::float8 AS avg_gap_s,
+       (SELECT count(*) FROM order_attributions a JOIN orders o ON o.id = a.order_id
+        WHERE a.distributor_id = $1 AND a.self_referral AND o.paid_at IS NOT NULL)
+           AS self_referrals,
+       (SELECT count(*) FROM room_entries WHERE distributor_id = $1) AS clicks,
+       (SELECT count(DISTINCT visitor) FROM room_entries WHERE distributor_id = $1) AS visitors,
+       (SELECT coalesce(json_agg(money), '[]') FROM money) AS money
 FROM per_buyer
-"""
-
-_SELF_REFERRALS = """
-SELECT count(*) FROM order_attributions a JOIN orders o ON o.id = a.order_id
-WHERE a.distributor_id = $1 AND a.self_referral AND o.paid_at IS NOT NULL
-"""
-
-_ENTRIES = """
-SELECT count(*) AS clicks, count(DISTINCT visitor) AS visitors
-FROM room_entries WHERE distributor_id = $1
 """
 
 
 async def dashboard(conn: Conn, distributor: asyncpg.Record) -> DashboardView:
     """The numbers on a distributor's screen; `distributor` is their `distributors` row."""
     distributor_id = distributor["id"]
-    stats = await conn.fetchrow(_ORDER_STATS, distributor_id)
-    entries = await conn.fetchrow(_ENTRIES, distributor_id)
-    self_referrals = await conn.fetchval(_SELF_REFERRALS, distributor_id)
-    money = await distributor_balances(conn, distributor_id)
-    assert stats is not None and entries is not None
+    stats = await conn.fetchrow(_DASHBOARD, distributor_id)
+    assert stats is not None
+    money = fold_balances(msgspec.json.decode(stats["money"]))
     buyers, orders, gmv = int(stats["buyers"]), int(stats["orders"]), int(stats["gmv_cents"])
     repeat = int(stats["repeat_buyers"])
     gap_s = stats["avg_gap_s"]
@@ -78,8 +74,8 @@ async def dashboard(conn: Conn, distributor: asyncpg.Record) -> DashboardView:
         id=str(distributor_id),
         user_id=distributor["user_id"],
         team=distributor["team"],
-        clicks=int(entries["clicks"]),
-        visitors=int(entries["visitors"]),
+        clicks=int(stats["clicks"]),
+        visitors=int(stats["visitors"]),
         buyers=buyers,
         orders=orders,
         gmv_cents=gmv,
@@ -90,7 +86,7 @@ async def dashboard(conn: Conn, distributor: asyncpg.Record) -> DashboardView:
             reversed=money["reversed"] + money["clawed_back"],
         ),
         balance_cents=money["payable"],
-        self_referral_orders=int(self_referrals or 0),
+        self_referral_orders=int(stats["self_referrals"]),
         community=community,
     )
 
