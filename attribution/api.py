@@ -9,7 +9,7 @@ from typing import Literal
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from attribution import payouts
@@ -159,16 +159,15 @@ async def follow_link(request: Request) -> Response:
     target = f"/r/{link.room_id}?via={link.code}"
     if link.product_id is not None:
         target += f"&product={link.product_id}"
-    response = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    # the target is built from digits and a verified base62 code: nothing to quote
+    headers = {"location": target, "cache-control": "no-store"}
     if new_cookie is not None:
-        response.set_cookie(
-            VISITOR_COOKIE,
-            new_cookie,
-            max_age=VISITOR_COOKIE_MAX_AGE_S,
-            httponly=True,
-            samesite="lax",
-            secure=settings.api_base_url.startswith("https://"),
+        secure = "; Secure" if settings.api_base_url.startswith("https://") else ""
+        headers["set-cookie"] = (
+            f"{VISITOR_COOKIE}={new_cookie}; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; Path=/; "
+            f"HttpOnly; SameSite=Lax{secure}"
         )
+    response = Response(status_code=302, headers=headers)
     return response
 
 
