@@ -18,9 +18,9 @@ from attribution.codes import new_visitor_cookie, visitor_from_cookie
 from attribution.distributors import (
     Link,
     LinkCache,
-    become_distributor,
     create_link,
     distributor_by_user,
+    register_distributor,
 )
 from attribution.errors import (
     DistributorNotFound,
@@ -82,7 +82,7 @@ async def become(request: Request) -> Response:
     caller = require(request)
     body = await read_json(request, BecomeDistributor)
     async with resources(request).pool.acquire() as conn:
-        view, created = await become_distributor(conn, caller.user_id, body.team)
+        view, created = await register_distributor(conn, caller.user_id, body.team)
     return JSON(view, 201 if created else 200)
 
 

@@ -29,11 +29,17 @@ def distributor_view(row: asyncpg.Record) -> DistributorView:
     )
 
 
-async def become_distributor(
+async def become_distributor(conn: Conn, user_id: str, team: str | None = None) -> DistributorView:
+    """Make `user_id` a distributor (any user may); a repeat call returns the existing one
+    unchanged, its team included."""
+    view, _ = await register_distributor(conn, user_id, team)
+    return view
+
+
+async def register_distributor(
     conn: Conn, user_id: str, team: str | None = None
 ) -> tuple[DistributorView, bool]:
-    """Make `user_id` a distributor; (view, created). A repeat call returns the existing one
-    unchanged (its team included)."""
+    """`become_distributor`, also telling whether this call created the distributor."""
     row = await conn.fetchrow(
         """INSERT INTO distributors (user_id, team) VALUES ($1, $2)
            ON CONFLICT (user_id) DO NOTHING

@@ -251,3 +251,25 @@ async def test_livesell_payouts_command_settles_pays_and_exports(
     code, out, err = await run("--csv", rows[0]["batch_id"])
     assert code == 0 and list(csv.DictReader(io.StringIO(out))) == rows
     assert (await run("--csv", "999"))[0] == 1
+
+
+async def test_the_worker_loop_confirms_commissions_whose_window_passed(
+    shop: Shop, people: People, resources: Resources
+) -> None:
+    _, drop = await _credited_world(shop, people)
+    order = await shop.buy("buyer", drop)
+    await shop.deliver_past_window(order)
+    loops = [asyncio.create_task(c) for c in attribution.worker_tasks(resources)]
+    try:
+        for _ in range(100):
+            if (await people.dashboard("dist-a"))["commission_cents"]["confirmed"]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    assert (await people.dashboard("dist-a"))["commission_cents"]["confirmed"] == 1_000
+    history = await _history(resources, "dashboard#dist-a")
+    events = [e for e in history if b"commission.confirmed" in e]
+    assert events and b'"commission_cents":1000' in events[0]

@@ -289,3 +289,22 @@ async def test_routes_are_documented(client: httpx.AsyncClient, path: str) -> No
     assert "post" in spec["paths"][path]
     assert "/l/{code}" in spec["paths"] and "/api/admin/payouts/{id}.csv" in spec["paths"]
     assert attribution.routes()
+
+
+async def test_a_link_followed_with_a_token_in_the_query_binds_that_user(
+    shop: Shop, client: httpx.AsyncClient, people: People, resources: Resources, auth: Auth
+) -> None:
+    room = await shop.room()
+    drop = await shop.drop(room, await shop.product(10_000, 1_000))
+    await people.distributor("ann")
+    code = await people.link("ann", room)
+    token = auth("vic")["Authorization"].removeprefix("Bearer ")
+    followed = await client.get(f"/l/{code}", params={"token": token})
+    assert followed.status_code == 302 and "set-cookie" not in followed.headers
+    # a bad token on a share link does not block the viewer: they arrive anonymous
+    stale = await client.get(f"/l/{code}", params={"token": "not-a-token"})
+    assert stale.status_code == 302 and stale.headers["set-cookie"].startswith("ls_vid=")
+    order = await shop.buy("vic", drop)
+    trail = await client.get(f"/api/orders/{order}/attribution", headers=auth("vic"))
+    assert trail.json()["distributor"]["user_id"] == "ann"
+    assert trail.json()["click"]["link_code"] == code
