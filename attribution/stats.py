@@ -100,29 +100,38 @@ WHERE a.room_id = $1 AND a.distributor_id IS NOT NULL AND NOT a.self_referral
   AND o.paid_at IS NOT NULL AND o.refunded_cents < o.amount_cents
 """
 
-_BY_DISTRIBUTOR = f"""
-SELECT distributor_id, user_id, team, count(*) AS orders, sum(net_cents)::bigint AS gmv_cents
-FROM ({_ROOM_CREDITED}) credited
-GROUP BY distributor_id, user_id, team
-ORDER BY gmv_cents DESC, orders DESC, distributor_id
-LIMIT {LEADERBOARD_SIZE}
-"""
-
-_BY_TEAM = f"""
-SELECT team, count(*) AS orders, sum(net_cents)::bigint AS gmv_cents,
-       count(DISTINCT distributor_id) AS distributors
-FROM ({_ROOM_CREDITED}) credited
-WHERE team IS NOT NULL
-GROUP BY team
-ORDER BY gmv_cents DESC, orders DESC, team
-LIMIT {LEADERBOARD_SIZE}
+# Both boards in one round trip: per-distributor sums, the top distributors, and the teams.
+_BOARDS = f"""
+WITH per_distributor AS (
+    SELECT distributor_id, user_id, team, count(*) AS orders, sum(net_cents)::bigint AS gmv_cents
+    FROM ({_ROOM_CREDITED}) credited
+    GROUP BY distributor_id, user_id, team
+), top AS (
+    SELECT * FROM per_distributor
+    ORDER BY gmv_cents DESC, orders DESC, distributor_id LIMIT {LEADERBOARD_SIZE}
+), teams AS (
+    SELECT team, sum(orders)::bigint AS orders, sum(gmv_cents)::bigint AS gmv_cents,
+           count(*) AS distributors
+    FROM per_distributor WHERE team IS NOT NULL
+    GROUP BY team ORDER BY gmv_cents DESC, orders DESC, team LIMIT {LEADERBOARD_SIZE}
+)
+SELECT distributor_id, user_id, team, orders, gmv_cents, NULL::bigint AS distributors FROM top
+UNION ALL
+SELECT NULL, NULL, team, orders, gmv_cents, distributors FROM teams
 """
 
 
 async def leaderboard(conn: Conn, room_id: int) -> LeaderboardView:
     """Distributors and teams (团队PK) ranked by net GMV of the orders they brought in a room."""
-    people = await conn.fetch(_BY_DISTRIBUTOR, room_id)
-    teams = await conn.fetch(_BY_TEAM, room_id)
+    rows = await conn.fetch(_BOARDS, room_id)
+    people = sorted(
+        (r for r in rows if r["distributor_id"] is not None),
+        key=lambda r: (-r["gmv_cents"], -r["orders"], r["distributor_id"]),
+    )
+    teams = sorted(
+        (r for r in rows if r["distributor_id"] is None),
+        key=lambda r: (-r["gmv_cents"], -r["orders"], r["team"]),
+    )
     return LeaderboardView(
         room_id=str(room_id),
         distributors=[
