@@ -150,25 +150,25 @@ async def follow_link(request: Request) -> Response:
     res = resources(request)
     settings = res.settings
     link = await _state(request).links.resolve(res.pool, settings, request.path_params["code"])
-    user, anonymous = _link_visitor(request, settings.secret)
-    new_cookie = None
-    if user is None and anonymous is None:
-        anonymous, new_cookie = new_visitor_cookie(settings.secret)
-    visitor = f"u:{user.user_id}" if user else f"v:{anonymous}"
-    await _record(request, link, link.room_id, visitor, user.user_id if user else None, "click")
     target = f"/r/{link.room_id}?via={link.code}"
     if link.product_id is not None:
         target += f"&product={link.product_id}"
     # the target is built from digits and a verified base62 code: nothing to quote
     headers = {"location": target, "cache-control": "no-store"}
-    if new_cookie is not None:
+    if request.method == "HEAD":
+        # link-preview fetchers probe with HEAD: redirected, never counted, never given an id
+        return Response(status_code=302, headers=headers)
+    user, anonymous = _link_visitor(request, settings.secret)
+    if user is None and anonymous is None:
+        anonymous, cookie = new_visitor_cookie(settings.secret)
         secure = "; Secure" if settings.api_base_url.startswith("https://") else ""
         headers["set-cookie"] = (
-            f"{VISITOR_COOKIE}={new_cookie}; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; Path=/; "
+            f"{VISITOR_COOKIE}={cookie}; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; Path=/; "
             f"HttpOnly; SameSite=Lax{secure}"
         )
-    response = Response(status_code=302, headers=headers)
-    return response
+    visitor = f"u:{user.user_id}" if user else f"v:{anonymous}"
+    await _record(request, link, link.room_id, visitor, user.user_id if user else None, "click")
+    return Response(status_code=302, headers=headers)
 
 
 async def enter_room(request: Request) -> Response:

@@ -112,6 +112,8 @@ async def test_click_redirects_sets_a_visitor_cookie_and_dedups_repeats(
     await people.distributor("ben")
     a, b = await people.link("ann", room), await people.link("ben", room)
 
+    probe = await client.head(f"/l/{a}")
+    assert probe.status_code == 302 and await _entries(resources) == 0, "previews are no clicks"
     first = await client.get(f"/l/{a}")
     assert first.status_code == 302 and first.headers["location"] == f"/r/{room}?via={a}"
     cookie = first.headers["set-cookie"]
