@@ -8,7 +8,8 @@ tables on the same connection and queue dashboard events on the same outbox:
     order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
 
 All three are idempotent per (order, event). `settle` confirms commissions whose return window
-has passed (the worker runs it periodically); `run_payout` pays confirmed balances.
+has passed and `refresh_stats` publishes the dashboards and leaderboards that moved (the worker
+runs both periodically); `run_payout` pays confirmed balances.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from attribution import binding, commissions
 from attribution.commissions import settle
 from attribution.distributors import become_distributor, create_link
 from attribution.payouts import batch_csv, batch_view, run_payout
+from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
 from attribution.stats import dashboard, leaderboard
 from attribution.views import DashboardView, LeaderboardView, LinkView, PayoutBatchView
 from core.events import Outbox
@@ -45,6 +47,7 @@ __all__ = [
     "leaderboard",
     "order_paid",
     "order_refunded",
+    "refresh_stats",
     "routes",
     "run_payout",
     "settle",
@@ -61,8 +64,12 @@ def routes() -> list[BaseRoute]:
 
 
 def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
-    """Background loops: confirm commissions once their return window has passed."""
-    return [run_periodically("attribution.settle", lambda: settle(res), SETTLE_INTERVAL_S)]
+    """Background loops: confirm commissions once their return window has passed; publish the
+    dashboards and leaderboards that moved."""
+    return [
+        run_periodically("attribution.settle", lambda: settle(res), SETTLE_INTERVAL_S),
+        run_periodically("attribution.refresh", lambda: refresh_stats(res), REFRESH_INTERVAL_S),
+    ]
 
 
 async def credit_order(

@@ -151,10 +151,15 @@ class EntryRecorder:
     async def _insert(self, entries: list[Entry]) -> None:
         async with self._pool.acquire() as conn:
             await conn.execute(
-                """INSERT INTO room_entries
-                       (room_id, link_id, distributor_id, visitor, user_id, source)
-                   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
-                                        $4::text[], $5::text[], $6::text[])""",
+                """WITH added AS (
+                       INSERT INTO room_entries
+                           (room_id, link_id, distributor_id, visitor, user_id, source)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
+                                            $4::text[], $5::text[], $6::text[])
+                       RETURNING distributor_id)
+                   INSERT INTO attribution_dirty (kind, target)
+                   SELECT DISTINCT 'dashboard', distributor_id FROM added
+                   WHERE distributor_id IS NOT NULL""",
                 [e.room_id for e in entries],
                 [e.link_id for e in entries],
                 [e.distributor_id for e in entries],

@@ -17,11 +17,9 @@ from attribution.events import (
     CommissionConfirmed,
     CommissionPending,
     CommissionReversed,
-    LeaderboardChanged,
-    StatsChanged,
 )
+from attribution.refresh import mark_dashboard, mark_leaderboard
 from attribution.sql import Conn
-from attribution.stats import dashboard, leaderboard
 from core.events import Outbox
 from core.resources import Resources
 
@@ -48,11 +46,10 @@ def commission_of(amount_cents: int, commission_bps: int, self_referral: bool) -
     return amount_cents * commission_bps // 10_000
 
 
-async def _announce_totals(conn: Conn, outbox: Outbox, row: asyncpg.Record, *, board: bool) -> None:
-    outbox.dashboard(row["user_id"], StatsChanged(stats=await dashboard(conn, row)))
-    if board and not row["self_referral"]:
-        outbox.room(row["room_id"], LeaderboardChanged(leaderboard=await leaderboard(
-            conn, row["room_id"])))  # fmt: skip
+async def _mark(conn: Conn, row: asyncpg.Record) -> None:
+    await mark_dashboard(conn, row["distributor_id"])
+    if not row["self_referral"]:
+        await mark_leaderboard(conn, row["room_id"])
 
 
 async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
@@ -83,7 +80,7 @@ async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
             self_referral=row["self_referral"],
         ),
     )
-    await _announce_totals(conn, outbox, row, board=True)
+    await _mark(conn, row)
 
 
 async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_cents: int) -> None:
@@ -141,7 +138,7 @@ async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_ce
             clawback=bool(confirmed),
         ),
     )
-    await _announce_totals(conn, outbox, row, board=True)
+    await _mark(conn, row)
 
 
 async def confirm_order(
@@ -171,6 +168,7 @@ async def confirm_order(
     outbox.dashboard(
         row["user_id"], CommissionConfirmed(order_id=str(order_id), commission_cents=outstanding)
     )
+    await mark_dashboard(conn, row["distributor_id"])
     return row
 
 
@@ -201,7 +199,6 @@ async def settle(res: Resources, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=res.settings.return_window_s)
     confirmed = 0
-    touched: dict[int, asyncpg.Record] = {}
     while True:
         async with res.pool.acquire() as conn:
             due = [r["id"] for r in await conn.fetch(_DUE, cutoff, SETTLE_BATCH)]
@@ -212,17 +209,10 @@ async def settle(res: Resources, now: datetime | None = None) -> int:
                 async with conn.transaction():
                     row = await confirm_order(conn, outbox, order_id, cutoff)
             await outbox.flush(res.publisher)
-            if row is not None:
-                confirmed += 1
-                progressed += 1
-                touched[row["distributor_id"]] = row
+            progressed += row is not None
+        confirmed += progressed
         if len(due) < SETTLE_BATCH or progressed == 0:
             break
-    if touched:
-        outbox = Outbox()
-        async with res.pool.acquire() as conn:
-            for row in touched.values():
-                outbox.dashboard(row["user_id"], StatsChanged(stats=await dashboard(conn, row)))
-        await outbox.flush(res.publisher)
-        log.info("settled %d commissions for %d distributors", confirmed, len(touched))
+    if confirmed:
+        log.info("settled %d commissions", confirmed)
     return confirmed

@@ -11,11 +11,9 @@ import io
 
 from attribution import ledger
 from attribution.errors import PayoutNotFound
-from attribution.events import StatsChanged
+from attribution.refresh import mark_dashboard
 from attribution.sql import Conn
-from attribution.stats import dashboard
 from attribution.views import PayoutBatchView, PayoutItem
-from core.events import Outbox
 from core.resources import Resources
 
 # Any fixed 64-bit number: payout batches are created one at a time, cluster-wide.
@@ -39,7 +37,6 @@ async def run_payout(res: Resources, *, created_by: str) -> PayoutBatchView:
     Repeating it right away pays nothing (the balances are zero), and two runs never overlap:
     the second waits for the first and then finds nothing to pay.
     """
-    outbox = Outbox()
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PAYOUT_LOCK_ID)
@@ -66,10 +63,8 @@ async def run_payout(res: Resources, *, created_by: str) -> PayoutBatchView:
                     payout_batch_id=batch["id"],
                     entries={"payable": -amount, "payouts": amount},
                 )
-            for row in payable:
-                outbox.dashboard(row["user_id"], StatsChanged(stats=await dashboard(conn, row)))
+                await mark_dashboard(conn, row["id"])
             view = await batch_view(conn, batch["id"])
-    await outbox.flush(res.publisher)
     return view
 
 

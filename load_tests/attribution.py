@@ -12,10 +12,11 @@
    PostgreSQL holds afterwards.
 2. Purchase to dashboard: buyers who entered through a link place an order and pay it the way
    storefront does (the order row, `credit_order`, then `order_paid` in the payment transaction,
-   then the outbox flush). The clock starts when the payment transaction begins and stops when
-   `commission.pending` for that order arrives on the distributor's channel. Until the hub is
-   merged this subscribes to the Redis pub/sub channel the hub relays (`{dashboard#USER}:events`);
-   a WebSocket subscriber adds the hub's relay hop on top.
+   then the outbox flush), while the worker's dashboard refresh loop runs alongside. The clock
+   starts when the payment transaction begins and stops when `commission.pending` for that order
+   arrives on the distributor's channel. Until the hub is merged this subscribes to the Redis
+   pub/sub channel the hub relays (`{dashboard#USER}:events`); a WebSocket subscriber adds the
+   hub's relay hop on top.
 
 Everything runs on loopback only; every loop is bounded by count and by time.
 """
@@ -46,6 +47,7 @@ from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from core.events import Outbox
+from core.loops import run_periodically
 from core.resources import open_resources
 from core.settings import load_settings
 
@@ -223,6 +225,10 @@ async def purchase_phase(
             await outbox.flush(res.publisher)
 
         listening = asyncio.create_task(listen())
+        # the worker's refresh loop runs alongside, as in production: its cost is included
+        refreshing = asyncio.create_task(
+            run_periodically("refresh", lambda: attribution.refresh_stats(res), 0.2)
+        )
         began = time.perf_counter()
         tasks = []
         for i, (buyer, _) in enumerate(buyers):
@@ -234,6 +240,7 @@ async def purchase_phase(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=max(1.0, max_s))
         listening.cancel()
+        refreshing.cancel()
         await pubsub.aclose()
         await listener.aclose()
     return {
@@ -315,7 +322,10 @@ async def seed(
             codes.append(made.json()["code"])
         for b in range(buyers):
             user, d = f"load-buyer-{b}", b % distributors
-            headers = {"Authorization": "Bearer " + mint_token(SECRET, user, ["viewer"])}
+            headers = {
+                "Authorization": "Bearer " + mint_token(SECRET, user, ["viewer"]),
+                "X-Forwarded-For": f"127.200.{b // 250 % 250}.{b % 250 + 1}",
+            }
             entered = await http.post(f"/api/rooms/{room_id}/enter",
                                       json={"link_code": codes[d]}, headers=headers)  # fmt: skip
             entered.raise_for_status()

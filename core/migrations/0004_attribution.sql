@@ -80,3 +80,13 @@ END $$;
 CREATE TRIGGER order_attributions_no_change
     BEFORE UPDATE OR DELETE ON order_attributions
     FOR EACH ROW EXECUTE FUNCTION order_attributions_immutable();
+
+-- What moved since dashboards and leaderboards were last published: money and click changes
+-- append a mark in their own transaction; the refresher takes marks in batches, recomputes each
+-- distributor's dashboard and each room's leaderboard once, and publishes the latest values.
+-- Plain inserts, no uniqueness: concurrent payments never wait on each other's marks.
+CREATE TABLE attribution_dirty (
+    id      bigserial PRIMARY KEY,
+    kind    text NOT NULL CHECK (kind IN ('dashboard', 'leaderboard')),
+    target  bigint NOT NULL   -- distributor id for a dashboard, room id for a leaderboard
+);
