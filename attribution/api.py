@@ -4,7 +4,6 @@ leaderboards, audit trails and payout batches."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
@@ -28,7 +27,6 @@ from attribution.errors import (
     NotADistributor,
     RoomNotFound,
 )
-from attribution.events import ClickRecorded
 from attribution.stats import dashboard, leaderboard
 from attribution.trail import order_trail
 from attribution.views import (
@@ -45,7 +43,6 @@ from attribution.views import (
 )
 from core.auth import Principal, verify_token
 from core.errors import Unauthorized
-from core.events import dashboard_channel
 from core.http import JSON, path_id, read_json, require, resources
 from core.openapi import api_route
 from core.resources import Resources
@@ -122,15 +119,6 @@ async def _record(
     source: Literal["click", "enter"],
 ) -> bool:  # fmt: skip
     """Gate and record one entry; True when it was recorded (not a duplicate)."""
-    announce = None
-    if link is not None:
-        event = ClickRecorded(
-            link_code=link.code,
-            room_id=str(link.room_id),
-            product_id=None if link.product_id is None else str(link.product_id),
-            at=datetime.now(UTC),
-        )
-        announce = (dashboard_channel(link.distributor_user_id), event)
     outcome = await _state(request).recorder.record(
         Entry(
             room_id=room_id,
@@ -140,7 +128,9 @@ async def _record(
             user_id=user_id,
             link_id=link.id if link else None,
             distributor_id=link.distributor_id if link else None,
-            announce=announce,
+            link_code=link.code if link else None,
+            product_id=link.product_id if link else None,
+            distributor_user_id=link.distributor_user_id if link else None,
         )
     )
     return outcome == "record"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
@@ -23,7 +24,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from attribution.errors import ClickRateLimited
-from core.events import Event, Publisher, room_channel
+from attribution.events import ClickRecorded
+from core.events import Event, Publisher, dashboard_channel, room_channel
 
 log = logging.getLogger("livesell.attribution")
 
@@ -39,18 +41,18 @@ Outcome = Literal["record", "duplicate", "limited"]
 # visitor's repeated entry through the same link. All keys live under the room's hash tag.
 # KEYS[1] the address's counter, KEYS[2] the visitor's counter, KEYS[3] the visitor's last entry
 #   target in the room
-# ARGV[1] address limit, ARGV[2] visitor limit, ARGV[3] window seconds, ARGV[4] entry target
-#   (link id, or "-" for a plain entry), ARGV[5] dedup seconds
+# ARGV[1] entry target (link id, or "-" for a plain entry)
+# The limits, window and dedup interval are this module's constants, formatted in.
 # Returns 0 when limited, 1 to record the entry, 2 when it repeats the visitor's last entry.
-GATE_SCRIPT = """
+GATE_SCRIPT = f"""
 local function hit(key)
     local n = redis.call('INCR', key)
-    if n == 1 then redis.call('EXPIRE', key, ARGV[3]) end
+    if n == 1 then redis.call('EXPIRE', key, {RATE_WINDOW_S}) end
     return n
 end
-if hit(KEYS[1]) > tonumber(ARGV[1]) or hit(KEYS[2]) > tonumber(ARGV[2]) then return 0 end
-local previous = redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5], 'GET')
-if previous == ARGV[4] then return 2 end
+if hit(KEYS[1]) > {CLIENT_LIMIT} or hit(KEYS[2]) > {VISITOR_LIMIT} then return 0 end
+local previous = redis.call('SET', KEYS[3], ARGV[1], 'EX', {DEDUP_S}, 'GET')
+if previous == ARGV[1] then return 2 end
 return 1
 """
 
@@ -66,12 +68,37 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str | None = None
     link_id: int | None = None
     distributor_id: int | None = None
-    # published to the distributor's dashboard once the entry is committed
-    announce: tuple[str, Event] | None = None
+    # for the distributor's click.recorded once the entry is committed
+    link_code: str | None = None
+    product_id: int | None = None
+    distributor_user_id: str | None = None
 
     @property
     def target(self) -> str:
         return "-" if self.link_id is None else str(self.link_id)
+
+
+def _click_events(entries: list[Entry]) -> list[tuple[str, Event]]:
+    """One click.recorded per link among `entries`, counting its clicks."""
+    per_link: dict[str, tuple[Entry, int]] = {}
+    for e in entries:
+        if e.link_code is not None and e.distributor_user_id is not None:
+            first, count = per_link.get(e.link_code, (e, 0))
+            per_link[e.link_code] = (first, count + 1)
+    now = datetime.now(UTC)
+    return [
+        (
+            dashboard_channel(str(e.distributor_user_id)),
+            ClickRecorded(
+                link_code=code,
+                room_id=str(e.room_id),
+                product_id=None if e.product_id is None else str(e.product_id),
+                at=now,
+                count=count,
+            ),
+        )
+        for code, (e, count) in per_link.items()
+    ]
 
 
 class EntryRecorder:
@@ -120,7 +147,7 @@ class EntryRecorder:
         admitted = [e for e, v in zip(batch, verdicts, strict=True) if v == "record"]
         if admitted:
             await self._insert(admitted)
-            events = [e.announce for e in admitted if e.announce is not None]
+            events = _click_events(admitted)
             try:
                 await self._publisher.publish_many(events)
             except (redis.exceptions.RedisError, OSError) as exc:
@@ -133,12 +160,9 @@ class EntryRecorder:
             async with self._client.pipeline(transaction=False) as pipe:
                 for e in batch:
                     tag = "{" + room_channel(e.room_id) + "}:entry"
-                    pipe.evalsha(
-                        self._gate_sha, 3,
-                        f"{tag}-addr:{e.client_addr}", f"{tag}:{e.visitor}:n",
-                        f"{tag}:{e.visitor}:last",
-                        CLIENT_LIMIT, VISITOR_LIMIT, RATE_WINDOW_S, e.target, DEDUP_S,
-                    )  # fmt: skip
+                    visitor = f"{tag}:{e.visitor}"
+                    pipe.evalsha(self._gate_sha, 3, f"{tag}-addr:{e.client_addr}",
+                                 visitor + ":n", visitor + ":last", e.target)  # fmt: skip
                 try:
                     replies = await pipe.execute()
                     break

@@ -10,9 +10,13 @@ from core.events import Event
 
 
 class ClickRecorded(Event, tag="click.recorded"):
+    """New clicks on one of the distributor's links; clicks recorded together (within one write
+    batch) arrive as one event with their `count`, so a flood cannot flood the dashboard."""
+
     link_code: str
     room_id: str
     at: datetime
+    count: int
     product_id: str | None = None
 
 

@@ -56,6 +56,12 @@ TARGET_CLICKS_PER_S = 3_000
 TARGET_P99_MS = 250.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -122,7 +128,13 @@ async def _click_worker(
 
 
 async def click_phase(
-    port: int, codes: list[str], clicks: int, concurrency: int, visitors: int, max_s: float
+    port: int,
+    codes: list[str],
+    clicks: int,
+    concurrency: int,
+    visitors: int,
+    max_s: float,
+    api_pid: int,
 ) -> dict[str, Any]:
     rng = random.Random(7)
     people = [Visitor(address=f"127.{i // 62500 % 250 + 1}.{i // 250 % 250}.{i % 250 + 1}")
@@ -135,6 +147,7 @@ async def click_phase(
     )  # fmt: skip
     stats = ClickStats()
     remaining = [clicks]
+    cpu_before = cpu_seconds(api_pid)
     started = time.perf_counter()
     deadline = time.monotonic() + max_s
     workers = [
@@ -145,6 +158,7 @@ async def click_phase(
     await asyncio.gather(*workers)
     progress.cancel()
     elapsed = time.perf_counter() - started
+    api_cpu = cpu_seconds(api_pid) - cpu_before
     sent = len(stats.latencies_ms)
     return {
         "clicks": sent,
@@ -152,6 +166,11 @@ async def click_phase(
         "clicks_per_s": round(sent / elapsed),
         "statuses": stats.statuses,
         "connection_errors": stats.errors,
+        # the API process's own CPU per click: what one fully available core would sustain,
+        # whatever else the machine was doing meanwhile
+        "api_cpu_seconds": round(api_cpu, 2),
+        "api_cpu_us_per_click": round(api_cpu / max(sent, 1) * 1e6),
+        "clicks_per_api_cpu_second": round(sent / api_cpu) if api_cpu else None,
         "latency_ms": {
             "p50": round(percentile(stats.latencies_ms, 50), 2),
             "p99": round(percentile(stats.latencies_ms, 99), 2),
@@ -351,15 +370,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                    LIVESELL_DATA_DIR=str(root / "data"), LIVESELL_LOG_LEVEL="warning")  # fmt: skip
         settings = load_settings(environ=env, dotenv=None)
         port = free_port()
-        async with api_process(env, port):
+        async with api_process(env, port) as api:
             print("seeding…", file=sys.stderr, flush=True)
             room_id, drop_id, codes, buyers = await seed(
                 database_url, port, args.distributors, args.purchases
             )
             print(f"clicks: {args.clicks} with {args.concurrency} connections…", file=sys.stderr)
             clicks = await click_phase(
-                port, codes, args.clicks, args.concurrency, args.visitors, args.max_seconds
-            )
+                port, codes, args.clicks, args.concurrency, args.visitors, args.max_seconds,
+                api.pid,
+            )  # fmt: skip
             conn = await asyncpg.connect(database_url)
             try:
                 clicks["entries_recorded"] = await conn.fetchval(

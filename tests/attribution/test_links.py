@@ -3,6 +3,7 @@ forged codes, visibility of dashboards and trails, and what the dashboard channe
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -105,7 +106,7 @@ async def _token(client: httpx.AsyncClient, sub: str) -> str:
 
 
 async def test_click_redirects_sets_a_visitor_cookie_and_dedups_repeats(
-    shop: Shop, client: httpx.AsyncClient, people: People, resources: Resources
+    shop: Shop, client: httpx.AsyncClient, people: People, resources: Resources, auth: Auth
 ) -> None:
     room = await shop.room()
     await people.distributor("ann")
@@ -131,8 +132,18 @@ async def test_click_redirects_sets_a_visitor_cookie_and_dedups_repeats(
     clicks = await _events(resources, "dashboard#ann")
     assert [e["type"] for e in clicks] == ["click.recorded"] * 3
     assert clicks[0]["link_code"] == a and clicks[0]["room_id"] == str(room)
+    assert [e["count"] for e in clicks] == [1, 1, 1]
     me = await people.dashboard("ann")
     assert (me["clicks"], me["visitors"]) == (3, 2)
+
+    # a burst is recorded in shared batches; the dashboard hears every click, counted
+    burst = await asyncio.gather(
+        *(client.get(f"/l/{a}", headers=auth(f"fan-{i}")) for i in range(12))
+    )
+    assert {r.status_code for r in burst} == {302}
+    clicks = await _events(resources, "dashboard#ann")
+    assert sum(e["count"] for e in clicks) == 3 + 12
+    assert (await people.dashboard("ann"))["clicks"] == 15
 
 
 async def test_click_floods_are_rate_limited(
