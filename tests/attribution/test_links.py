@@ -324,3 +324,17 @@ async def test_a_link_followed_with_a_token_in_the_query_binds_that_user(
     trail = await client.get(f"/api/orders/{order}/attribution", headers=auth("vic"))
     assert trail.json()["distributor"]["user_id"] == "ann"
     assert trail.json()["click"]["link_code"] == code
+
+
+async def test_clicks_keep_working_after_redis_forgets_its_scripts(
+    shop: Shop, client: httpx.AsyncClient, people: People, resources: Resources
+) -> None:
+    room = await shop.room()
+    await people.distributor("ann")
+    code = await people.link("ann", room)
+    assert (await client.get(f"/l/{code}")).status_code == 302
+    await resources.redis.script_flush()  # what a Redis restart does to the script cache
+    client.cookies.clear()
+    assert (await client.get(f"/l/{code}")).status_code == 302
+    assert await _entries(resources) == 2
+    assert len(await _events(resources, "dashboard#ann")) == 2
