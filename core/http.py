@@ -63,19 +63,26 @@ def require(request: Request, *roles: str) -> Principal:
     return authorize(principal(request), roles or None)
 
 
-async def read_json(request: Request, kind: type[T]) -> T:
-    """Decode and validate the body as `kind`; errors name the offending field."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refused (413) as soon as it is known to exceed `limit`: by its declared
+    length, or while streaming, so an oversized body is never buffered whole."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"body larger than {MAX_BODY_BYTES} bytes")
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, kind: type[T]) -> T:
+    """Decode and validate the body as `kind`; errors name the offending field."""
+    body = await read_body(request)
     if not body.strip():
-        body = bytearray(b"{}")
-    return decode_json(bytes(body), kind)
+        body = b"{}"
+    return decode_json(body, kind)
 
 
 def decode_json(body: bytes, kind: type[T]) -> T:
@@ -112,6 +119,9 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
 async def livesell_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LivesellError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    retry_after = exc.details.get("retry_after_s")
+    if exc.status in (429, 503) and isinstance(retry_after, int):
+        headers = {"Retry-After": str(retry_after)}
     return JSON(error_body(exc.code, exc.message, **exc.details), exc.status, headers=headers)
 
 

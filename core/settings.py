@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     hub_history_size: int = 1000
     hub_history_ttl_s: int = 86_400
     hub_origins: tuple[str, ...] = ()
+    # rate limits per 10-second window (0 = off)
+    buy_rate_per_user: int = 30
+    buy_rate_per_ip: int = 3000
+    hub_connect_rate_per_ip: int = 1000
 
     @property
     def embedded_postgres(self) -> bool:
@@ -149,6 +153,9 @@ def load_settings(
         hub_history_size=_int(env, "LIVESELL_HUB_HISTORY_SIZE", 1000, minimum=1),
         hub_history_ttl_s=_int(env, "LIVESELL_HUB_HISTORY_TTL_S", 86_400, minimum=1),
         hub_origins=origins,
+        buy_rate_per_user=_int(env, "LIVESELL_BUY_RATE_PER_USER", 30),
+        buy_rate_per_ip=_int(env, "LIVESELL_BUY_RATE_PER_IP", 3000),
+        hub_connect_rate_per_ip=_int(env, "LIVESELL_HUB_CONNECT_RATE_PER_IP", 1000),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]

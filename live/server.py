@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from core.ratelimit import Limit, address_subject, limiter_of
 from core.resources import Resources, open_resources
 from core.settings import Settings
 from live.errors import Disconnect
@@ -38,10 +39,31 @@ _websockets_log = logging.getLogger("livesell.hub.websockets")
 _websockets_log.setLevel(logging.WARNING)
 
 
-def _only_hub_path(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path.split("?", 1)[0] != PATH:
-        return connection.respond(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
-    return None
+def _handshake_check(
+    res: Resources,
+) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    """Refuse handshakes on other paths (404) and connection floods from one address (429)."""
+    limit = Limit("hub-connect", res.settings.hub_connect_rate_per_ip)
+    limiter = limiter_of(res.redis)
+
+    async def check(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?", 1)[0] != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
+        peer = connection.remote_address[0] if connection.remote_address else None
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded and address_subject(peer) is None:
+            # a local reverse proxy in front of the hub names the real client
+            peer = forwarded.rsplit(",", 1)[-1].strip()
+        refused = await limiter.hit((limit, address_subject(peer)))
+        if refused is not None:
+            response = connection.respond(
+                HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n"
+            )
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
+        return None
+
+    return check
 
 
 async def _serve_connection(hub: Hub, ws: ServerConnection) -> None:
@@ -88,7 +110,7 @@ async def run_hub(
             port,
             compression=None,
             origins=origins,  # type: ignore[arg-type]
-            process_request=_only_hub_path,
+            process_request=_handshake_check(res),
             max_size=settings.hub_max_frame_bytes,
             max_queue=4,
             ping_interval=None,  # the protocol's own ping `{}` keeps connections alive

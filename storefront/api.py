@@ -9,8 +9,11 @@ from starlette.routing import BaseRoute
 from core.events import Outbox
 from core.http import JSON, MAX_BODY_BYTES, path_id, read_json, require, resources
 from core.openapi import api_route
+from core.ratelimit import Limit, address_subject, limiter_of
+from core.resources import Resources
 from storefront import billing, catalog, checkout, orders
 from storefront.errors import (
+    BuyRateLimited,
     IdempotencyKeyRequired,
     InvalidSignature,
     ProductNotFound,
@@ -116,12 +119,25 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
+async def _rate_limit_buy(request: Request, res: Resources, user_id: str) -> None:
+    settings = res.settings
+    address = address_subject(request.client.host if request.client else None)
+    refused = await limiter_of(res.redis).hit(
+        (Limit("buy-user", settings.buy_rate_per_user), user_id),
+        (Limit("buy-ip", settings.buy_rate_per_ip), address),
+    )
+    if refused is not None:
+        subject = "user" if refused.limit.name == "buy-user" else "address"
+        raise BuyRateLimited(subject, refused.retry_after_s)
+
+
 async def buy(request: Request) -> Response:
     who = require(request, "viewer")
     drop_id = path_id(request)
     key = _idempotency_key(request)
-    body = await read_json(request, BuyRequest)
     res = resources(request)
+    await _rate_limit_buy(request, res, who.user_id)
+    body = await read_json(request, BuyRequest)
     stored = await checkout.buy(
         res,
         billing.gate_of(res),

@@ -190,3 +190,16 @@ class PaymentsUnavailable(ServiceUnavailable):
         super().__init__(
             "no payment provider is configured (the simulated one needs LIVESELL_DEV=1)"
         )
+
+
+class BuyRateLimited(TooManyRequests):
+    """Too many buy attempts from one user or one address in a short window (not the per-buyer
+    limit of a drop, which is `limit_reached`)."""
+
+    code = "rate_limited"
+
+    def __init__(self, subject: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"too many buy attempts from this {subject}; retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
