@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from core.events import Outbox
-from core.http import JSON, MAX_BODY_BYTES, path_id, read_json, require, resources
+from core.http import JSON, path_id, read_body, read_json, require, resources
 from core.openapi import api_route
 from core.ratelimit import Limit, address_subject, limiter_of
 from core.resources import Resources
@@ -15,7 +15,6 @@ from storefront import billing, catalog, checkout, orders
 from storefront.errors import (
     BuyRateLimited,
     IdempotencyKeyRequired,
-    InvalidSignature,
     ProductNotFound,
     UnknownProduct,
 )
@@ -168,9 +167,7 @@ async def pay(request: Request) -> Response:
 
 
 async def payment_webhook(request: Request) -> Response:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidSignature("body too large")
+    body = await read_body(request)
     ack = await billing.handle_webhook(
         resources(request), body, request.headers.get(SIGNATURE_HEADER)
     )
@@ -290,7 +287,7 @@ def routes() -> list[BaseRoute]:
             summary=f"payment provider events, signed in the {SIGNATURE_HEADER} header",
             response=WebhookAck,
             headers=(SIGNATURE_HEADER,),
-            errors=(400, 422),
+            errors=(400, 413, 422),
             tag=TAG,
         ),
         api_route(
