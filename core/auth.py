@@ -31,8 +31,8 @@ def mint_token(secret: str, sub: str, roles: Iterable[str], ttl_s: int = 86_400)
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; choose from {sorted(ROLES)}")
-    if not sub or len(sub) > 128:
-        raise ValueError("sub must be 1 to 128 characters")
+    if not sub or len(sub) > 128 or not sub.isprintable():
+        raise ValueError("sub must be 1 to 128 printable characters")
     now = int(time.time())
     claims = {"sub": sub, "roles": roles, "iat": now, "exp": now + ttl_s}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -52,8 +52,11 @@ def verify_token(secret: str, token: str) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}", reason="invalid") from None
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 128:
-        raise Unauthorized("invalid token: sub must be a non-empty string", reason="invalid")
+    # user ids are stored as text: printable only (PostgreSQL refuses NUL, logs hate controls)
+    if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
+        raise Unauthorized(
+            "invalid token: sub must be 1 to 128 printable characters", reason="invalid"
+        )
     raw_roles = claims.get("roles", [])
     if isinstance(raw_roles, str):
         raw_roles = [raw_roles]

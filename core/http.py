@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -85,7 +86,14 @@ async def read_json(request: Request, kind: type[T]) -> T:
     return decode_json(body, kind)
 
 
+# A JSON `\u0000` escape that is not itself escaped (`\\u0000` is the text "\u0000").
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
+    # PostgreSQL text cannot hold NUL: refuse it here, once, rather than fail in a query
+    if b"\\u0000" in body and _NUL_ESCAPE.search(body):
+        raise Unprocessable("text may not contain NUL (\\u0000) characters")
     try:
         return msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
@@ -154,6 +162,13 @@ async def dependency_error_handler(request: Request, exc: Exception) -> Response
     )
 
 
+async def data_error_handler(request: Request, exc: Exception) -> Response:
+    """PostgreSQL refused a value as data (SQLSTATE class 22: out of range, bad encoding...):
+    input that slipped past validation is still the client's error, never a 500."""
+    log.warning("data refused by PostgreSQL on %s %s: %s", request.method, request.url.path, exc)
+    return JSON(error_body("unprocessable", "a value is out of range or not valid text"), 422)
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSON(error_body("internal", "internal error"), 500)
@@ -175,6 +190,7 @@ def exception_handlers() -> dict[Any, Any]:
     handlers: dict[Any, Any] = {
         LivesellError: livesell_error_handler,
         HTTPException: http_error_handler,
+        asyncpg.exceptions.DataError: data_error_handler,
         Exception: unexpected_error_handler,
     }
     for kind in DEPENDENCY_ERRORS:
