@@ -68,7 +68,7 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The raw body, refused (413) as soon as it is known to exceed `limit`: by its declared
     length, or while streaming, so an oversized body is never buffered whole."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -113,7 +113,7 @@ def _field_of(message: str) -> str | None:
 def path_id(request: Request, name: str = "id") -> int:
     """A numeric id from the path; anything else is a 404, as no such thing exists."""
     raw = request.path_params.get(name, "")
-    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 18:
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound(f"no {name.removesuffix('_id') or 'item'} {raw!r}")
     return int(raw)
 

@@ -218,7 +218,7 @@ class Hub:
 
     def _authorize(self, session: Session, channel: str) -> None:
         kind, sep, name = channel.partition(":")
-        if sep and kind == "room" and name.isdigit() and len(name) <= 18:
+        if sep and kind == "room" and name.isascii() and name.isdigit() and len(name) <= 18:
             return
         kind, sep, name = channel.partition("#")
         if sep and kind == "dashboard" and name:

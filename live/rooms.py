@@ -115,7 +115,7 @@ async def pin_card(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
     body = await read_json(request, PinRequest)
-    if not body.product_id.isdigit() or len(body.product_id) > 18:
+    if not (body.product_id.isascii() and body.product_id.isdigit()) or len(body.product_id) > 18:
         raise UnknownProduct(body.product_id)
     product_id = int(body.product_id)
     res = resources(request)
