@@ -253,7 +253,7 @@ def attribution_routes() -> list[BaseRoute]:
     return [
         api_route("/api/distributors", become, methods=["POST"], tag=tag,
                   summary="become a distributor (repeat calls return the same)",
-                  body=BecomeDistributor, response=DistributorView, status=201,
+                  body=BecomeDistributor, response=DistributorView, status=201, also=(200,),
                   roles=("any",), errors=(401,)),
         api_route("/api/distributors/me", my_dashboard, methods=["GET"], tag=tag,
                   summary="the caller's distributor dashboard", response=DashboardView,
@@ -281,7 +281,8 @@ def attribution_routes() -> list[BaseRoute]:
                   errors=(401, 404)),
         api_route("/api/admin/payouts", create_payout, methods=["POST"], tag=tag,
                   summary="pay every positive payable balance (nothing twice)",
-                  response=PayoutBatchView, status=201, roles=("admin",), errors=(401, 403)),
+                  response=PayoutBatchView, status=201, also=(200,), roles=("admin",),
+                  errors=(401, 403)),
         api_route("/api/admin/payouts/{id}.csv", export_payout, methods=["GET"], tag=tag,
                   summary="a payout batch as CSV", roles=("admin",), errors=(401, 403, 404)),
         api_route("/api/admin/payouts/{id}", show_payout, methods=["GET"], tag=tag,

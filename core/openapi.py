@@ -27,6 +27,8 @@ class Operation:
     headers: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # other success statuses with the same response (e.g. 200 when a create finds it exists)
+    also: tuple[int, ...] = ()
 
 
 def api_route(
@@ -42,6 +44,7 @@ def api_route(
     headers: Iterable[str] = (),
     errors: Iterable[int] = (),
     tag: str = "",
+    also: Iterable[int] = (),
 ) -> Route:
     route = Route(path, endpoint, methods=list(methods))
     route.operation = Operation(  # type: ignore[attr-defined]
@@ -53,6 +56,7 @@ def api_route(
         headers=tuple(headers),
         errors=tuple(errors),
         tags=(tag,) if tag else (),
+        also=tuple(also),
     )
     return route
 
@@ -110,7 +114,8 @@ def build_openapi(routes: Iterable[BaseRoute], title: str, version: str) -> dict
         ok: dict[str, Any] = {"description": "success"}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": by_type[op.response]}}
-        item["responses"][str(op.status)] = ok
+        for status in (op.status, *op.also):
+            item["responses"][str(status)] = ok
         for status in sorted({400, 422, *op.errors} if op.body is not None else set(op.errors)):
             item["responses"][str(status)] = {
                 "description": "error",
