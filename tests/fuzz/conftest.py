@@ -15,6 +15,6 @@ def _report_counts(request: pytest.FixtureRequest) -> object:
     yield
     if COUNTS:
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        lines = [f"  {target}: {n} inputs" for target, n in sorted(COUNTS.items())]
+        lines = [f"  {target}: {n}" for target, n in sorted(COUNTS.items())]
         if reporter is not None:
-            reporter.write_line("fuzz inputs tried:\n" + "\n".join(lines))
+            reporter.write_line("generated inputs (fuzz and model tests):\n" + "\n".join(lines))
