@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -20,6 +21,11 @@ HTTP_LATENCY = Histogram(
     "HTTP request latency by route",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+ASYNCIO_TASKS = Gauge(
+    "livesell_asyncio_tasks", "asyncio tasks alive in this process (a leak shows as growth)"
 )
 
 
@@ -61,4 +67,5 @@ def _route_template(scope: Scope) -> str:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
