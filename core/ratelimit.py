@@ -9,6 +9,7 @@ when they need Redis).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -19,6 +20,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 log = logging.getLogger("livesell.ratelimit")
+
+MAX_CONCURRENT_CALLS = 32
 
 # Count one hit against a subject's counter for the current window.
 # KEYS[1] the counter (`{rl:<limit>:<subject>}:<window start>`), ARGV[1] window seconds
@@ -66,6 +69,9 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
         self._script = client.register_script(HIT_SCRIPT)
+        # redis-py's pool refuses calls beyond max_connections rather than queueing them: a
+        # storm of attempts waits here instead of taking the connections the gate needs
+        self._in_flight = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         self._failing = False
 
     async def hit(self, *checks: tuple[Limit, str | None]) -> Refusal | None:
@@ -78,7 +84,7 @@ class RateLimiter:
         now = time.time()
         starts = [int(now // limit.window_s) * limit.window_s for limit, _ in active]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._in_flight, self._client.pipeline(transaction=False) as pipe:
                 for (limit, subject), start in zip(active, starts, strict=True):
                     key = "{rl:" + limit.name + ":" + subject + "}:" + str(start)
                     await self._script(keys=[key], args=[limit.window_s], client=pipe)
