@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.embedded import EmbeddedPostgres, free_port
-from tests.conftest import Servers
+from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from tests.faults.procs import Proc, bearer, env_for, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -30,15 +29,16 @@ async def _buy(api: httpx.AsyncClient, drop_id: str, buyer: str) -> httpx.Respon
     )
 
 
-async def test_postgres_restart_gives_503_loses_nothing_and_recovers(
-    servers: Servers, tmp_path: Path
-) -> None:
+async def test_postgres_restart_gives_503_loses_nothing_and_recovers(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", durable=True)
     pg.start()
+    # its own Redis too: gate keys are per drop id, and this database numbers drops from 1
+    valkey = EmbeddedValkey(tmp_path / "valkey", durable=False)
+    valkey.start()
     api_port, hub_port = free_port(), free_port()
     serve = Proc(
         ["serve", "--no-demo", "--api-port", str(api_port), "--hub-port", str(hub_port)],
-        env_for(pg.url, servers.valkey.url, tmp_path / "data"),
+        env_for(pg.url, valkey.url, tmp_path / "data"),
         tmp_path / "serve.log",
     )
     base = f"http://127.0.0.1:{api_port}"
@@ -159,5 +159,6 @@ async def test_postgres_restart_gives_503_loses_nothing_and_recovers(
     finally:
         serve.stop()
         pg.stop(mode="immediate")
+        valkey.stop()
     output = serve.output()
     assert "unhandled error" not in output, output[-4000:]
