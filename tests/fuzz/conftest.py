@@ -1,4 +1,5 @@
-"""Fuzz fixtures: the populated world (from the security tests) and the count report."""
+"""Fuzz fixtures: the populated world (from the security tests), and the count of generated
+inputs printed in the terminal summary (the figures docs/reliability.md quotes)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ from tests.security.conftest import world
 __all__ = ["world"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _report_counts(request: pytest.FixtureRequest) -> object:
-    yield
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if COUNTS:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        lines = [f"  {target}: {n}" for target, n in sorted(COUNTS.items())]
-        if reporter is not None:
-            reporter.write_line("generated inputs (fuzz and model tests):\n" + "\n".join(lines))
+        terminalreporter.section("generated inputs (fuzz and model tests)")
+        for target, n in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{target}: {n}")

@@ -45,7 +45,7 @@ frames = st.one_of(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1500, deadline=None, database=None)
 @given(frames)
 def test_decoder_yields_commands_or_a_protocol_error(frame: bytes | str) -> None:
     record("hub decoder")

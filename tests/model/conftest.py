@@ -1,5 +1,2 @@
-"""The model test reports its counts through the fuzz package's counter."""
-
-from tests.fuzz.conftest import _report_counts
-
-__all__ = ["_report_counts"]
+"""The model test counts its examples and steps with the fuzz package's counter, which
+tests/fuzz/conftest.py reports."""
