@@ -1,0 +1,136 @@
+"""`python -m load_tests`: every benchmark in one bounded run, a table, JSON and charts.
+
+Loopback only; servers, viewers and the embedded Valkey / PostgreSQL all stop by themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from load_tests import charts, hubs, report, systems
+from load_tests.viewers import raise_open_files_limit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# the benchmarks other packages own; each exposes `async def bench(infra, quick, progress)`
+SECTIONS = {"flash_sale": "load_tests.flash_sale", "attribution": "load_tests.attribution"}
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": _node_version(),
+        "pinning": "server on core 0; viewers, driver and Valkey on core 1 (scaling: unpinned)",
+    }
+
+
+def _node_version() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        return None
+    return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests" + (f".{only}" if only else ""),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hubs.add_arguments(parser)
+    if only is None:
+        parser.add_argument(
+            "--only",
+            default="hubs,flash_sale,attribution",
+            help="comma-separated benchmarks to run: hubs, flash_sale, attribution",
+        )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNGs go")
+    parser.add_argument(
+        "--time-limit", type=float, help="stop after this many seconds (default 300 quick, 900)"
+    )
+    return parser
+
+
+async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
+    plan = hubs.QUICK if args.quick else hubs.FULL
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+    }
+    chosen: list[systems.System] = list(args.systems)
+    skipped: dict[str, str] = {}
+    if systems.LIVESELL in chosen and not systems.livesell_hub_available():
+        chosen.remove(systems.LIVESELL)
+        skipped["livesell"] = "the live package serves no hub yet (live.run_hub_workers missing)"
+    if systems.NODE_WS in chosen and not systems.install_node_peers():
+        chosen.remove(systems.NODE_WS)
+        skipped["node-ws"] = "node or npm is not available"
+    async with systems.infrastructure() as infra:
+        if "hubs" in only:
+            scaling = not args.no_scaling and systems.LIVESELL in chosen
+            results["hubs"] = await hubs.run(chosen, infra, plan, progress, scaling=scaling)
+            results["hubs"]["skipped"] = skipped
+        for section, module_name in SECTIONS.items():
+            if section not in only:
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                results[section] = {"status": "not available", "reason": f"{module_name} missing"}
+                continue
+            progress(f"{section}: running")
+            results[section] = await module.bench(infra, args.quick, progress)
+    return results
+
+
+def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
+    args = build_parser(only).parse_args(argv)
+    chosen = {only} if only else {s.strip() for s in args.only.split(",") if s.strip()}
+    raise_open_files_limit()
+    limit = args.time_limit or (300.0 if args.quick else 900.0)
+    started = time.monotonic()
+    try:
+        results = asyncio.run(asyncio.wait_for(run(args, chosen), timeout=limit))
+    except TimeoutError:
+        print(f"load_tests: stopped at the {limit:.0f}s time limit", file=sys.stderr)
+        return 1
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["targets"] = report.targets(results)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = report.write_json(results, args.out / f"{stamp}.json")
+    pictures = charts.draw_all(results, args.out, stamp)
+    print()
+    print(report.table(results))
+    print()
+    print(f"results: {path}")
+    for picture in pictures:
+        print(f"chart:   {picture}")
+    return 0
