@@ -41,7 +41,7 @@ class System:
             hub = [sys.executable, "-m", "livesell.cli", "hub", "--hub-port", str(port)]
             return hub + (["--workers", str(self.workers)] if self.workers > 1 else [])
         if self.name == "node-ws":
-            return ["node", str(HERE / "peers" / "node_ws.js"), *peer]
+            return ["node", str(HERE / "peers" / "node_ws.cjs"), *peer]
         module = {
             "python-socketio": "socketio_hub",
             "starlette": "starlette_ws",

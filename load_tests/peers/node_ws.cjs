@@ -1,6 +1,6 @@
 // The fast baseline: Node's `ws` relaying each Redis message to every subscribed viewer on its
 // own (no batching), the broadcast loop from the `ws` README.
-//   node load_tests/peers/node_ws.js --port 9000 --redis redis://127.0.0.1:6379/0
+//   node load_tests/peers/node_ws.cjs --port 9000 --redis redis://127.0.0.1:6379/0
 "use strict";
 const path = require("path");
 const modules = path.join(__dirname, "..", "node_modules");
