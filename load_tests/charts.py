@@ -98,23 +98,34 @@ def event_mix(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def flash_sale(results: dict[str, Any], path: Path) -> Path | None:
-    """Attempts/s and latency percentiles of the buy path, from the flash-sale benchmark."""
-    series = results.get("flash_sale", {}).get("series")
-    if not series:
+    """Attempts/s and latency of the buy path (livesell vs the PostgreSQL-only baseline)."""
+    outcomes = results.get("flash_sale", {}).get("results")
+    if not outcomes:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    xs = [p["t_s"] for p in series]
-    left.plot(xs, [p["attempts_per_s"] for p in series], label="attempts/s")
-    left.set_xlabel("seconds")
+    names = [o["name"] for o in outcomes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = [COLOURS.get(n, "#7f7f7f") for n in names]
+    bars = left.bar(names, [o["attempts_per_s"] for o in outcomes], color=colours)
+    left.bar_label(bars, labels=[f"{o['attempts_per_s']:,.0f}" for o in outcomes])
     left.set_ylabel("buy attempts per second")
-    left.grid(True, alpha=0.3)
-    for key in ("p50_ms", "p99_ms"):
-        right.plot(xs, [p.get(key) for p in series], label=key)
-    right.set_xlabel("seconds")
-    right.set_ylabel("buy latency, ms")
+    left.set_title("throughput (higher is better)")
+    width = 0.35
+    positions = range(len(names))
+    for shift, key in ((-width / 2, "p50_ms"), (width / 2, "p99_ms")):
+        values = [o[key] for o in outcomes]
+        bars = right.bar([p + shift for p in positions], values, width, label=key[:3])
+        right.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
+    right.set_xticks(list(positions), names)
+    right.set_ylabel("latency per attempt, ms")
+    right.set_title("latency (lower is better)")
     right.legend()
-    right.grid(True, alpha=0.3)
-    fig.suptitle("Flash sale: buy attempts/s and latency")
+    for ax in (left, right):
+        ax.grid(True, axis="y", alpha=0.3)
+    first = outcomes[0]
+    fig.suptitle(
+        f"Flash sale: {first['attempts']:,} buy attempts on one drop, "
+        f"{results['flash_sale'].get('concurrency', '?')} connections"
+    )
     return _save(fig, path)
 
 
