@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from load_tests import publish
 from load_tests.fleet import Fleet
 from load_tests.measure import ProcessMeter, cdf_points, cpu_delta, latency_summary
+from load_tests.profile import sampled
 from load_tests.systems import ALL, BY_NAME, CLIENT_CPUS, LIVESELL, Infra, Running, System, serve
 
 Progress = Callable[[str], None]
@@ -82,6 +87,7 @@ class Window:
     seconds: float
     server_cpu_s: float
     busiest_process_cpu_s: float
+    viewer_cpu_s: float  # the viewer processes: near 1.0 per second means they were the limit
     publish_lag_s: float
     dropped: int
     latency: dict[str, float | None]
@@ -104,6 +110,8 @@ async def timed_run(
     await settle(fleet, plan.drain_cap_s)
     await fleet.reset()
     expected = len(timetable) * viewers
+    viewers_meters = [ProcessMeter(pid) for pid in fleet.pids]
+    viewers_before = sum(m.cpu_seconds() for m in viewers_meters)
     cpu_before = meter.cpu_by_process()
     started = time.monotonic()
     lag = await publish.play(sink, timetable)
@@ -120,6 +128,7 @@ async def timed_run(
         await asyncio.sleep(0.05)
     seconds = time.monotonic() - started
     spent = cpu_delta(cpu_before, meter.cpu_by_process())
+    viewer_cpu = sum(m.cpu_seconds() for m in viewers_meters) - viewers_before
     stats = await fleet.stats(latencies=True)
     sampled_missing = max(0, expected - stats.covered) // plan.sample_every
     return Window(
@@ -130,6 +139,7 @@ async def timed_run(
         seconds=round(seconds, 3),
         server_cpu_s=round(sum(spent.values()), 3),
         busiest_process_cpu_s=round(max(spent.values(), default=0.0), 3),
+        viewer_cpu_s=round(viewer_cpu, 3),
         publish_lag_s=round(lag, 3),
         dropped=stats.dropped,
         latency=latency_summary(stats.latencies_us, sampled_missing),
@@ -177,7 +187,12 @@ async def join(
 
 
 async def bench_system(
-    system: System, infra: Infra, fleet: Fleet, plan: Plan, progress: Progress
+    system: System,
+    infra: Infra,
+    fleet: Fleet,
+    plan: Plan,
+    progress: Progress,
+    profile_dir: Path | None = None,
 ) -> dict:
     """Join storm, memory, fan-out at each viewer count and the event mix, on one server."""
     record: dict = {"system": system.name, "label": system.label}
@@ -187,7 +202,9 @@ async def bench_system(
         try:
             rss_before = meter.rss_bytes()
             progress(f"{system.name}: join storm of {plan.join_viewers} viewers")
-            record["join"] = await join(fleet, server, meter, infra, plan.join_viewers)
+            with watch(server, profile_dir, "join") as where:
+                record["join"] = await join(fleet, server, meter, infra, plan.join_viewers)
+            record["join"]["profile"] = where
             await asyncio.sleep(1.0)
             rss_after = meter.rss_bytes()
             joined = record["join"]["joined"]
@@ -224,12 +241,25 @@ async def bench_system(
                 have += more.joined
             timetable = publish.flash_sale_mix(plan.mix_seconds)
             progress(f"{system.name}: flash-sale event mix ({len(timetable)} events) to {have}")
-            window = await timed_run(fleet, meter, sink, timetable, have, plan)
+            with watch(server, profile_dir, "mix") as where:
+                window = await timed_run(fleet, meter, sink, timetable, have, plan)
             record["mix"] = mix_record(have, window)
+            record["mix"]["profile"] = where
         finally:
             await sink.aclose()
             await fleet.trim(0)
     return record
+
+
+@contextlib.contextmanager
+def watch(server: Running, profile_dir: Path | None, phase: str) -> Iterator[dict[str, Any]]:
+    """py-spy the server during `phase` when profiling is on (Python servers only)."""
+    if profile_dir is None or server.system.name == "node-ws":
+        yield {}
+        return
+    output = profile_dir / f"{server.system.name}-{phase}.txt"
+    with sampled(server.proc.pid, output) as summary:
+        yield summary
 
 
 def fanout_record(viewers: int, rate: float, w: Window) -> dict:
@@ -241,6 +271,7 @@ def fanout_record(viewers: int, rate: float, w: Window) -> dict:
         "expected": w.expected,
         "complete": w.complete,
         "server_cpu_s": w.server_cpu_s,
+        "viewer_cpu_s": w.viewer_cpu_s,
         "cpu_us_per_delivered": round(w.server_cpu_s * 1e6 / w.delivered, 2)
         if w.delivered
         else None,
@@ -260,6 +291,7 @@ def mix_record(viewers: int, w: Window) -> dict:
         "complete": w.complete,
         "seconds": w.seconds,
         "server_cpu_s": w.server_cpu_s,
+        "viewer_cpu_s": w.viewer_cpu_s,
         "events_per_cpu_s": round(w.covered / w.server_cpu_s) if w.server_cpu_s else None,
         "latency": w.latency,
         "cdf": w.cdf,
@@ -271,6 +303,8 @@ def mix_record(viewers: int, w: Window) -> dict:
 async def bench_scaling(infra: Infra, fleet: Fleet, plan: Plan, progress: Progress) -> dict:
     """livesell's hub with 1 then 2 worker processes, unpinned, on the same workload."""
     fleet.pin(None)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     runs = []
     try:
         for workers in (1, 2):
@@ -299,6 +333,7 @@ async def bench_scaling(infra: Infra, fleet: Fleet, plan: Plan, progress: Progre
                     "events_per_s": round(w.covered / w.seconds) if w.seconds else None,
                     "server_cpu_s": w.server_cpu_s,
                     "busiest_process_cpu_s": w.busiest_process_cpu_s,
+                    "viewer_cpu_s": w.viewer_cpu_s,
                     # what the deployment delivers when its busiest process has a core to itself
                     "capacity_events_per_s": round(w.covered / w.busiest_process_cpu_s)
                     if w.busiest_process_cpu_s
@@ -321,16 +356,32 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 async def run(
-    systems: list[System], infra: Infra, plan: Plan, progress: Progress, *, scaling: bool
+    systems: list[System],
+    infra: Infra,
+    plan: Plan,
+    progress: Progress,
+    *,
+    scaling: bool,
+    profile: tuple[str, ...] = (),
+    profile_dir: Path | None = None,
 ) -> dict:
-    """Every hub dimension for `systems`; a system that fails is recorded with its error."""
+    """Every hub dimension for `systems`; a system that fails is recorded with its error.
+    Systems named in `profile` are sampled with py-spy during the join storm and the mix."""
     fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
+    # the driver publishes from this process: keep it off the server's core too
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, CLIENT_CPUS)
     results: dict = {"plan": asdict(plan), "systems": {}}
     try:
         for system in systems:
             try:
                 results["systems"][system.name] = await bench_system(
-                    system, infra, fleet, plan, progress
+                    system,
+                    infra,
+                    fleet,
+                    plan,
+                    progress,
+                    profile_dir if system.name in profile else None,
                 )
             except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
                 progress(f"{system.name} failed: {exc!r}")
@@ -359,6 +410,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of {','.join(BY_NAME)} (default: all)",
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 workers run")
+    parser.add_argument(
+        "--profile",
+        default="livesell",
+        help="comma-separated Python systems to sample with py-spy during the join storm and "
+        "the event mix ('' for none; default livesell)",
+    )
 
 
 if __name__ == "__main__":

@@ -98,7 +98,16 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     async with systems.infrastructure() as infra:
         if "hubs" in only:
             scaling = not args.no_scaling and systems.LIVESELL in chosen
-            results["hubs"] = await hubs.run(chosen, infra, plan, progress, scaling=scaling)
+            profile = tuple(n.strip() for n in args.profile.split(",") if n.strip())
+            results["hubs"] = await hubs.run(
+                chosen,
+                infra,
+                plan,
+                progress,
+                scaling=scaling,
+                profile=profile,
+                profile_dir=args.out / f"profiles-{args.stamp}",
+            )
             results["hubs"]["skipped"] = skipped
         for section, module_name in SECTIONS.items():
             if section not in only:
@@ -147,6 +156,7 @@ def figures(section: str, section_report: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     args = build_parser(only).parse_args(argv)
     chosen = {only} if only else {s.strip() for s in args.only.split(",") if s.strip()}
+    args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     raise_open_files_limit()
     limit = args.time_limit or (300.0 if args.quick else 900.0)
     started = time.monotonic()
@@ -158,9 +168,8 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     results["targets"] = report.targets(results)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = report.write_json(results, args.out / f"{stamp}.json")
-    pictures = charts.draw_all(results, args.out, stamp)
+    path = report.write_json(results, args.out / f"{args.stamp}.json")
+    pictures = charts.draw_all(results, args.out, args.stamp)
     print()
     print(report.table(results))
     print()
