@@ -246,3 +246,27 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def markdown_targets(results: dict[str, Any]) -> str:
+    lines = ["| target | measured | met | note |", "|---|---:|---|---|"]
+    for t in results.get("targets", []):
+        lines.append(
+            f"| {t['target']} | {_cell(t.get('value'))} | {'yes' if t['met'] else '**no**'} | "
+            f"{t.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.report",
+        description="Print a result file's table and targets as Markdown (for docs/benchmarks.md).",
+    )
+    parser.add_argument("result", type=Path, help="load_tests/results/<timestamp>.json")
+    record = json.loads(parser.parse_args().result.read_text(encoding="utf-8"))
+    print(markdown_table(record))
+    print()
+    print(markdown_targets(record))

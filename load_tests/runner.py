@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -153,11 +154,17 @@ def figures(section: str, section_report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     args = build_parser(only).parse_args(argv)
     chosen = {only} if only else {s.strip() for s in args.only.split(",") if s.strip()}
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     raise_open_files_limit()
+    # `timeout`, CI or a terminal closing: unwind so servers and viewers are stopped
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     limit = args.time_limit or (300.0 if args.quick else 900.0)
     started = time.monotonic()
     try:

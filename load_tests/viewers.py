@@ -12,6 +12,7 @@ Viewer processes are driven by `Fleet` (in `fleet.py`) over a pipe; see `serve_c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import resource
@@ -325,18 +326,13 @@ def serve_commands(pipe: Connection, sample_every: int, cpus: list[int] | None) 
 
 async def _command_loop(pipe: Connection, process: ViewerProcess) -> None:
     loop = asyncio.get_running_loop()
-    commands: asyncio.Queue[tuple[str, tuple[object, ...]]] = asyncio.Queue()
-
-    def readable() -> None:
-        try:
-            commands.put_nowait(pipe.recv())
-        except EOFError:
-            loop.remove_reader(pipe.fileno())
-            commands.put_nowait(("exit", ()))
-
-    loop.add_reader(pipe.fileno(), readable)
+    # commands are read by a thread: a pipe watched by the event loop is made non-blocking,
+    # and a large stats reply would then fail to send
     while True:
-        name, args = await commands.get()
+        try:
+            name, args = await loop.run_in_executor(None, pipe.recv)
+        except EOFError:
+            name, args = "exit", ()
         reply: object
         if name == "connect":
             reply = await process.connect(*args)  # type: ignore[arg-type]
@@ -350,7 +346,8 @@ async def _command_loop(pipe: Connection, process: ViewerProcess) -> None:
         elif name == "exit":
             process.trim(0)
             await asyncio.sleep(0.05)
-            pipe.send(True)
+            with contextlib.suppress(OSError):
+                pipe.send(True)
             return
         else:
             reply = ValueError(f"unknown command {name!r}")
