@@ -74,8 +74,8 @@ def fanout_cost(results: dict[str, Any], path: Path) -> Path | None:
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=name, color=COLOURS.get(name))
     ax.set_xlabel("subscribed viewers")
-    ax.set_ylabel("server CPU µs (user+sys) per delivered event")
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel("server CPU µs (user+sys) per delivered event (log)")
+    ax.set_yscale("log")
     ax.set_title("Fan-out cost per delivered event vs viewers (lower is better)")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -91,7 +91,8 @@ def event_mix(results: dict[str, Any], path: Path) -> Path | None:
     values = [systems[n]["mix"]["events_per_cpu_s"] or 0 for n in names]
     bars = ax.bar(names, values, color=[COLOURS.get(n, "grey") for n in names])
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
-    ax.set_ylabel("viewer-events covered per server CPU-second")
+    ax.set_ylabel("viewer-events covered per server CPU-second (log)")
+    ax.set_yscale("log")
     ax.set_title("Flash-sale event mix to 5,000 viewers (higher is better)")
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)

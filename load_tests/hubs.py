@@ -58,9 +58,9 @@ QUICK = Plan(
     join_viewers=5_000,
     fanout_viewers=(5_000, 1_000),
     fanout_seconds=2.0,
-    fanout_repeats=2,
-    mix_seconds=3.0,
-    drain_cap_s=4.0,
+    fanout_repeats=1,
+    mix_seconds=2.0,
+    drain_cap_s=3.0,
     scaling_viewers=2_000,
     scaling_seconds=3.0,
 )
