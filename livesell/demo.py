@@ -66,6 +66,10 @@ livesell is up.
   API          {api}   (health: {api}/healthz, OpenAPI: {api}/api/openapi.json)
   hub          {settings.hub_url}
   demo room    {api}/api/rooms/{room_id}
+  pages (open logged in; the page keeps the token and removes it from the address bar):
+    host console     {api}/host/{room_id}#token={tokens[DEMO_HOST]}
+    viewer room      {api}/r/{room_id}#token={tokens[DEMO_VIEWER]}
+    distributor      {api}/d?room={room_id}#token={tokens[DEMO_DISTRIBUTOR]}
   tokens (Authorization: Bearer ...):
     host         {tokens[DEMO_HOST]}
     viewer       {tokens[DEMO_VIEWER]}
