@@ -50,6 +50,11 @@ async def seed(res: Resources) -> int:
 
 async def seed_and_print(res: Resources) -> None:
     room_id = await seed(res)
+    product_ids = await res.pool.fetch(
+        "SELECT id FROM products WHERE sku = ANY($1::text[]) ORDER BY id",
+        [sku for sku, *_ in DEMO_PRODUCTS],
+    )
+    products = ",".join(str(row["id"]) for row in product_ids)
     settings = res.settings
     api = settings.api_base_url
     tokens = {
@@ -67,7 +72,7 @@ livesell is up.
   hub          {settings.hub_url}
   demo room    {api}/api/rooms/{room_id}
   pages (open logged in; the page keeps the token and removes it from the address bar):
-    host console     {api}/host/{room_id}#token={tokens[DEMO_HOST]}
+    host console     {api}/host/{room_id}?products={products}#token={tokens[DEMO_HOST]}
     viewer room      {api}/r/{room_id}#token={tokens[DEMO_VIEWER]}
     distributor      {api}/d?room={room_id}#token={tokens[DEMO_DISTRIBUTOR]}
   tokens (Authorization: Bearer ...):

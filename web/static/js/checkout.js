@@ -54,7 +54,9 @@ export class BuyButton {
           this.onOrder(order);
           return;
         } catch (err) {
-          if (err.retryable && attempt < RETRY_DELAYS_MS.length) {
+          // the same key again: the first try may have reached the server (or still be running)
+          const again = err.retryable || err.code === "idempotency_in_progress";
+          if (again && attempt < RETRY_DELAYS_MS.length) {
             await sleep(RETRY_DELAYS_MS[attempt]);
             continue;
           }
@@ -141,8 +143,9 @@ export class OrderTracker {
     this.onChange();
     try {
       const started = await api.pay(this.current.order_id);
-      if (started && started.status && started.status !== "held") {
-        this.current = normaliseOrder({ ...this.current, ...started, order_id: this.current.order_id });
+      const status = started && (started.order_status || started.status);
+      if (status && status !== this.current.status) {
+        this.current = normaliseOrder({ ...this.current, status });
       }
       const deadline = Date.now() + PAY_WAIT_MS;
       while (this.current.status === "held" && Date.now() < deadline) {

@@ -41,13 +41,17 @@ async function loadProducts() {
   }
   const key = productsKey();
   const known = key ? JSON.parse(localStorage.getItem(key) || "[]") : [];
-  const wanted = new Set(known);
+  // `?products=1,2,3` (the demo's link) adds products the console has not seen yet
+  const linked = (new URLSearchParams(window.location.search).get("products") || "")
+    .split(",")
+    .filter((id) => /^[0-9]{1,18}$/.test(id));
+  const wanted = new Set([...known, ...linked]);
   if (state.pinned) rememberProduct(state.pinned);
   if (state.drop && state.drop.product_id) wanted.add(state.drop.product_id);
   await Promise.all(
     [...wanted]
       .filter((id) => !products.has(String(id)))
-      .map((id) => api.product(id).then((product) => products.set(String(product.id), product), () => null)),
+      .map((id) => api.product(id).then(rememberProduct, () => null)),
   );
   renderProducts();
 }
@@ -166,7 +170,7 @@ function renderTicker() {
       t("ticker.bought", {
         who: entry.buyer || entry.buyer_masked || t("ticker.someone"),
         n: entry.quantity || 1,
-        what: entry.product_title || (products.get(String(entry.product_id)) || {}).title || "",
+        what: (products.get(String(entry.product_id)) || state.product(entry.product_id) || {}).title || "",
       }),
       entry.amount_cents ? ` · ${money(entry.amount_cents)}` : "",
     ),

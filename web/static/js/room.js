@@ -88,7 +88,7 @@ function renderDrop() {
   const phase = state.dropPhase();
   show("#drop", Boolean(drop));
   if (!drop) return;
-  const product = state.pinned && String(state.pinned.id) === drop.product_id ? state.pinned : null;
+  const product = state.product(drop.product_id);
   setText("#drop-price", money(drop.price_cents));
   setText("#drop-list-price", product && product.price_cents > drop.price_cents ? money(product.price_cents) : "");
   setText("#drop-product", product ? product.title : "");
@@ -121,7 +121,8 @@ function renderTicker() {
   const list = $("#ticker");
   const items = state.ticker.map((entry) => {
     const who = entry.buyer || entry.buyer_masked || entry.buyer_name || t("ticker.someone");
-    const what = entry.product_title || entry.title || (state.pinned ? state.pinned.title : "");
+    const product = state.product(entry.product_id);
+    const what = product ? product.title : "";
     return h(
       "li",
       { dataset: { key: `${entry.order_id || ""}-${entry.seen_at}` } },

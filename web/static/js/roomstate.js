@@ -22,6 +22,7 @@ export class RoomState {
     this.viewers = 0;
     this.leaderboard = null;
     this.ticker = [];
+    this.products = new Map(); // id → product card, for titles in the ticker
     this.clock = new ServerClock();
     this.listeners = new Set();
   }
@@ -61,6 +62,7 @@ export class RoomState {
       host_id: room.host_id ?? null,
     };
     this.pinned = snapshot.pinned ?? snapshot.pinned_product ?? snapshot.card ?? null;
+    this.rememberProduct(this.pinned);
     this.drop = this._normaliseDrop(snapshot.drop ?? snapshot.active_drop ?? null);
     const viewers = snapshot.viewers ?? snapshot.viewer_count;
     if (typeof viewers === "number") this.viewers = viewers;
@@ -98,6 +100,7 @@ export class RoomState {
         break;
       case "card.pinned":
         this.pinned = event.product ?? event.card ?? this.pinned;
+        this.rememberProduct(this.pinned);
         break;
       case "card.unpinned":
         if (!this.pinned || !event.product_id || str(this.pinned.id) === str(event.product_id)) {
@@ -123,7 +126,7 @@ export class RoomState {
         break;
       case "drop.closed":
         if (this._sameDrop(event)) {
-          this.drop.status = event.status || "closed";
+          this.drop.status = event.reason === "ended" ? "ended" : "closed";
           this._stock(event);
         }
         break;
@@ -158,6 +161,29 @@ export class RoomState {
     for (const field of ["remaining", "sold", "held"]) {
       if (typeof event[field] === "number") this.drop[field] = event[field];
     }
+  }
+
+  rememberProduct(product) {
+    if (product && product.id !== undefined && product.id !== null) {
+      this.products.set(String(product.id), product);
+    }
+  }
+
+  // the product's card if known; otherwise fetched once, announced as a "product" change
+  product(productId) {
+    const id = str(productId);
+    if (!id) return null;
+    const known = this.products.get(id);
+    if (known !== undefined) return known;
+    this.products.set(id, null);
+    api.product(id).then(
+      (product) => {
+        this.rememberProduct(product);
+        this._changed("product", product);
+      },
+      () => {},
+    );
+    return null;
   }
 
   // --- derived ---
