@@ -183,3 +183,10 @@ def unique() -> str:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def clean_state() -> None:
+    """Replaces the suite's table-emptying fixture for these tests: the pages are tested against
+    one running server with unique names per test, and Playwright's sync API owns the thread's
+    event loop while a browser is open, where the async original cannot run."""

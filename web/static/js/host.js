@@ -157,6 +157,9 @@ function renderProducts() {
     ...items.map((product) => h("option", { value: String(product.id) }, `${product.title} (${money(product.price_cents)})`)),
   );
   if (chosen && products.has(chosen)) select.value = chosen;
+  const price = $("#drop-price-input");
+  const selected = products.get(select.value);
+  if (!price.value && selected) price.value = (selected.price_cents / 100).toFixed(2);
 }
 
 function renderTicker() {

@@ -91,7 +91,8 @@ function renderDrop() {
   const product = state.product(drop.product_id);
   setText("#drop-price", money(drop.price_cents));
   setText("#drop-list-price", product && product.price_cents > drop.price_cents ? money(product.price_cents) : "");
-  setText("#drop-product", product ? product.title : "");
+  const pinnedSame = state.pinned && String(state.pinned.id) === drop.product_id;
+  setText("#drop-product", product && !pinnedSame ? product.title : "");
   const countdown = $("#drop-countdown");
   countdown.dataset.phase = phase;
   if (phase === "upcoming") setText(countdown, t("drop.startsIn", { t: clock(state.msUntilStart()) }));
