@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.resources import Resources
 from core.settings import Settings
+from tests.conftest import TEST_SECRET
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 
@@ -99,3 +101,23 @@ console.log(JSON.stringify({{ en: m.KEYS, zh: m.ZH_KEYS,
     missing = _used_keys() - set(found["en"])
     assert not missing, f"keys used by the pages but not defined: {sorted(missing)}"
     assert (found["zhDefault"], found["enDefault"], found["stored"]) == ("zh", "en", "en")
+
+
+async def test_serve_prints_page_links_signed_in_as_the_demo_users(
+    resources: Resources, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.auth import verify_token
+    from livesell.demo import DEMO_DISTRIBUTOR, DEMO_HOST, DEMO_VIEWER, seed_and_print
+
+    await seed_and_print(resources)
+    printed = capsys.readouterr().out
+    links = dict(re.findall(r"(/host/\d+|/r/\d+|/d)\S*#token=(\S+)", printed))
+    assert {path.split("/")[1] for path in links} == {"host", "r", "d"}
+    signed_in = {
+        path.split("/")[1]: verify_token(TEST_SECRET, token) for path, token in links.items()
+    }
+    assert signed_in["host"].user_id == DEMO_HOST and "host" in signed_in["host"].roles
+    assert signed_in["r"].user_id == DEMO_VIEWER
+    assert signed_in["d"].user_id == DEMO_DISTRIBUTOR and "distributor" in signed_in["d"].roles
+    host_link = next(line for line in printed.splitlines() if "/host/" in line)
+    assert re.search(r"\?products=\d+,\d+,\d+#", host_link), "the console lists the demo products"
