@@ -157,10 +157,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(migrate_url(resolved.database_url))
             print("applied: " + ", ".join(applied) if applied else "database is up to date")
             return 0
-        if args.command == "hub" and args.workers > 1:
+        if args.command == "hub":
             import live
 
-            return live.run_hub_workers(resolved, args.workers)  # type: ignore[attr-defined, no-any-return]
+            return live.run_hub_workers(resolved, args.workers)
         on_ready = None
         if args.command == "serve" and not args.no_demo:
             from livesell.demo import seed_and_print

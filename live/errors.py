@@ -1,0 +1,138 @@
+"""Errors of the live package: HTTP refusals for room controls, and the hub's protocol errors.
+
+    RoomNotFound        404  no such room
+    NotRoomHost         403  only the room's host (or an admin) controls it
+    RoomEnded           409  the room has ended; nothing changes any more
+    RoomAlreadyLive     409  going live twice
+    UnknownProduct      422  pinning a product that does not exist
+
+Hub errors are replies to one command (`{"id": N, "error": {"code", "message"}}`), the codes of
+Centrifugo's client protocol; `Disconnect` closes the whole connection with a close code.
+`live.protocol.hub_error_for` maps core errors onto them, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from core.errors import Conflict, Forbidden, NotFound, Unprocessable
+
+
+class RoomNotFound(NotFound):
+    code = "room_not_found"
+
+    def __init__(self, room_id: int | str) -> None:
+        super().__init__(f"no room {room_id}", room_id=str(room_id))
+
+
+class NotRoomHost(Forbidden):
+    code = "not_room_host"
+
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"only the host of room {room_id} may control it", room_id=str(room_id))
+
+
+class RoomEnded(Conflict):
+    code = "room_ended"
+
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"room {room_id} has ended", room_id=str(room_id))
+
+
+class RoomAlreadyLive(Conflict):
+    code = "room_already_live"
+
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"room {room_id} is already live", room_id=str(room_id))
+
+
+class UnknownProduct(Unprocessable):
+    code = "unknown_product"
+
+    def __init__(self, product_id: int | str) -> None:
+        super().__init__(f"no product {product_id}", field="product_id")
+
+
+# --- the hub's protocol errors (Centrifugo client protocol codes) ---
+
+
+class HubError(Exception):
+    """A refusal of one command; the connection carries on."""
+
+    code: ClassVar[int] = 100
+    message: ClassVar[str] = "internal server error"
+    temporary: ClassVar[bool] = False
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(detail or self.message)
+
+
+class InternalError(HubError):
+    code, message, temporary = 100, "internal server error", True
+
+
+class HubUnauthorized(HubError):
+    code, message = 101, "unauthorized"
+
+
+class UnknownChannel(HubError):
+    code, message = 102, "unknown channel"
+
+
+class PermissionDenied(HubError):
+    code, message = 103, "permission denied"
+
+
+class MethodNotFound(HubError):
+    code, message = 104, "method not found"
+
+
+class AlreadySubscribed(HubError):
+    code, message = 105, "already subscribed"
+
+
+class LimitExceeded(HubError):
+    code, message = 106, "limit exceeded"
+
+
+class HubBadRequest(HubError):
+    code, message = 107, "bad request"
+
+
+class TokenExpired(HubError):
+    code, message = 109, "token expired"
+
+
+class TooManyRequests(HubError):
+    code, message, temporary = 111, "too many requests", True
+
+
+class UnrecoverablePosition(HubError):
+    code, message = 112, "unrecoverable position"
+
+
+class Disconnect(Exception):
+    """Close the connection with a WebSocket close code; SDKs reconnect for 3000–3499."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code} {reason}")
+
+    def fresh(self) -> Disconnect:
+        """A new instance to raise (the shared constants below must not carry tracebacks)."""
+        return Disconnect(self.code, self.reason)
+
+    @property
+    def reconnect(self) -> bool:
+        return not (3500 <= self.code < 4000 or 4500 <= self.code < 5000)
+
+
+SHUTDOWN = Disconnect(3001, "shutdown")
+SLOW = Disconnect(3008, "slow")
+INSUFFICIENT_STATE = Disconnect(3010, "insufficient state")
+NO_PONG = Disconnect(3012, "no pong")
+FLOODING = Disconnect(3013, "too many requests")
+INVALID_TOKEN = Disconnect(3500, "invalid token")
+BAD_REQUEST = Disconnect(3501, "bad request")

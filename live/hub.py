@@ -1,0 +1,416 @@
+"""The hub node: sessions, channel feeds, the protocol commands, and the node's background loops.
+
+One `Hub` per process. It owns the node's single pub/sub link (one Redis subscription per channel
+with local subscribers, never per viewer), the feeds that fan publications out, the heartbeat
+that pings every session, and the loop that reports viewer counts across nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import msgspec
+
+from core.auth import verify_token
+from core.errors import Unauthorized
+from core.events import channel_keys, room_channel
+from core.loops import run_periodically
+from core.resources import Resources
+from live.errors import (
+    BAD_REQUEST,
+    FLOODING,
+    INVALID_TOKEN,
+    NO_PONG,
+    SHUTDOWN,
+    AlreadySubscribed,
+    Disconnect,
+    HubBadRequest,
+    InternalError,
+    LimitExceeded,
+    MethodNotFound,
+    PermissionDenied,
+    TokenExpired,
+    TooManyRequests,
+    UnknownChannel,
+    UnrecoverablePosition,
+)
+from live.events import ViewersChanged
+from live.feed import Feed
+from live.history import StreamReader
+from live.protocol import (
+    FLAG_REJECT_UNRECOVERED,
+    Command,
+    ConnectRequest,
+    ConnectResult,
+    Empty,
+    Publication,
+    Reply,
+    SubscribeRequest,
+    SubscribeResult,
+    UnsubscribeRequest,
+    decode_commands,
+    encode,
+    error_reply,
+    hub_error_for,
+)
+from live.pubsub import PubSubLink
+from live.session import PING_FRAME, Session
+from live.snapshot import room_snapshot
+from live.viewers import VIEWERS_INTERVAL_S, ViewerCounts
+
+log = logging.getLogger("livesell.hub")
+
+VERSION = "livesell 0.1.0"
+MAX_CHANNELS_PER_SESSION = 16
+COMMANDS_PER_S = 20.0  # sustained rate per connection
+COMMAND_BURST = 40.0  # bucket size; a client this far past empty is flooding and is dropped
+REDIS_READS_IN_FLIGHT = 64  # concurrent history reads (a mass reconnect must not exhaust the pool)
+SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
+
+
+@dataclass
+class _SnapshotFetch:
+    started: float
+    top: int
+    task: asyncio.Task[bytes]
+
+
+class Hub:
+    def __init__(self, res: Resources, node_id: str | None = None) -> None:
+        self.res = res
+        self.settings = res.settings
+        self.node_id = node_id or uuid.uuid4().hex[:12]
+        self.feeds: dict[str, Feed] = {}
+        self._by_key: dict[bytes, Feed] = {}
+        self.sessions: set[Session] = set()
+        self._buckets: list[set[Session]] = [set() for _ in range(self.settings.hub_ping_s)]
+        self._reader = StreamReader(
+            res.redis, self.settings.hub_history_size, self.settings.hub_history_ttl_s
+        )
+        self._viewers = ViewerCounts(res.redis, self.node_id)
+        self.totals: dict[str, int] = {}
+        self._reported: set[str] = set()
+        assert self.settings.redis_url
+        self.link = PubSubLink(
+            self.settings.redis_url,
+            self._on_publication,
+            on_lost=self._on_link_lost,
+            on_restored=self._on_link_restored,
+        )
+        self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
+        self._snapshots: dict[str, _SnapshotFetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_s = self.settings.hub_flush_ms / 1000
+
+    # --- lifecycle ---
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Hub]:
+        loops = [
+            asyncio.create_task(self.link.run(), name="hub-pubsub"),
+            asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
+            asyncio.create_task(
+                run_periodically("hub viewer counts", self._report_viewers, VIEWERS_INTERVAL_S),
+                name="hub-viewers",
+            ),
+        ]
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            try:
+                async with asyncio.timeout(2):
+                    await self._report_viewers()  # this node's viewers are gone now
+            except Exception as exc:  # noqa: BLE001 - best effort; stale reports expire anyway
+                log.info("final viewer report skipped: %r", exc)
+
+    def shutdown(self) -> None:
+        """Disconnect every session with a reconnect code: SDKs move to another node."""
+        for session in list(self.sessions):
+            session.disconnect(SHUTDOWN)
+
+    def attach(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def detach(self, session: Session) -> None:
+        self.sessions.discard(session)
+        for bucket in self._buckets:
+            bucket.discard(session)
+        for feed in list(session.feeds.values()):
+            feed.remove(session)
+
+    # --- commands ---
+
+    async def handle_frame(self, session: Session, frame: str | bytes) -> None:
+        """Every command of one inbound frame, in order."""
+        try:
+            commands = list(decode_commands(frame))
+        except HubBadRequest:
+            session.disconnect(BAD_REQUEST)
+            return
+        loop = asyncio.get_running_loop()
+        for command in commands:
+            if session.closing:
+                return
+            balance = session.take_token(COMMANDS_PER_S, COMMAND_BURST, loop.time())
+            if balance < -COMMAND_BURST:
+                session.disconnect(FLOODING)
+                return
+            if command.is_pong:
+                session.awaiting_pong = False
+                continue
+            if balance < 0:
+                session.send(error_reply(command.id, TooManyRequests()))
+                continue
+            try:
+                await self._dispatch(session, command)
+            except Disconnect as reason:
+                session.disconnect(reason)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the client's reply
+                error = hub_error_for(exc)
+                if isinstance(error, InternalError):
+                    log.warning("command %s failed: %r", command.id, exc)
+                session.send(error_reply(command.id, error))
+
+    async def _dispatch(self, session: Session, command: Command) -> None:
+        match command:
+            case Command(connect=ConnectRequest() as request):
+                session.send(encode(Reply(id=command.id, connect=self._connect(session, request))))
+            case _ if not session.connected:
+                raise BAD_REQUEST.fresh()  # anything before connect is a protocol violation
+            case Command(subscribe=SubscribeRequest() as request):
+                await self._subscribe(session, command.id, request)
+            case Command(unsubscribe=UnsubscribeRequest() as request):
+                feed = session.feeds.get(request.channel)
+                if feed is not None:
+                    feed.remove(session)
+                session.send(encode(Reply(id=command.id, unsubscribe=Empty())))
+            case _:
+                raise MethodNotFound()
+
+    def _connect(self, session: Session, request: ConnectRequest) -> ConnectResult:
+        if session.connected:
+            raise BAD_REQUEST.fresh()
+        if request.token:
+            try:
+                session.principal = verify_token(self.settings.secret, request.token)
+            except Unauthorized as exc:
+                if exc.details.get("reason") == "expired":
+                    raise TokenExpired() from None
+                raise INVALID_TOKEN.fresh() from None
+        session.connected = True
+        session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
+        # a random bucket spreads pings (and the pong checks) evenly over the interval
+        random.choice(self._buckets).add(session)
+        return ConnectResult(
+            client=session.client_id, version=VERSION, ping=self.settings.hub_ping_s, pong=True
+        )
+
+    def _authorize(self, session: Session, channel: str) -> None:
+        kind, sep, name = channel.partition(":")
+        if sep and kind == "room" and name.isdigit() and len(name) <= 18:
+            return
+        kind, sep, name = channel.partition("#")
+        if sep and kind == "dashboard" and name:
+            if session.principal is None or session.user_id != name:
+                raise PermissionDenied()
+            return
+        raise UnknownChannel()
+
+    async def _subscribe(
+        self, session: Session, command_id: int, request: SubscribeRequest
+    ) -> None:
+        channel = request.channel
+        self._authorize(session, channel)
+        if channel in session.feeds:
+            raise AlreadySubscribed()
+        if len(session.feeds) >= MAX_CHANNELS_PER_SESSION:
+            raise LimitExceeded()
+        feed = await self._feed(channel)
+        if session.closing:
+            self._drop_if_empty(feed)
+            return
+        feed.join(session)
+        loop = asyncio.get_running_loop()
+        try:
+            recover_from = (request.offset, request.epoch) if request.recover else None
+            async with self._redis_reads:
+                state = await self._reader.state(channel, recover_from=recover_from)
+            read_at = loop.time()
+            if not feed.epoch:
+                feed.epoch = state.epoch
+            recovered = request.recover and state.missed is not None
+            if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
+                raise UnrecoverablePosition()
+            data = None
+            if feed.room_id is not None:
+                data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
+        except BaseException:
+            if session.feeds.get(channel) is feed:
+                feed.remove(session)
+            raise
+        if session.closing:
+            return
+        if session.feeds.get(channel) is not feed or session not in feed.joining:
+            raise InternalError("channel resynchronised during subscribe; retry")
+        missed = state.missed if recovered and state.missed else []
+        result = SubscribeResult(
+            recoverable=True,
+            epoch=state.epoch,
+            offset=state.top,
+            was_recovering=request.recover,
+            recovered=recovered,
+            publications=[Publication(msgspec.Raw(e.data), e.offset) for e in missed],
+            data=None if data is None else msgspec.Raw(data),
+        )
+        # reply and the publications held meanwhile leave in one frame, before any later tick
+        held = feed.activate(session, state.top)
+        session.send(encode(Reply(id=command_id, subscribe=result)), *(p for _, p in held))
+
+    async def _feed(self, channel: str) -> Feed:
+        feed = self.feeds.get(channel)
+        if feed is not None:
+            await asyncio.shield(feed.ready)
+            return feed
+        if not self.link.connected.is_set():
+            raise InternalError("redis pub/sub link is down")
+        feed = Feed(
+            channel,
+            flush_s=self._flush_s,
+            max_held=self.settings.hub_history_size,
+            on_empty=self._drop_feed,
+        )
+        key = channel_keys(channel)[2]
+        self.feeds[channel] = feed
+        self._by_key[key.encode()] = feed
+        try:
+            await self.link.subscribe(key)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            feed.ready.set_exception(InternalError(f"subscribe failed: {exc!r}"))
+            feed.ready.exception()  # retrieved: waiters re-raise it
+            self._forget(feed)
+            raise InternalError("redis pub/sub subscribe failed") from None
+        feed.ready.set_result(None)
+        return feed
+
+    def _drop_if_empty(self, feed: Feed) -> None:
+        if not feed:
+            self._drop_feed(feed)
+
+    def _drop_feed(self, feed: Feed) -> None:
+        if self.feeds.get(feed.channel) is not feed:
+            return
+        self._forget(feed)
+        self.link.unsubscribe(channel_keys(feed.channel)[2])
+
+    def _forget(self, feed: Feed) -> None:
+        if self.feeds.get(feed.channel) is feed:
+            del self.feeds[feed.channel]
+        self._by_key.pop(channel_keys(feed.channel)[2].encode(), None)
+        self._snapshots.pop(feed.channel, None)
+        feed.close()
+
+    async def _room_data(self, feed: Feed, room_id: int, position: int, read_at: float) -> bytes:
+        """The snapshot for a subscribe reply, read after the stream position (so it reflects
+        every event up to it); concurrent subscribes share one query when that still holds."""
+        now = asyncio.get_running_loop().time()
+        fetch = self._snapshots.get(feed.channel)
+        if fetch is not None and now - fetch.started < SNAPSHOT_TTL_S:
+            failed = fetch.task.done() and fetch.task.exception() is not None
+            fresh = fetch.started >= read_at or (position <= fetch.top == feed.top)
+            if fresh and not failed:
+                return await asyncio.shield(fetch.task)
+        task = asyncio.create_task(self._fetch_snapshot(room_id))
+        self._snapshots[feed.channel] = _SnapshotFetch(started=now, top=feed.top, task=task)
+        return await asyncio.shield(task)
+
+    async def _fetch_snapshot(self, room_id: int) -> bytes:
+        async with self.res.pool.acquire() as conn:
+            snapshot = await room_snapshot(conn, room_id, self.totals.get(str(room_id), 0))
+        if snapshot is None:
+            raise UnknownChannel(f"no room {room_id}")
+        return encode(snapshot)
+
+    # --- pub/sub ---
+
+    def _on_publication(self, key: bytes, message: bytes) -> None:
+        feed = self._by_key.get(key)
+        if feed is None:
+            return
+        try:
+            raw_offset, epoch, coalesce_key, data = message.split(b"\n", 3)
+            offset = int(raw_offset)
+        except ValueError:
+            log.warning("malformed publication on %r ignored", key)
+            return
+        feed.deliver(offset, epoch.decode(), coalesce_key, data)
+
+    def _on_link_lost(self) -> None:
+        for feed in self.feeds.values():
+            feed.paused = True
+
+    def _on_link_restored(self) -> None:
+        if self.feeds:
+            task = asyncio.create_task(self._verify_feeds())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _verify_feeds(self) -> None:
+        """After an outage: a feed whose stream moved on while the link was down resynchronises
+        its subscribers (they recover the gap from history); the others simply carry on."""
+        for feed in list(self.feeds.values()):
+            if not feed.paused:
+                continue
+            try:
+                async with self._redis_reads:
+                    state = await self._reader.state(feed.channel)
+            except Exception as exc:  # noqa: BLE001 - cannot verify: resynchronise to be safe
+                log.info(
+                    "%s: stream unreadable after outage (%r); resynchronising", feed.channel, exc
+                )
+                feed.resync("insufficient state")
+                feed.resume()
+                continue
+            feed.resume(state.top, state.epoch)
+
+    # --- loops ---
+
+    async def _heartbeat(self) -> None:
+        """Each second, ping one bucket of sessions; a session that left the previous ping
+        unanswered is disconnected (3012 no pong)."""
+        tick = 0
+        while True:
+            await asyncio.sleep(1)
+            tick += 1
+            for session in list(self._buckets[tick % len(self._buckets)]):
+                if session.awaiting_pong:
+                    session.disconnect(NO_PONG)
+                else:
+                    session.awaiting_pong = True
+                    session.write_frame(PING_FRAME)
+
+    async def _report_viewers(self) -> None:
+        counts = {f.room_id: len(f) for f in self.feeds.values() if f.room_id is not None}
+        for room_id in self._reported - counts.keys():
+            counts[room_id] = 0
+        reports = await self._viewers.report(counts)
+        self._reported = {room_id for room_id, count in counts.items() if count > 0}
+        for room_id, (total, changed) in reports.items():
+            self.totals[room_id] = total
+            if changed:
+                await self.res.publisher.publish(
+                    room_channel(room_id), ViewersChanged(room_id=room_id, viewers=total)
+                )
+        for room_id in list(self.totals):
+            if room_id not in counts:
+                del self.totals[room_id]

@@ -1,0 +1,183 @@
+"""The hub's WebSocket server (`websockets` asyncio), and `--workers N` processes sharing its port.
+
+`websockets` does the handshake, reads and validates client frames (over `hub_max_frame_bytes`
+it closes with 1009), and runs the closing handshake; everything the hub sends is framed by
+`live.session`. permessage-deflate stays off so one tick's frame is the same bytes for everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from core.resources import Resources, open_resources
+from core.settings import Settings
+from live.errors import Disconnect
+from live.hub import Hub
+from live.session import Session
+
+log = logging.getLogger("livesell.hub")
+
+PATH = "/connection/websocket"
+CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+STALE = Disconnect(3502, "stale")
+
+# the library logs every connection at INFO: too chatty for tens of thousands of viewers
+_websockets_log = logging.getLogger("livesell.hub.websockets")
+_websockets_log.setLevel(logging.WARNING)
+
+
+def _only_hub_path(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path.split("?", 1)[0] != PATH:
+        return connection.respond(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
+    return None
+
+
+async def _serve_connection(hub: Hub, ws: ServerConnection) -> None:
+    session = Session(ws, hub.settings.hub_outbox_bytes)
+    hub.attach(session)
+    try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                first = await ws.recv()
+        except TimeoutError:
+            session.disconnect(STALE)  # never said connect
+            return
+        await hub.handle_frame(session, first)
+        while not session.closing:
+            frame = await ws.recv()
+            await hub.handle_frame(session, frame)
+    except ConnectionClosed:
+        pass
+    finally:
+        hub.detach(session)
+        if session.closing:
+            with contextlib.suppress(Exception):
+                await ws.wait_closed()
+
+
+async def run_hub(
+    res: Resources,
+    *,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    reuse_port: bool = False,
+    on_listening: Callable[[Hub], Awaitable[None] | None] | None = None,
+) -> None:
+    """Serve the hub on `host:port` until `stop` is set, then close every connection with 3001
+    (SDKs reconnect, to another node if there is one)."""
+    settings = res.settings
+    origins = [*settings.hub_origins, None] if settings.hub_origins else None
+    hub = Hub(res)
+    async with hub.running():
+        server = await serve(
+            lambda ws: _serve_connection(hub, ws),
+            host,
+            port,
+            compression=None,
+            origins=origins,  # type: ignore[arg-type]
+            process_request=_only_hub_path,
+            max_size=settings.hub_max_frame_bytes,
+            max_queue=4,
+            ping_interval=None,  # the protocol's own ping `{}` keeps connections alive
+            close_timeout=CLOSE_TIMEOUT_S,
+            write_limit=settings.hub_outbox_bytes,
+            reuse_port=reuse_port,
+            backlog=4096,
+            logger=_websockets_log,
+        )
+        log.info("hub listening on ws://%s:%s%s (node %s)", host, port, PATH, hub.node_id)
+        if on_listening is not None:
+            maybe = on_listening(hub)
+            if maybe is not None:
+                await maybe
+        try:
+            await stop.wait()
+        finally:
+            server.close(close_connections=False)
+            hub.shutdown()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S + 1):
+                    await server.wait_closed()
+            except TimeoutError:
+                log.warning("some hub connections did not close in time")
+
+
+# --- `livesell hub --workers N` ---
+
+
+def _event_loop_runner() -> Callable[[Awaitable[None]], None]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.run  # type: ignore[return-value]
+    return uvloop.run  # type: ignore[return-value]
+
+
+async def _serve_process(settings: Settings, reuse_port: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_resources(settings, pool_max=10) as res:
+        await run_hub(
+            res, host=settings.host, port=settings.hub_port, stop=stop, reuse_port=reuse_port
+        )
+
+
+def _worker_main(settings: Settings, reuse_port: bool) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        _event_loop_runner()(_serve_process(settings, reuse_port))
+
+
+def run_hub_workers(settings: Settings, n: int) -> int:
+    """Run the hub in `n` processes bound to one port with SO_REUSEPORT (the kernel spreads
+    connections over them), each with its own event loop and Redis connections. SIGTERM or
+    SIGINT stops them all; returns the worst exit code."""
+    from core.db import migrate_url
+
+    assert settings.database_url
+    asyncio.run(migrate_url(settings.database_url))
+    if n <= 1:
+        _worker_main(settings, reuse_port=False)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(settings, True), name=f"livesell-hub-{i}")
+        for i in range(n)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [w.exitcode or 0 for w in workers]
+    return max(abs(c) for c in codes)

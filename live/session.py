@@ -1,0 +1,114 @@
+"""One viewer's connection: identity, subscriptions, and the only way bytes reach its socket.
+
+Frames are built here, not by the `websockets` library: server→client frames are unmasked and
+(with permessage-deflate off) identical for every viewer, so a room's tick is framed once and
+the same bytes are written to every viewer's transport. The per-connection outbox is the
+transport's write buffer: past `outbox_bytes` the viewer is too slow and is disconnected (3008)
+instead of being buffered without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from core.auth import Principal
+from live.errors import SLOW, Disconnect
+
+if TYPE_CHECKING:
+    from live.feed import Feed
+
+_TEXT = 0x81  # FIN + text opcode
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete unmasked WebSocket text frame carrying `payload`."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_TEXT, size)) + payload
+    if size < 65_536:
+        return struct.pack("!BBH", _TEXT, 126, size) + payload
+    return struct.pack("!BBQ", _TEXT, 127, size) + payload
+
+
+PING_FRAME = text_frame(b"{}")
+
+# closing handshakes in flight (held so they are not garbage-collected mid-way)
+_closing: set[asyncio.Task[None]] = set()
+
+
+class Session:
+    __slots__ = (
+        "ws",
+        "transport",
+        "client_id",
+        "principal",
+        "connected",
+        "feeds",
+        "closing",
+        "awaiting_pong",
+        "outbox_bytes",
+        "_tokens",
+        "_refilled_at",
+        "__weakref__",
+    )
+
+    def __init__(self, ws: ServerConnection, outbox_bytes: int) -> None:
+        self.ws = ws
+        self.transport: asyncio.WriteTransport = ws.transport  # type: ignore[assignment]
+        self.client_id = str(uuid.uuid4())
+        self.principal: Principal | None = None
+        self.connected = False
+        self.feeds: dict[str, Feed] = {}
+        self.closing = False
+        self.awaiting_pong = False
+        self.outbox_bytes = outbox_bytes
+        self._tokens = 0.0
+        self._refilled_at = 0.0
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user_id if self.principal else ""
+
+    def send(self, *messages: bytes) -> None:
+        """Write replies or pushes as one frame (several JSON objects joined by newlines)."""
+        self.write_frame(text_frame(b"\n".join(messages)))
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if self.transport.get_write_buffer_size() > self.outbox_bytes:
+            self.disconnect(SLOW)
+            return
+        self.transport.write(frame)
+
+    def take_token(self, rate: float, burst: float, now: float) -> float:
+        """Token bucket for commands; returns the balance after taking one (negative = over)."""
+        self._tokens = min(burst, self._tokens + (now - self._refilled_at) * rate)
+        self._refilled_at = now
+        self._tokens -= 1
+        return self._tokens
+
+    def fill_bucket(self, burst: float, now: float) -> None:
+        self._tokens = burst
+        self._refilled_at = now
+
+    def disconnect(self, reason: Disconnect) -> None:
+        """Close with `reason`'s code; the connection handler then drops every subscription."""
+        if self.closing:
+            return
+        self.closing = True
+        for feed in list(self.feeds.values()):
+            feed.remove(self)
+        self.feeds.clear()
+        if self.ws.protocol.state is State.OPEN:
+            task = asyncio.get_running_loop().create_task(self.ws.close(reason.code, reason.reason))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+        else:
+            self.transport.abort()

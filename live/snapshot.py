@@ -1,0 +1,65 @@
+"""The room snapshot: what `GET /api/rooms/{id}` returns and what the hub's subscribe reply
+carries as `data`, so a viewer joining (or failing to recover) starts from the current state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+import asyncpg
+import msgspec
+
+import storefront
+from core.rooms import Conn, Room, RoomStatus, get_room
+from storefront import DropView, ProductView
+
+
+class RoomView(msgspec.Struct, kw_only=True):
+    id: str
+    host_id: str
+    title: str
+    status: RoomStatus
+    pinned_product_id: str | None
+    created_at: datetime
+    live_at: datetime | None
+    ended_at: datetime | None
+
+
+class RoomSnapshot(msgspec.Struct, kw_only=True):
+    room: RoomView
+    pinned: ProductView | None
+    drop: DropView | None
+    server_time: datetime
+    viewers: int
+
+
+def room_view(room: Room) -> RoomView:
+    return RoomView(
+        id=str(room.id),
+        host_id=room.host_id,
+        title=room.title,
+        status=room.status,
+        pinned_product_id=None if room.pinned_product_id is None else str(room.pinned_product_id),
+        created_at=room.created_at,
+        live_at=room.live_at,
+        ended_at=room.ended_at,
+    )
+
+
+async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot | None:
+    """The room's current state, or None when there is no such room."""
+    room = await get_room(conn, room_id)
+    if room is None:
+        return None
+    plain = cast(asyncpg.Connection, conn)  # storefront's views take either kind
+    pinned = None
+    if room.pinned_product_id is not None:
+        pinned = await storefront.product_view(plain, room.pinned_product_id)
+    drop = await storefront.active_drop_view(plain, room_id)
+    return RoomSnapshot(
+        room=room_view(room),
+        pinned=pinned,
+        drop=drop,
+        server_time=datetime.now(UTC),
+        viewers=viewers,
+    )

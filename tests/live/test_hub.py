@@ -1,0 +1,261 @@
+"""The hub with hand-written protocol frames: replies, live delivery, batching, coalescing,
+recovery, permissions, viewer counts and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from core.auth import mint_token
+from core.events import Event, room_channel
+from core.resources import Resources
+from core.settings import Settings
+from tests.live.conftest import RawClient, Room, RunningHub, hub_resources, open_raw, start_hub
+
+Opener = Callable[..., Any]
+
+
+class StockChanged(Event, tag="stock.changed"):
+    """Stands in for storefront's latest-value event: the hub relays any room event."""
+
+    coalesce: ClassVar[bool] = True
+    drop_id: str
+    remaining: int
+
+
+class DropStarted(Event, tag="drop.started"):
+    drop_id: str
+
+
+async def _pin(client: httpx.AsyncClient, room: Room, n: int) -> None:
+    response = await client.post(
+        f"/api/rooms/{room.id}/pin", json={"product_id": room.products[n]}, headers=room.host
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_connect_and_subscribe_reply_with_position_and_snapshot(
+    raw_client: Opener, room: Room, client: httpx.AsyncClient
+) -> None:
+    await _pin(client, room, 0)
+    viewer: RawClient = await raw_client()
+    connected = await viewer.connect()
+    assert connected["connect"]["ping"] == 25 and connected["connect"]["pong"] is True
+    assert connected["connect"]["client"]
+    reply = await viewer.subscribe(f"room:{room.id}")
+    result = reply["subscribe"]
+    assert result["recoverable"] is True and result["epoch"] and result["offset"] == 1
+    assert "id" not in result, "SDKs route pushes by channel name"
+    snapshot = result["data"]
+    assert snapshot["room"]["id"] == room.id and snapshot["pinned"]["id"] == room.products[0]
+    assert set(snapshot) == {"room", "pinned", "drop", "server_time", "viewers"}
+
+
+async def test_host_actions_reach_every_viewer_in_order(
+    raw_client: Opener, room: Room, client: httpx.AsyncClient
+) -> None:
+    viewers = [await raw_client() for _ in range(3)]
+    for viewer in viewers:
+        await viewer.connect()
+        await viewer.subscribe(f"room:{room.id}")
+    await client.post(f"/api/rooms/{room.id}/live", headers=room.host)
+    await _pin(client, room, 1)
+    await client.delete(f"/api/rooms/{room.id}/pin", headers=room.host)
+    for viewer in viewers:
+        got = [await viewer.publication() for _ in range(3)]
+        assert [p["pub"]["data"]["type"] for p in got] == [
+            "room.live",
+            "card.pinned",
+            "card.unpinned",
+        ]
+        offsets = [p["pub"]["offset"] for p in got]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 3
+        assert all(p["channel"] == f"room:{room.id}" for p in got)
+
+
+async def test_events_within_one_tick_share_a_frame_and_latest_values_coalesce(
+    room: Room, resources: Resources
+) -> None:
+    # a long tick so the five publications surely fall into one, however busy the machine
+    running, stop = await start_hub(hub_resources(resources, hub_flush_ms=300))
+    try:
+        viewer = await open_raw(running.url)
+        await viewer.connect()
+        await viewer.subscribe(f"room:{room.id}")
+        channel = room_channel(room.id)
+        await resources.publisher.publish(channel, DropStarted(drop_id="7"))
+        for remaining in (5, 4, 3, 2):
+            await resources.publisher.publish(
+                channel, StockChanged(drop_id="7", remaining=remaining)
+            )
+        frame = await asyncio.wait_for(viewer.ws.recv(), 5)
+        messages = [line for line in str(frame).split("\n") if '"pub"' in line]
+        # one frame: the ordinary event, and only the latest stock value
+        assert len(messages) == 2, frame
+        assert '"drop.started"' in messages[0]
+        assert '"remaining":2' in messages[1] and '"offset":5' in messages[1]
+        await viewer.ws.close()
+    finally:
+        await stop()
+
+
+async def test_recovery_returns_exactly_the_missed_publications(
+    hub: RunningHub, raw_client: Opener, room: Room, client: httpx.AsyncClient
+) -> None:
+    first: RawClient = await raw_client()
+    await first.connect()
+    position = (await first.subscribe(f"room:{room.id}"))["subscribe"]
+    await _pin(client, room, 0)
+    seen = await first.publication()
+    await first.ws.close()
+
+    await _pin(client, room, 1)
+    await client.delete(f"/api/rooms/{room.id}/pin", headers=room.host)
+    await client.post(f"/api/rooms/{room.id}/live", headers=room.host)
+
+    again: RawClient = await raw_client()
+    await again.connect()
+    reply = await again.subscribe(
+        f"room:{room.id}", recover=True, offset=seen["pub"]["offset"], epoch=position["epoch"]
+    )
+    result = reply["subscribe"]
+    assert result["was_recovering"] is True and result["recovered"] is True
+    recovered = result["publications"]
+    # viewer counts may interleave (latest-value events); every host action is there, in order
+    assert [p["data"]["type"] for p in recovered if p["data"]["type"] != "viewers.changed"] == [
+        "card.pinned",
+        "card.unpinned",
+        "room.live",
+    ]
+    offsets = [p["offset"] for p in recovered]
+    assert offsets[0] > seen["pub"]["offset"] and offsets == sorted(offsets)
+    assert result["offset"] == offsets[-1]
+
+    # and the stream goes on live after the recovered part, without duplicates
+    await client.delete(f"/api/rooms/{room.id}/pin", headers=room.host)  # nothing pinned: no event
+    await _pin(client, room, 2)
+    live = await again.publication()
+    assert live["pub"]["offset"] > result["offset"] and live["pub"]["data"]["type"] == "card.pinned"
+
+
+async def test_recovery_is_refused_not_partial(
+    resources: Resources, room: Room, client: httpx.AsyncClient
+) -> None:
+    running, stop = await start_hub(hub_resources(resources, hub_history_size=2))
+    small_history = hub_resources(resources, hub_history_size=2)
+    from core.events import Publisher
+
+    publisher = Publisher(resources.redis, history_size=2, ttl_s=60)
+    try:
+        viewer = await open_raw(running.url)
+        await viewer.connect()
+        epoch = (await viewer.subscribe(f"room:{room.id}"))["subscribe"]["epoch"]
+        for n in range(6):
+            await publisher.publish(room_channel(room.id), DropStarted(drop_id=str(n)))
+        late = await open_raw(running.url)
+        await late.connect()
+        gap = await late.subscribe(f"room:{room.id}", recover=True, offset=1, epoch=epoch)
+        assert gap["subscribe"]["was_recovering"] is True
+        assert gap["subscribe"].get("recovered", False) is False
+        assert gap["subscribe"].get("publications", []) == []
+        assert gap["subscribe"]["offset"] >= 6 and gap["subscribe"]["data"]["room"]["id"] == room.id
+
+        other = await open_raw(running.url)
+        await other.connect()
+        wrong_epoch = await other.subscribe(
+            f"room:{room.id}", recover=True, offset=5, epoch="not-this-one"
+        )
+        assert wrong_epoch["subscribe"].get("recovered", False) is False
+
+        strict = await open_raw(running.url)
+        await strict.connect()
+        refused = await strict.subscribe(
+            f"room:{room.id}", recover=True, offset=1, epoch=epoch, flag=3
+        )
+        assert refused["error"]["code"] == 112
+        assert small_history.settings.hub_history_size == 2
+        for raw in (viewer, late, other, strict):
+            await raw.ws.close()
+    finally:
+        await stop()
+
+
+async def test_channel_permissions(raw_client: Opener, settings: Settings, room: Room) -> None:
+    guest: RawClient = await raw_client()
+    await guest.connect()
+    denied = await guest.subscribe("dashboard#alice")
+    assert denied["error"]["code"] == 103
+    assert (await guest.subscribe("nonsense"))["error"]["code"] == 102
+    assert (await guest.subscribe("room:12abc"))["error"]["code"] == 102
+    assert (await guest.subscribe("room:999999"))["error"]["code"] == 102, "no such room"
+    assert "subscribe" in await guest.subscribe(f"room:{room.id}")
+    assert (await guest.subscribe(f"room:{room.id}"))["error"]["code"] == 105
+
+    alice: RawClient = await raw_client()
+    await alice.connect(mint_token(settings.secret, "alice", ["distributor"]))
+    assert "subscribe" in await alice.subscribe("dashboard#alice")
+    assert (await alice.subscribe("dashboard#bob"))["error"]["code"] == 103
+
+
+async def test_bad_tokens(raw_client: Opener, settings: Settings) -> None:
+    forged: RawClient = await raw_client()
+    await forged.send(connect={"token": "not-a-jwt"})
+    with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
+        await forged.receive(timeout=3)
+    assert forged.ws.close_code == 3500
+
+    expired: RawClient = await raw_client()
+    import jwt
+
+    token = jwt.encode({"sub": "a", "exp": int(time.time()) - 600}, settings.secret, "HS256")
+    assert (await expired.connect(token))["error"]["code"] == 109
+
+
+async def test_viewer_counts_reach_the_room(
+    raw_client: Opener, room: Room, client: httpx.AsyncClient
+) -> None:
+    watcher: RawClient = await raw_client()
+    await watcher.connect()
+    await watcher.subscribe(f"room:{room.id}")
+    others = [await raw_client() for _ in range(2)]
+    for other in others:
+        await other.connect()
+        await other.subscribe(f"room:{room.id}")
+    deadline = time.monotonic() + 5
+    count = None
+    while count != 3:
+        assert time.monotonic() < deadline, f"viewers.changed never said 3 (last {count})"
+        pub = await watcher.publication(timeout=5, skip=())
+        if pub["pub"]["data"]["type"] == "viewers.changed":
+            count = pub["pub"]["data"]["viewers"]
+    assert (await client.get(f"/api/rooms/{room.id}")).json()["viewers"] == 3
+    await others[0].ws.close()
+    while True:
+        pub = await watcher.publication(timeout=5, skip=())
+        if pub["pub"]["data"]["type"] == "viewers.changed":
+            assert pub["pub"]["data"]["viewers"] == 2
+            break
+
+
+async def test_shutdown_closes_with_a_reconnect_code(resources: Resources, room: Room) -> None:
+    running, stop = await start_hub(resources)
+    viewer = await open_raw(running.url)
+    await viewer.connect()
+    await viewer.subscribe(f"room:{room.id}")
+    await stop()
+    with pytest.raises((ConnectionClosed, asyncio.TimeoutError)):
+        while True:
+            await viewer.receive(timeout=5)
+    assert viewer.ws.close_code == 3001
+
+
+async def test_unknown_path_is_404(hub: RunningHub) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{hub.port}/elsewhere")
+    assert response.status_code == 404
