@@ -147,7 +147,8 @@ export class Hub {
     ws.onopen = () => {
       const connect = { name: this.name };
       if (this.token) connect.token = this.token;
-      this._call({ connect }).then(
+      this._call(
+        { connect },
         (reply) => this._onConnected(reply.connect || {}),
         (err) => this._onConnectFailed(err),
       );
@@ -157,12 +158,13 @@ export class Hub {
     ws.onerror = () => {}; // a close event always follows
   }
 
-  _call(command) {
+  // Replies are handled synchronously, in frame order: a subscribe reply and the publications
+  // batched after it in the same frame must be applied in that order (a promise would defer the
+  // reply behind them).
+  _call(command, onReply, onError = () => {}) {
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this._send({ id, ...command });
-    });
+    this.pending.set(id, { onReply, onError });
+    this._send({ id, ...command });
   }
 
   _send(message) {
@@ -188,14 +190,22 @@ export class Hub {
 
   _sendSubscribe(sub) {
     const channel = sub.channel;
-    this._call({ subscribe: sub._command() }).then(
+    this._call(
+      { subscribe: sub._command() },
       (reply) => {
         if (this.subs.get(channel) === sub) sub._onReply(reply.subscribe || {});
       },
       (err) => {
-        if (err instanceof HubError && !FINAL_ERROR_CODES.has(err.code)) {
-          setTimeout(() => this.state === "connected" && this._sendSubscribe(sub), 1000);
+        // 0: the connection closed first (the reconnect resubscribes); 105: already subscribed
+        if (err.code === 0 || err.code === 105) return;
+        if (!FINAL_ERROR_CODES.has(err.code)) {
+          setTimeout(() => {
+            if (this.state === "connected" && !sub.subscribed && this.subs.get(channel) === sub) {
+              this._sendSubscribe(sub);
+            }
+          }, 1000);
         } else {
+          this.subs.delete(channel);
           sub.handlers.onError?.(err);
         }
       },
@@ -205,7 +215,7 @@ export class Hub {
   _forget(sub) {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
-    if (this.state === "connected") this._call({ unsubscribe: { channel: sub.channel } }).catch(() => {});
+    if (this.state === "connected") this._call({ unsubscribe: { channel: sub.channel } }, () => {});
   }
 
   _onFrame(text) {
@@ -226,8 +236,8 @@ export class Hub {
       const waiter = this.pending.get(message.id);
       if (!waiter) return;
       this.pending.delete(message.id);
-      if (message.error) waiter.reject(new HubError(message.error.code, message.error.message));
-      else waiter.resolve(message);
+      if (message.error) waiter.onError(new HubError(message.error.code, message.error.message));
+      else waiter.onReply(message);
       return;
     }
     if (message.push) {
@@ -270,8 +280,9 @@ export class Hub {
     if (ws !== this.ws) return;
     this.ws = null;
     clearTimeout(this.watchdog);
-    for (const waiter of this.pending.values()) waiter.reject(new HubError(0, "connection closed"));
+    const waiting = [...this.pending.values()];
     this.pending.clear();
+    for (const waiter of waiting) waiter.onError(new HubError(0, "connection closed"));
     for (const sub of this.subs.values()) sub.subscribed = false;
     if (!shouldReconnect(code)) this.stopped = true;
     if (this.stopped) {
