@@ -178,7 +178,7 @@ function renderTicker() {
       entry.amount_cents ? ` · ${money(entry.amount_cents)}` : "",
     ),
   );
-  if (!items.length) items.push(h("li", { class: "muted" }, t("common.none")));
+  if (!items.length) items.push(h("li", { class: "muted" }, t("host.ordersWaiting")));
   list.replaceChildren(...items);
 }
 
