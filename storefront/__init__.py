@@ -1,38 +1,103 @@
-"""Catalog, flash drops, the buy path, holds, payments, delivery and refunds."""
+"""Catalog, flash drops, the buy path, holds, payments, delivery and refunds.
+
+The public surface other packages (and the demo seeder) call is `__all__`; everything else is
+internal to storefront.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
-
-import asyncpg
 from starlette.routing import BaseRoute
 
-from core.resources import Resources
-from storefront.views import DropView, ProductView
+from core.events import Outbox
+from storefront import catalog
+from storefront.conn import Conn
+from storefront.views import DropView, OrderView, ProductView
+from storefront.worker import reconcile_drop, worker_tasks
 
-__all__ = ["DropView", "ProductView", "active_drop_view", "product_view", "routes", "worker_tasks"]
+__all__ = [
+    "DropView",
+    "OrderView",
+    "ProductView",
+    "active_drop_view",
+    "close_drop",
+    "create_drop",
+    "create_product",
+    "product_view",
+    "reconcile_drop",
+    "routes",
+    "worker_tasks",
+]
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    from storefront.api import routes as storefront_routes
+
+    return storefront_routes()
 
 
-def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
-    return []
-
-
-async def product_view(conn: asyncpg.Connection, product_id: int) -> ProductView | None:
+async def product_view(conn: Conn, product_id: int) -> ProductView | None:
     """The product card for `product_id`, or None when there is no such product."""
-    row = await conn.fetchrow("SELECT * FROM products WHERE id = $1", product_id)
-    if row is None:
-        return None
-    return ProductView(
-        id=str(row["id"]), sku=row["sku"], title=row["title"], price_cents=row["price_cents"],
-        commission_bps=row["commission_bps"], image_url=row["image_url"],
-    )  # fmt: skip
+    return await catalog.fetch_product(conn, product_id)
 
 
-async def active_drop_view(conn: asyncpg.Connection, room_id: int) -> DropView | None:
-    """The room's current drop (scheduled or live, else the latest), with stock counts."""
-    return None
+async def active_drop_view(conn: Conn, room_id: int) -> DropView | None:
+    """The room's current drop (scheduled or live, else the latest), with stock counts from
+    PostgreSQL; None when the room never had one."""
+    return await catalog.current_drop_view(conn, room_id)
+
+
+async def create_product(
+    conn: Conn,
+    *,
+    sku: str,
+    title: str,
+    price_cents: int,
+    commission_bps: int,
+    created_by: str,
+    image_url: str | None = None,
+) -> ProductView:
+    """Insert a product (SkuTaken when the sku exists)."""
+    return await catalog.insert_product(
+        conn,
+        sku=sku,
+        title=title,
+        price_cents=price_cents,
+        commission_bps=commission_bps,
+        image_url=image_url,
+        created_by=created_by,
+    )
+
+
+async def create_drop(
+    conn: Conn,
+    outbox: Outbox,
+    *,
+    room_id: int,
+    product_id: int,
+    price_cents: int,
+    quantity: int,
+    per_buyer_limit: int,
+    starts_in_s: int = 0,
+    duration_s: int = 300,
+    created_by: str,
+) -> DropView:
+    """Create a drop and its units in the caller's transaction; flush `outbox` after commit to
+    announce it. The gate is built on the first buy attempt (or by the worker)."""
+    return await catalog.insert_drop(
+        conn,
+        outbox,
+        room_id=room_id,
+        product_id=product_id,
+        price_cents=price_cents,
+        quantity=quantity,
+        per_buyer_limit=per_buyer_limit,
+        starts_in_s=starts_in_s,
+        duration_s=duration_s,
+        created_by=created_by,
+    )
+
+
+async def close_drop(conn: Conn, outbox: Outbox, drop_id: int) -> DropView:
+    """Close a drop early (e.g. when its room ends), in the caller's transaction; attempts
+    already refused by PostgreSQL; the gate learns it from the worker or the next build."""
+    return await catalog.close_drop_row(conn, outbox, drop_id, "host")

@@ -1,13 +1,22 @@
-"""What storefront shows the outside: product cards and drops, as the API and the hub send them."""
+"""What storefront shows the outside and accepts from it: the wire types of its HTTP routes.
+
+Outbound views carry ids as strings. Inbound bodies forbid unknown fields, so a typo is a 422
+naming the field rather than a silently ignored value.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 DropStatus = Literal["scheduled", "live", "sold_out", "closed", "ended"]
+OrderStatus = Literal["held", "paid", "delivered", "expired", "refunded"]
+
+MAX_QUANTITY = 100_000
+MAX_STARTS_IN_S = 7 * 86_400
+MAX_DURATION_S = 7 * 86_400
 
 
 class ProductView(msgspec.Struct, kw_only=True):
@@ -32,3 +41,87 @@ class DropView(msgspec.Struct, kw_only=True):
     remaining: int
     sold: int
     held: int
+
+
+class OrderView(msgspec.Struct, kw_only=True):
+    id: str
+    drop_id: str
+    room_id: str
+    product_id: str
+    buyer_id: str
+    quantity: int
+    unit_price_cents: int
+    amount_cents: int
+    commission_bps: int
+    status: OrderStatus
+    refunded_units: int
+    refunded_cents: int
+    hold_expires_at: datetime
+    created_at: datetime
+    paid_at: datetime | None = None
+    delivered_at: datetime | None = None
+    refunded_at: datetime | None = None
+    expired_at: datetime | None = None
+    # delivered orders: until when the buyer may return them
+    return_window_ends_at: datetime | None = None
+    refund_reason: str | None = None
+
+
+# --- inbound bodies ---
+
+Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+
+
+class NewProduct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    price_cents: Cents
+    commission_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    image_url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://\S+$")] | None = (
+        None
+    )
+
+
+class NewDrop(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    product_id: (
+        Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | Annotated[int, msgspec.Meta(ge=1)]
+    )
+    price_cents: Cents
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    per_buyer_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    starts_in_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_STARTS_IN_S)] = 0
+    duration_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_DURATION_S)] = 300
+
+
+class BuyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] = 1
+
+
+class RefundRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # units to refund; absent = everything not yet refunded
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+# --- outbound results ---
+
+
+class BuyResult(msgspec.Struct, kw_only=True):
+    order_id: str
+    status: Literal["held"]
+    hold_expires_at: datetime
+    amount_cents: int
+
+
+class PaymentStarted(msgspec.Struct, kw_only=True):
+    order_id: str
+    payment_id: str
+    provider: str
+    # the order after the provider answered (the simulated provider settles at once)
+    order_status: OrderStatus
+
+
+class WebhookAck(msgspec.Struct, kw_only=True):
+    received: bool
+    duplicate: bool = False
+    outcome: str = ""

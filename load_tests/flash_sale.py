@@ -1,0 +1,512 @@
+"""Flash sale under load: livesell's buy path against a naive PostgreSQL baseline.
+
+    python -m load_tests.flash_sale                 # 20,000 attempts, 5,000 buyers, 100 units
+    python -m load_tests.flash_sale --attempts 4000 --buyers 1000 --quantity 50
+
+Both contenders run as one uvicorn process on loopback, on the same HTTP stack (Starlette, the
+metrics middleware, JWT verification of the bearer token, a msgspec-decoded `{"quantity": 1}`
+body, the JSON error shape), and receive the same list of attempts from the same client:
+
+  livesell   `POST /api/drops/{id}/buy` of a real `livesell api` process: Idempotency-Key, the
+             Redis gate (one Lua script per attempt), and for winners one PostgreSQL transaction
+             writing the held order, its unit claims, the buyer's quota and the stored response.
+  baseline   `POST /naive/drops/{id}/buy` of a small app served the same way, doing per attempt
+             `UPDATE naive_stock SET stock = stock - $2 WHERE drop_id = $1 AND stock >= $2`
+             in PostgreSQL (autocommit) and answering 201 or 409. It writes no order and checks
+             no per-buyer limit or idempotency key: it is the cheapest honest PostgreSQL-only
+             gate, so the comparison flatters the baseline.
+
+The client is a minimal keep-alive HTTP/1.1 client (a fixed number of connections, each sending
+its next attempt when the previous answer arrived) so that it spends little of the machine's CPU.
+Reported per contender: units sold and oversold (checked in PostgreSQL), attempts per second,
+p50 / p99 latency per attempt. PostgreSQL and Valkey are embedded (a throwaway data dir, with
+PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+
+from core.auth import mint_token
+from core.db import migrate_url
+from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+
+HOST = "127.0.0.1"
+SECRET = "flash-sale-load-test-secret-0123456789abcdef"
+RESULTS = Path(__file__).parent / "results"
+
+
+# --- the baseline server (run in its own process: `flash_sale.py serve-baseline`) ---
+
+
+def baseline_app() -> object:
+    from collections.abc import AsyncIterator as _AsyncIterator
+
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from core.errors import Conflict
+    from core.http import JSON, exception_handlers, path_id, read_json, require, resources
+    from core.metrics import MetricsMiddleware
+    from core.resources import open_resources
+    from core.settings import load_settings
+    from storefront.views import BuyRequest
+
+    settings = load_settings(dotenv=None)
+
+    class NaiveSoldOut(Conflict):
+        code = "sold_out"
+
+    async def naive_buy(request: Request) -> Response:
+        require(request, "viewer")
+        drop_id = path_id(request)
+        body = await read_json(request, BuyRequest)
+        async with resources(request).pool.acquire() as conn:
+            left = await conn.fetchval(
+                """UPDATE naive_stock SET stock = stock - $2
+                   WHERE drop_id = $1 AND stock >= $2 RETURNING stock""",
+                drop_id,
+                body.quantity,
+            )
+        if left is None:
+            raise NaiveSoldOut(f"drop {drop_id} is sold out")
+        return JSON({"status": "held", "remaining": left}, 201)
+
+    async def healthz(request: Request) -> Response:
+        return JSON({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> _AsyncIterator[None]:
+        async with open_resources(settings, pool_max=30) as res:
+            app.state.resources = res
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/naive/drops/{id}/buy", naive_buy, methods=["POST"]),
+        ],
+        middleware=[Middleware(MetricsMiddleware)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def serve_baseline(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        baseline_app(),  # type: ignore[arg-type]
+        host=HOST,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+# --- the client ---
+
+
+@dataclass
+class Outcome:
+    name: str
+    attempts: int
+    seconds: float
+    statuses: dict[str, int]
+    sold: int
+    oversold: int
+    attempts_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    # PostgreSQL transactions the run caused (pg_stat_database): the load that reached it
+    pg_transactions: int = 0
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def fire(
+    port: int,
+    requests: list[bytes],
+    *,
+    concurrency: int,
+    deadline_s: float,
+    label: str,
+) -> tuple[list[float], Counter[int], float]:
+    """Send every request over `concurrency` keep-alive connections; latencies in seconds."""
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    pending = list(reversed(requests))
+    total = len(requests)
+    step = max(1, total // 10)
+    started = time.perf_counter()
+    stop_at = started + deadline_s
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            while pending and time.perf_counter() < stop_at:
+                request = pending.pop()
+                sent = time.perf_counter()
+                writer.write(request)
+                try:
+                    status, _ = await _read_response(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    statuses[0] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                statuses[status] += 1
+                done = len(latencies)
+                if done % step == 0:
+                    rate = done / (time.perf_counter() - started)
+                    print(f"  {label}: {done}/{total} attempts, {rate:,.0f}/s", flush=True)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return latencies, statuses, time.perf_counter() - started
+
+
+def buy_request(path: str, token: str, key: str | None) -> bytes:
+    body = b'{"quantity":1}'
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {HOST}",
+        f"Authorization: Bearer {token}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if key is not None:
+        lines.append(f"Idempotency-Key: {key}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def outcome(
+    name: str,
+    latencies: list[float],
+    statuses: Counter[int],
+    seconds: float,
+    sold: int,
+    quantity: int,
+) -> Outcome:
+    return Outcome(
+        name=name,
+        attempts=len(latencies),
+        seconds=round(seconds, 3),
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        sold=sold,
+        oversold=max(0, sold - quantity),
+        attempts_per_s=round(len(latencies) / seconds, 1),
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+        max_ms=round(max(latencies, default=float("nan")) * 1000, 2),
+    )
+
+
+# --- orchestration ---
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    if args.database_url and args.redis_url:
+        yield args.database_url, args.redis_url
+        return
+    root = Path(tempfile.mkdtemp(prefix="livesell-flash-"))
+    pg = EmbeddedPostgres(root / "pg", durable=True)
+    valkey = EmbeddedValkey(root / "valkey", durable=False)
+    try:
+        database_url = args.database_url or pg.start()
+        redis_url = args.redis_url or valkey.start()
+        yield database_url, redis_url
+    finally:
+        valkey.stop()
+        pg.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                status, _ = await _read_response(reader)
+                writer.close()
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv} did not come up")
+            await asyncio.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def seed(database_url: str, quantity: int, per_buyer_limit: int) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS naive_stock (
+                   drop_id bigint PRIMARY KEY, stock integer NOT NULL CHECK (stock >= 0))"""
+        )
+        room_id = await conn.fetchval(
+            """INSERT INTO rooms (host_id, title, status, live_at)
+               VALUES ('load-host', 'flash sale', 'live', now()) RETURNING id"""
+        )
+        product_id = await conn.fetchval(
+            """INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
+               VALUES ($1, 'flash item', 9900, 1000, 'load-host') RETURNING id""",
+            f"FLASH-{room_id}",
+        )
+        drop_id: int = await conn.fetchval(
+            """INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit,
+                                  starts_at, ends_at, created_by, started_at)
+               VALUES ($1, $2, 4900, $3, $4, now(), now() + interval '1 hour', 'load-host',
+                       now()) RETURNING id""",
+            room_id,
+            product_id,
+            quantity,
+            per_buyer_limit,
+        )
+        await conn.execute(
+            "INSERT INTO drop_units (drop_id, unit_no) SELECT $1, generate_series(1, $2)",
+            drop_id,
+            quantity,
+        )
+        await conn.execute(
+            "INSERT INTO naive_stock (drop_id, stock) VALUES ($1, $2)", drop_id, quantity
+        )
+    finally:
+        await conn.close()
+    return drop_id
+
+
+async def pg_transactions(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await asyncio.sleep(1.2)  # backends flush their statistics at most once a second
+        count: int = await conn.fetchval(
+            """SELECT xact_commit + xact_rollback FROM pg_stat_database
+               WHERE datname = current_database()"""
+        )
+    finally:
+        await conn.close()
+    return count
+
+
+async def truth(database_url: str, drop_id: int) -> dict[str, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM stock_claims WHERE drop_id = $1
+                       AND state <> 'released') AS claimed,
+                      (SELECT coalesce(sum(quantity), 0) FROM orders WHERE drop_id = $1
+                       AND status = 'held') AS held_units,
+                      (SELECT coalesce(max(live_units), 0) FROM drop_buyers
+                       WHERE drop_id = $1) AS max_per_buyer,
+                      (SELECT stock FROM naive_stock WHERE drop_id = $1) AS naive_stock""",
+            drop_id,
+        )
+    finally:
+        await conn.close()
+    return dict(row)
+
+
+async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namespace) -> None:
+    requests = [
+        buy_request(path, tokens[i % len(tokens)], f"warmup-{i}") for i in range(args.warmup)
+    ]
+    await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    rng = random.Random(args.seed)
+    with servers(args) as (database_url, redis_url):
+        await migrate_url(database_url)
+        drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
+        # a separate drop to warm both servers up on (connection pools, prepared statements,
+        # script cache) before the measured run, so neither is measured cold
+        warmup_drop = await seed(database_url, 1, 1)
+        print(
+            f"drop {drop_id}: {args.quantity} units, {args.per_buyer_limit} per buyer", flush=True
+        )
+        tokens = [mint_token(SECRET, f"buyer-{i}", ["viewer"]) for i in range(args.buyers)]
+        plan = [rng.randrange(args.buyers) for _ in range(args.attempts)]
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "LIVESELL_SECRET": SECRET,
+            "LIVESELL_DEV": "0",
+            "LIVESELL_LOG_LEVEL": "warning",
+            "LIVESELL_DATA_DIR": tempfile.mkdtemp(prefix="livesell-flash-data-"),
+        }
+        results: list[Outcome] = []
+
+        if not args.skip_baseline:
+            port = free_port()
+            argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
+            async with process(argv, env, port):
+                await warm_up(port, f"/naive/drops/{warmup_drop}/buy", tokens, args)
+                path = f"/naive/drops/{drop_id}/buy"
+                requests = [buy_request(path, tokens[b], None) for b in plan]
+                before = await pg_transactions(database_url)
+                print(f"baseline: {len(requests)} attempts, {args.concurrency} connections")
+                lat, statuses, seconds = await fire(
+                    port,
+                    requests,
+                    concurrency=args.concurrency,
+                    deadline_s=args.timeout_s,
+                    label="baseline",
+                )
+                pg_load = await pg_transactions(database_url) - before
+            state = await truth(database_url, drop_id)
+            sold = args.quantity - state["naive_stock"]
+            results.append(outcome("baseline", lat, statuses, seconds, sold, args.quantity))
+            results[-1].pg_transactions = pg_load
+
+        port = free_port()
+        argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
+        async with process(argv, env, port):
+            await warm_up(port, f"/api/drops/{warmup_drop}/buy", tokens, args)
+            path = f"/api/drops/{drop_id}/buy"
+            requests = [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)]
+            before = await pg_transactions(database_url)
+            print(f"livesell: {len(requests)} attempts, {args.concurrency} connections")
+            lat, statuses, seconds = await fire(
+                port,
+                requests,
+                concurrency=args.concurrency,
+                deadline_s=args.timeout_s,
+                label="livesell",
+            )
+            pg_load = await pg_transactions(database_url) - before
+        state = await truth(database_url, drop_id)
+        result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
+        result.pg_transactions = pg_load
+        results.append(result)
+        if state["max_per_buyer"] > args.per_buyer_limit:
+            print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
+        if statuses.get(201, 0) != state["held_units"]:
+            print(f"!! {statuses.get(201, 0)} answers 201 but {state['held_units']} units held")
+
+    print()
+    print(
+        f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'pg txns':>9}  statuses"
+    )
+    for r in results:
+        print(
+            f"{r.name:10}{r.attempts:>10}{r.sold:>7}{r.oversold:>10}{r.attempts_per_s:>10,.0f}"
+            f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}{r.pg_transactions:>9}  {r.statuses}"
+        )
+    report: dict[str, object] = {
+        "attempts": args.attempts,
+        "buyers": args.buyers,
+        "quantity": args.quantity,
+        "per_buyer_limit": args.per_buyer_limit,
+        "concurrency": args.concurrency,
+        "results": [asdict(r) for r in results],
+    }
+    if len(results) == 2 and results[0].attempts_per_s:
+        speedup = results[1].attempts_per_s / results[0].attempts_per_s
+        report["speedup"] = round(speedup, 2)
+        print(f"\nlivesell / baseline attempts per second: {speedup:.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "flash_sale.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.flash_sale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--attempts", type=int, default=20_000, help="buy attempts (20000)")
+    parser.add_argument("--buyers", type=int, default=5_000, help="distinct buyers (5000)")
+    parser.add_argument("--quantity", type=int, default=100, help="units in the drop (100)")
+    parser.add_argument("--per-buyer-limit", type=int, default=2, help="per-buyer limit (2)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="keep-alive connections in flight (32)"
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=120, help="stop sending after this long (120)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1000, help="unmeasured attempts on another drop first (1000)"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the attempt plan")
+    parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
+    parser.add_argument("--database-url", help="a PostgreSQL to use instead of an embedded one")
+    parser.add_argument("--redis-url", help="a Redis to use instead of an embedded Valkey")
+    parser.add_argument(
+        "--quick", action="store_true", help="4,000 attempts from 1,000 buyers on 50 units"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-baseline"]:
+        serve_baseline(int(argv[1]))
+        return 0
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
+    report = asyncio.run(run(args))
+    results = report["results"]
+    assert isinstance(results, list)
+    return 1 if any(r["oversold"] for r in results if r["name"] == "livesell") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Storefront's HTTP routes: catalog, drops, the buy path, orders and the payments webhook."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from core.events import Outbox
+from core.http import JSON, MAX_BODY_BYTES, path_id, read_json, require, resources
+from core.openapi import api_route
+from storefront import billing, catalog, checkout, orders
+from storefront.errors import (
+    IdempotencyKeyRequired,
+    InvalidSignature,
+    ProductNotFound,
+    UnknownProduct,
+)
+from storefront.payments import SIGNATURE_HEADER
+from storefront.rooms import check_host, fetch_room
+from storefront.views import (
+    BuyRequest,
+    BuyResult,
+    DropView,
+    NewDrop,
+    NewProduct,
+    OrderView,
+    PaymentStarted,
+    ProductView,
+    RefundRequest,
+    WebhookAck,
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+TAG = "storefront"
+
+
+async def create_product(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    body = await read_json(request, NewProduct)
+    async with resources(request).pool.acquire() as conn:
+        product = await catalog.insert_product(
+            conn,
+            sku=body.sku,
+            title=body.title,
+            price_cents=body.price_cents,
+            commission_bps=body.commission_bps,
+            image_url=body.image_url,
+            created_by=who.user_id,
+        )
+    return JSON(product, 201)
+
+
+async def get_product(request: Request) -> Response:
+    product_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        product = await catalog.fetch_product(conn, product_id)
+    if product is None:
+        raise ProductNotFound(product_id)
+    return JSON(product)
+
+
+async def create_drop(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    room_id = path_id(request)
+    body = await read_json(request, NewDrop)
+    product_id = int(body.product_id)
+    if product_id < 1:
+        raise UnknownProduct(product_id)
+    res = resources(request)
+    outbox = Outbox()
+    async with res.pool.acquire() as conn, conn.transaction():
+        check_host(await fetch_room(conn, room_id), who)
+        view = await catalog.insert_drop(
+            conn,
+            outbox,
+            room_id=room_id,
+            product_id=product_id,
+            price_cents=body.price_cents,
+            quantity=body.quantity,
+            per_buyer_limit=body.per_buyer_limit,
+            starts_in_s=body.starts_in_s,
+            duration_s=body.duration_s,
+            created_by=who.user_id,
+        )
+    await billing.gate_of(res).build(res.pool, int(view.id))
+    await outbox.flush(res.publisher)
+    return JSON(view, 201)
+
+
+async def get_drop(request: Request) -> Response:
+    drop_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        view = await catalog.drop_view(conn, drop_id)
+    return JSON(view)
+
+
+async def close_drop(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    drop_id = path_id(request)
+    res = resources(request)
+    outbox = Outbox()
+    async with res.pool.acquire() as conn, conn.transaction():
+        row = await catalog.fetch_drop_row(conn, drop_id)
+        check_host(await fetch_room(conn, row["room_id"]), who)
+        view = await catalog.close_drop_row(conn, outbox, drop_id, "host")
+    await billing.gate_of(res).close(drop_id)
+    await outbox.flush(res.publisher)
+    return JSON(view)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key or len(key) > 255 or not key.isprintable():
+        raise IdempotencyKeyRequired()
+    return key
+
+
+async def buy(request: Request) -> Response:
+    who = require(request, "viewer")
+    drop_id = path_id(request)
+    key = _idempotency_key(request)
+    body = await read_json(request, BuyRequest)
+    res = resources(request)
+    stored = await checkout.buy(
+        res,
+        billing.gate_of(res),
+        drop_id=drop_id,
+        buyer_id=who.user_id,
+        key=key,
+        request=body,
+        path=request.url.path,
+    )
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    return Response(stored.body, stored.status, headers=headers, media_type="application/json")
+
+
+async def get_order(request: Request) -> Response:
+    who = require(request)
+    order_id = path_id(request)
+    res = resources(request)
+    async with res.pool.acquire() as conn:
+        row = await orders.visible_order(conn, order_id, who)
+    return JSON(orders.order_from_row(row, res.settings.return_window_s))
+
+
+async def pay(request: Request) -> Response:
+    who = require(request)
+    order_id = path_id(request)
+    started = await billing.start_payment(resources(request), order_id, who)
+    return JSON(started)
+
+
+async def payment_webhook(request: Request) -> Response:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidSignature("body too large")
+    ack = await billing.handle_webhook(
+        resources(request), body, request.headers.get(SIGNATURE_HEADER)
+    )
+    return JSON(ack)
+
+
+async def deliver(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    view = await orders.deliver(resources(request), path_id(request), who)
+    return JSON(view)
+
+
+async def refund(request: Request) -> Response:
+    who = require(request)
+    order_id = path_id(request)
+    body = await read_json(request, RefundRequest)
+    res = resources(request)
+    view, cents = await orders.refund(
+        res, billing.gate_of(res), order_id, who, quantity=body.quantity, reason=body.reason
+    )
+    await billing.refund_at_provider(res, order_id, cents)
+    return JSON(view)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        api_route(
+            "/api/products",
+            create_product,
+            methods=["POST"],
+            summary="create a product",
+            body=NewProduct,
+            response=ProductView,
+            status=201,
+            roles=("host", "admin"),
+            errors=(401, 403, 409),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/products/{id}",
+            get_product,
+            methods=["GET"],
+            summary="a product",
+            response=ProductView,
+            errors=(404,),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/rooms/{id}/drops",
+            create_drop,
+            methods=["POST"],
+            summary="schedule or start a flash drop in a room (starts_in_s 0 = now)",
+            body=NewDrop,
+            response=DropView,
+            status=201,
+            roles=("host", "admin"),
+            errors=(401, 403, 404, 409),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/drops/{id}",
+            get_drop,
+            methods=["GET"],
+            summary="a drop with its stock counts",
+            response=DropView,
+            errors=(404,),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/drops/{id}/close",
+            close_drop,
+            methods=["POST"],
+            summary="end a drop early",
+            response=DropView,
+            roles=("host", "admin"),
+            errors=(401, 403, 404, 409),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/drops/{id}/buy",
+            buy,
+            methods=["POST"],
+            summary="buy from a live drop: a held order, or 409 sold_out / drop_not_active, "
+            "429 limit_reached; replaying an Idempotency-Key returns the stored response",
+            body=BuyRequest,
+            response=BuyResult,
+            status=201,
+            roles=("viewer",),
+            headers=(IDEMPOTENCY_HEADER,),
+            errors=(401, 403, 404, 409, 429, 503),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/orders/{id}",
+            get_order,
+            methods=["GET"],
+            summary="an order (its buyer or an admin)",
+            response=OrderView,
+            roles=("buyer", "admin"),
+            errors=(401, 404),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/orders/{id}/pay",
+            pay,
+            methods=["POST"],
+            summary="pay a held order (dev: the simulated provider settles it at once)",
+            response=PaymentStarted,
+            roles=("buyer",),
+            errors=(401, 404, 409, 503),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/payments/webhook",
+            payment_webhook,
+            methods=["POST"],
+            summary=f"payment provider events, signed in the {SIGNATURE_HEADER} header",
+            response=WebhookAck,
+            headers=(SIGNATURE_HEADER,),
+            errors=(400, 422),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/orders/{id}/deliver",
+            deliver,
+            methods=["POST"],
+            summary="mark a paid order delivered (starts the return window)",
+            response=OrderView,
+            roles=("host", "admin"),
+            errors=(401, 403, 404, 409),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/orders/{id}/refund",
+            refund,
+            methods=["POST"],
+            summary="refund some or all units (buyer before delivery or within the return "
+            "window; admin any time)",
+            body=RefundRequest,
+            response=OrderView,
+            roles=("buyer", "admin"),
+            errors=(401, 404, 409),
+            tag=TAG,
+        ),
+    ]

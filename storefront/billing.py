@@ -1,0 +1,302 @@
+"""Paying for orders: starting a payment and settling it when the provider's webhook arrives."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+
+import attribution
+from core.auth import Principal
+from core.events import Outbox
+from core.http import decode_json
+from core.resources import Resources
+from storefront.catalog import announce_stock
+from storefront.conn import Conn, must
+from storefront.errors import (
+    OrderNotFound,
+    OrderStateConflict,
+    PaymentMismatch,
+    PaymentsUnavailable,
+)
+from storefront.events import OrderPlaced, mask_buyer
+from storefront.gate import Gate, Granted
+from storefront.orders import visible_order
+from storefront.payments import (
+    Checkout,
+    PaymentEvent,
+    PaymentProvider,
+    SimulatedProvider,
+    verify,
+    webhook_key,
+)
+from storefront.views import PaymentStarted, WebhookAck
+
+log = logging.getLogger("livesell.storefront.billing")
+
+_gates: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
+_providers: weakref.WeakKeyDictionary[Resources, PaymentProvider] = weakref.WeakKeyDictionary()
+
+
+def gate_of(res: Resources) -> Gate:
+    """The process's gate over this Redis client (scripts registered once)."""
+    gate = _gates.get(res.redis)
+    if gate is None:
+        gate = _gates[res.redis] = Gate(res.redis)
+    return gate
+
+
+def provider_of(res: Resources) -> PaymentProvider:
+    """The payment provider: the simulated one in dev mode; none is built in for production."""
+    provider = _providers.get(res)
+    if provider is None:
+        if not res.settings.dev:
+            raise PaymentsUnavailable()
+
+        async def deliver(body: bytes, signature: str) -> None:
+            # the same path an HTTP webhook takes: verify, decode, settle
+            await handle_webhook(res, body, signature)
+
+        provider = _providers[res] = SimulatedProvider(webhook_key(res.settings.secret), deliver)
+    return provider
+
+
+def set_provider(res: Resources, provider: PaymentProvider) -> None:
+    """Install a payment provider for these resources (an integration, or a test's fake)."""
+    _providers[res] = provider
+
+
+async def start_payment(res: Resources, order_id: int, who: Principal) -> PaymentStarted:
+    provider = provider_of(res)
+    async with res.pool.acquire() as conn, conn.transaction():
+        row = await visible_order(conn, order_id, who, lock=True)
+        if row["buyer_id"] != who.user_id:
+            raise OrderNotFound(order_id)  # only the buyer pays
+        if row["status"] != "held":
+            raise OrderStateConflict(order_id, row["status"], "pay")
+        if not await conn.fetchval("SELECT now() < $1::timestamptz", row["hold_expires_at"]):
+            raise OrderStateConflict(order_id, "expired", "pay")
+        payment_id = provider.new_payment_id()
+        await conn.execute(
+            """INSERT INTO payments (order_id, provider, provider_payment_id, amount_cents)
+               VALUES ($1, $2, $3, $4)""",
+            order_id,
+            provider.name,
+            payment_id,
+            row["amount_cents"],
+        )
+    await provider.start(
+        payment_id,
+        Checkout(order_id=order_id, amount_cents=row["amount_cents"], buyer_id=row["buyer_id"]),
+    )
+    async with res.pool.acquire() as conn:
+        status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+    return PaymentStarted(
+        order_id=str(order_id), payment_id=payment_id, provider=provider.name, order_status=status
+    )
+
+
+@dataclass
+class _Settlement:
+    outcome: str
+    outbox: Outbox = field(default_factory=Outbox)
+    granted: Granted | None = None
+    drop_id: int = 0
+    stock_moved: bool = False
+    refund: tuple[str, int] | None = None
+
+
+async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> WebhookAck:
+    """Verify, then settle a provider event once; a replayed event id is acknowledged as such."""
+    verify(webhook_key(res.settings.secret), body, signature)
+    event = decode_json(body, PaymentEvent)
+    gate = gate_of(res)
+    async with res.pool.acquire() as conn:
+        async with conn.transaction():
+            # the unique key makes a concurrent delivery of the same event wait for this one
+            first = await conn.fetchval(
+                """INSERT INTO payment_events (provider, event_id, event_type, order_id, outcome)
+                   VALUES ($1, $2, $3, $4, 'processing')
+                   ON CONFLICT (provider, event_id) DO NOTHING RETURNING true""",
+                event.provider,
+                event.id,
+                event.type,
+                int(event.data.order_id),
+            )
+            if first is None:
+                stored = await conn.fetchval(
+                    "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2",
+                    event.provider,
+                    event.id,
+                )
+                return WebhookAck(received=True, duplicate=True, outcome=stored)
+            settlement = await _settle(conn, res, gate, event)
+            await conn.execute(
+                "UPDATE payment_events SET outcome = $3 WHERE provider = $1 AND event_id = $2",
+                event.provider,
+                event.id,
+                settlement.outcome,
+            )
+        # committed
+        if settlement.granted is not None:
+            await gate.commit(settlement.drop_id, settlement.granted)
+        if settlement.stock_moved:
+            await announce_stock(conn, settlement.outbox, settlement.drop_id, sale=True)
+    await settlement.outbox.flush(res.publisher)
+    if settlement.refund is not None:
+        await _refund_at_provider(res, *settlement.refund)
+    return WebhookAck(received=True, outcome=settlement.outcome)
+
+
+async def refund_at_provider(res: Resources, order_id: int, cents: int) -> None:
+    """Return `cents` of an order's successful payment at its provider (after the refund
+    committed)."""
+    async with res.pool.acquire() as conn:
+        payment_id = await conn.fetchval(
+            """SELECT provider_payment_id FROM payments
+               WHERE order_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1""",
+            order_id,
+        )
+    if payment_id is not None and cents > 0:
+        await _refund_at_provider(res, payment_id, cents)
+
+
+async def _refund_at_provider(res: Resources, payment_id: str, cents: int) -> None:
+    try:
+        await provider_of(res).refund(payment_id, cents)
+    except Exception as exc:  # noqa: BLE001 - recorded in PostgreSQL; an operator retries
+        log.error("provider refund of %s (%d cents) failed: %r", payment_id, cents, exc)
+
+
+async def _settle(conn: Conn, res: Resources, gate: Gate, event: PaymentEvent) -> _Settlement:
+    data = event.data
+    payment = await conn.fetchrow(
+        """SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE""",
+        event.provider,
+        data.payment_id,
+    )
+    if payment is None or str(payment["order_id"]) != data.order_id:
+        raise PaymentMismatch(f"no payment {data.payment_id} for order {data.order_id}")
+    if payment["amount_cents"] != data.amount_cents:
+        raise PaymentMismatch(
+            f"payment {data.payment_id} is for {payment['amount_cents']} cents, "
+            f"the event says {data.amount_cents}"
+        )
+    if event.type == "payment.failed":
+        await conn.execute(
+            "UPDATE payments SET status = 'failed', settled_at = now() WHERE id = $1",
+            payment["id"],
+        )
+        return _Settlement("failed")
+    await conn.execute(
+        "UPDATE payments SET status = 'succeeded', settled_at = now() WHERE id = $1",
+        payment["id"],
+    )
+    order = must(
+        await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", payment["order_id"])
+    )
+    settlement = _Settlement("paid", drop_id=order["drop_id"])
+    match order["status"]:
+        case "held":
+            await conn.execute(
+                """UPDATE stock_claims SET state = 'sold'
+                   WHERE order_id = $1 AND state = 'held'""",
+                order["id"],
+            )
+        case "expired":
+            granted = await _reclaim(conn, res, gate, order)
+            if granted is None:
+                return await _refund_unfillable(conn, order, payment, settlement)
+            settlement.granted = granted
+            settlement.outcome = "paid_after_expiry"
+        case _:
+            # paid twice (or paid after a refund): give this payment's money back
+            settlement.outcome = "duplicate_payment_refunded"
+            settlement.refund = (payment["provider_payment_id"], payment["amount_cents"])
+            return settlement
+    await conn.execute(
+        "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1", order["id"]
+    )
+    await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order["id"])
+    settlement.stock_moved = True
+    settlement.outbox.room(
+        order["room_id"],
+        OrderPlaced(
+            drop_id=str(order["drop_id"]),
+            product_id=str(order["product_id"]),
+            buyer=mask_buyer(order["buyer_id"]),
+            quantity=order["quantity"],
+            placed_at=await conn.fetchval("SELECT now()"),
+        ),
+    )
+    return settlement
+
+
+async def _reclaim(conn: Conn, res: Resources, gate: Gate, order: asyncpg.Record) -> Granted | None:
+    """A payment for an expired hold: take free units again, through the gate so nobody else is
+    handed them, and claim them in PostgreSQL. None when there are not enough."""
+    drop_id, buyer_id, quantity = order["drop_id"], order["buyer_id"], order["quantity"]
+    outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
+    if not isinstance(outcome, Granted) and outcome.reason == "absent":
+        await gate.build(res.pool, drop_id)
+        outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
+    if not isinstance(outcome, Granted):
+        return None
+    try:
+        async with conn.transaction():  # a savepoint: a refusal leaves the rest intact
+            await conn.execute(
+                """INSERT INTO stock_claims (drop_id, unit_no, order_id, state)
+                   SELECT $1, unnest($2::integer[]), $3, 'sold'""",
+                drop_id,
+                outcome.units,
+                order["id"],
+            )
+            await conn.execute(
+                """INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
+                   SELECT id, $2, per_buyer_limit, $3 FROM drops WHERE id = $1
+                   ON CONFLICT (drop_id, buyer_id)
+                   DO UPDATE SET live_units = drop_buyers.live_units + EXCLUDED.live_units""",
+                drop_id,
+                buyer_id,
+                quantity,
+            )
+    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
+        log.info("order %d: expired hold cannot be re-claimed: %s", order["id"], exc)
+        await gate.release(drop_id, buyer_id, outcome.units, granted=outcome)
+        return None
+    except BaseException:
+        await gate.release(drop_id, buyer_id, outcome.units, granted=outcome)
+        raise
+    return outcome
+
+
+async def _refund_unfillable(
+    conn: Conn,
+    order: asyncpg.Record,
+    payment: asyncpg.Record,
+    settlement: _Settlement,
+) -> _Settlement:
+    """The hold expired and its stock is gone: the order is refunded in full, automatically."""
+    reason = "hold expired before payment and the drop has no stock left"
+    await conn.execute(
+        """UPDATE orders SET status = 'refunded', paid_at = now(), refunded_at = now(),
+                             refunded_units = quantity, refunded_cents = amount_cents,
+                             refund_reason = $2
+           WHERE id = $1""",
+        order["id"],
+        reason,
+    )
+    await conn.execute(
+        """INSERT INTO refunds (order_id, units, amount_cents, reason, requested_by)
+           VALUES ($1, $2, $3, $4, 'system')""",
+        order["id"],
+        order["quantity"],
+        order["amount_cents"],
+        reason,
+    )
+    settlement.outcome = "refunded_no_stock"
+    settlement.refund = (payment["provider_payment_id"], payment["amount_cents"])
+    return settlement

@@ -1,0 +1,352 @@
+"""The buy path: Idempotency-Key, the Redis gate, then one PostgreSQL transaction per winner.
+
+Idempotency follows Stripe: the first request with a key stores its response (in the same
+transaction as the order); a replay returns those exact bytes; the same key with a different
+request is a 422. A duplicate arriving while the first is still being written waits for its
+result (up to REPLAY_WAIT_S, then 409 `idempotency_in_progress`), so duplicates make one order.
+Refusals (sold out, limit, not active) are not stored: they never reached PostgreSQL, and a
+retry with the same key may succeed once stock comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import asyncpg
+import msgspec
+
+import attribution
+from core.events import Outbox
+from core.resources import Resources
+from storefront.catalog import announce_stock
+from storefront.conn import Conn
+from storefront.errors import (
+    DropNotActive,
+    DropNotFound,
+    GateBusy,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    LimitReached,
+    SoldOut,
+)
+from storefront.gate import Gate, Granted, Refused, idempotency_digest
+from storefront.views import BuyRequest, BuyResult
+
+log = logging.getLogger("livesell.storefront.checkout")
+
+REPLAY_WAIT_S = 3.0
+# the winner's write must finish well before reconciliation would call its units abandoned
+WRITE_TIMEOUT_S = 10.0
+MAX_GATE_ROUNDS = 4
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+def fingerprint(method: str, path: str, body: BuyRequest) -> bytes:
+    """What makes two requests "the same": method, path and the canonical body."""
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), _encode(body)])).digest()
+
+
+async def buy(
+    res: Resources,
+    gate: Gate,
+    *,
+    drop_id: int,
+    buyer_id: str,
+    key: str,
+    request: BuyRequest,
+    path: str,
+) -> StoredResponse:
+    """One buy attempt; raises the storefront error a loser gets, or returns the 201 response."""
+    fp = fingerprint("POST", path, request)
+    digest = idempotency_digest(buyer_id, key)
+    for _ in range(MAX_GATE_ROUNDS):
+        outcome = await gate.acquire(
+            drop_id, buyer_id, request.quantity, digest=digest, fingerprint=fp.hex()
+        )
+        if isinstance(outcome, Granted):
+            placed = await _place_order(res, gate, drop_id, buyer_id, key, fp, digest, outcome)
+            if placed is not None:
+                return placed
+            continue  # some units were claimed by someone else (a rebuild race): try again
+        match outcome:
+            case Refused(reason="absent"):
+                await gate.build(res.pool, drop_id)
+            case Refused(reason="missing"):
+                raise DropNotFound(drop_id)
+            case Refused(reason="seen", detail=(stored_fp, *_)):
+                if stored_fp != fp.hex():
+                    raise IdempotencyMismatch(key)
+                return await _replay(res, buyer_id, key, fp)
+            case Refused(reason="not_active", detail=(status, *_)):
+                raise DropNotActive(drop_id, status)
+            case Refused(reason="limit_reached", detail=(holding, limit, *_)):
+                raise LimitReached(drop_id, int(limit), int(holding))
+            case Refused(reason="sold_out", detail=(free, *_)):
+                raise SoldOut(drop_id, int(free))
+            case _:
+                raise RuntimeError(f"unexpected gate reply {outcome!r}")
+    raise GateBusy(drop_id)
+
+
+async def _replay(res: Resources, buyer_id: str, key: str, fp: bytes) -> StoredResponse:
+    """The stored response of an earlier request with this key, waiting for it if needed."""
+    deadline = asyncio.get_running_loop().time() + REPLAY_WAIT_S
+    while True:
+        async with res.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """SELECT fingerprint, response_status, response_body FROM idempotency_keys
+                   WHERE buyer_id = $1 AND key = $2""",
+                buyer_id,
+                key,
+            )
+        if row is not None:
+            if bytes(row["fingerprint"]) != fp:
+                raise IdempotencyMismatch(key)
+            return StoredResponse(row["response_status"], bytes(row["response_body"]), True)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise IdempotencyInProgress(key)
+        await asyncio.sleep(0.025)
+
+
+class _KeyTaken(Exception):
+    """The idempotency key already has a stored response (a race the gate could not see)."""
+
+
+class _UnitsTaken(Exception):
+    """Some granted units already carry a live claim in PostgreSQL."""
+
+
+async def _place_order(
+    res: Resources,
+    gate: Gate,
+    drop_id: int,
+    buyer_id: str,
+    key: str,
+    fp: bytes,
+    digest: str,
+    granted: Granted,
+) -> StoredResponse | None:
+    """Write the held order for a gate winner; on any failure give the units back."""
+    outbox = Outbox()
+    quantity = len(granted.units)
+    committed = False
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            async with res.pool.acquire() as conn, conn.transaction():
+                response = await _write_order(
+                    conn, res, outbox, drop_id, buyer_id, key, fp, granted
+                )
+        committed = True
+    except _KeyTaken:
+        await _give_back(gate, drop_id, buyer_id, granted)
+        return await _replay(res, buyer_id, key, fp)
+    except _UnitsTaken:
+        await _give_back_unclaimed(res, gate, drop_id, buyer_id, granted, digest)
+        return None
+    except LimitReached:
+        await _give_back(gate, drop_id, buyer_id, granted, digest)
+        async with res.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT per_buyer_limit, live_units FROM drop_buyers "
+                "WHERE drop_id = $1 AND buyer_id = $2",
+                drop_id,
+                buyer_id,
+            )
+        limit = row["per_buyer_limit"] if row else quantity - 1
+        raise LimitReached(drop_id, limit, row["live_units"] if row else 0) from None
+    except DropNotActive as exc:
+        await _give_back(gate, drop_id, buyer_id, granted, digest)
+        if exc.details.get("status") in ("closed", "ended"):
+            # closed in PostgreSQL without the gate hearing of it: later attempts stop at Redis
+            await gate.close(drop_id)
+        raise
+    except BaseException:
+        if not committed:
+            await _give_back(gate, drop_id, buyer_id, granted, digest)
+        raise
+    # the order is committed: answer now; telling the gate and the room can follow
+    task = asyncio.create_task(_after_commit(res, gate, drop_id, granted, digest, fp, outbox))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return response
+
+
+# after-commit work in flight (kept referenced until done)
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _after_commit(
+    res: Resources,
+    gate: Gate,
+    drop_id: int,
+    granted: Granted,
+    digest: str,
+    fp: bytes,
+    outbox: Outbox,
+) -> None:
+    try:
+        await gate.commit(drop_id, granted, digest=digest, fingerprint=fp.hex())
+        # the counts as PostgreSQL sees them now
+        async with res.pool.acquire() as conn:
+            await announce_stock(conn, outbox, drop_id, sale=True)
+    except Exception as exc:  # noqa: BLE001 - the order exists; reconciliation tidies the gate
+        log.warning("drop %d: after-commit bookkeeping failed: %r", drop_id, exc)
+    await outbox.flush(res.publisher)
+
+
+async def drain_background() -> None:
+    """Wait for after-commit work still running (tests, shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
+# A winner's order in one statement: check the drop still sells (FOR SHARE: a concurrent close
+# waits for this sale, or this sale sees it closed), insert the order, claim its units (the
+# one-live-claim index refuses a unit someone holds) and count them against the buyer's quota
+# (the CHECK refuses going over the limit). No order row when the drop is not active.
+# $1 drop, $2 buyer, $3 quantity, $4 hold duration, $5 unit numbers.
+PLACE_ORDER_SQL = """
+WITH drop_now AS (
+    SELECT d.id, d.room_id, d.product_id, d.price_cents, d.per_buyer_limit, p.commission_bps,
+           d.closed_at IS NULL AND now() >= d.starts_at AND now() < d.ends_at AS active,
+           CASE WHEN d.closed_at IS NOT NULL THEN 'closed'
+                WHEN now() < d.starts_at THEN 'scheduled' ELSE 'ended' END AS status
+    FROM drops d JOIN products p ON p.id = d.product_id
+    WHERE d.id = $1 FOR SHARE OF d
+), placed AS (
+    INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity, unit_price_cents,
+                        amount_cents, commission_bps, hold_expires_at)
+    SELECT id, room_id, product_id, $2, $3::integer, price_cents, price_cents * $3::integer,
+           commission_bps, now() + $4::interval
+    FROM drop_now WHERE active
+    RETURNING id, amount_cents, hold_expires_at, created_at
+), claimed AS (
+    INSERT INTO stock_claims (drop_id, unit_no, order_id)
+    SELECT $1, unit_no, placed.id FROM placed, unnest($5::integer[]) AS unit_no
+    RETURNING unit_no
+), quota AS (
+    INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
+    SELECT id, $2, per_buyer_limit, $3::integer FROM drop_now WHERE active
+    ON CONFLICT (drop_id, buyer_id)
+    DO UPDATE SET live_units = drop_buyers.live_units + EXCLUDED.live_units
+    RETURNING live_units
+)
+SELECT drop_now.room_id, drop_now.product_id, drop_now.commission_bps, drop_now.active,
+       drop_now.status, placed.id AS order_id, placed.amount_cents, placed.hold_expires_at,
+       placed.created_at, (SELECT count(*) FROM claimed) AS claimed,
+       (SELECT count(*) FROM quota) AS quota
+FROM drop_now LEFT JOIN placed ON true
+"""
+
+
+async def _write_order(
+    conn: Conn,
+    res: Resources,
+    outbox: Outbox,
+    drop_id: int,
+    buyer_id: str,
+    key: str,
+    fp: bytes,
+    granted: Granted,
+) -> StoredResponse:
+    quantity = len(granted.units)
+    try:
+        row = await conn.fetchrow(
+            PLACE_ORDER_SQL,
+            drop_id,
+            buyer_id,
+            quantity,
+            timedelta(seconds=res.settings.hold_s),
+            granted.units,
+        )
+    except asyncpg.UniqueViolationError:
+        raise _UnitsTaken() from None
+    except asyncpg.CheckViolationError:
+        raise LimitReached(drop_id, 0, 0) from None
+    if row is None:
+        raise DropNotFound(drop_id)
+    if not row["active"]:
+        raise DropNotActive(drop_id, row["status"])
+    await attribution.credit_order(
+        cast(Any, conn),
+        outbox,
+        res.settings,
+        order_id=row["order_id"],
+        room_id=row["room_id"],
+        product_id=row["product_id"],
+        buyer_id=buyer_id,
+        amount_cents=row["amount_cents"],
+        commission_bps=row["commission_bps"],
+        placed_at=row["created_at"],
+    )
+    body = _encode(
+        BuyResult(
+            order_id=str(row["order_id"]),
+            status="held",
+            hold_expires_at=row["hold_expires_at"],
+            amount_cents=row["amount_cents"],
+        )
+    )
+    try:
+        await conn.execute(
+            """INSERT INTO idempotency_keys (buyer_id, key, fingerprint, drop_id, order_id,
+                                             response_status, response_body)
+               VALUES ($1, $2, $3, $4, $5, 201, $6)""",
+            buyer_id,
+            key,
+            fp,
+            drop_id,
+            row["order_id"],
+            body,
+        )
+    except asyncpg.UniqueViolationError:
+        raise _KeyTaken() from None
+    return StoredResponse(201, body)
+
+
+async def _give_back(
+    gate: Gate, drop_id: int, buyer_id: str, granted: Granted, digest: str = ""
+) -> None:
+    """Return a failed attempt's units to the gate. Shielded: a cancelled request must not
+    strand them (and if this fails, reconciliation returns them later)."""
+    try:
+        await asyncio.shield(
+            gate.release(drop_id, buyer_id, granted.units, granted=granted, digest=digest)
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.warning("drop %d: units %s not returned to the gate: %r", drop_id, granted.units, exc)
+
+
+async def _give_back_unclaimed(
+    res: Resources, gate: Gate, drop_id: int, buyer_id: str, granted: Granted, digest: str
+) -> None:
+    """Return only the units PostgreSQL does not already show as claimed; the claimed ones were
+    in the free set by mistake and stay out of it."""
+    async with res.pool.acquire() as conn:
+        claimed = {
+            r["unit_no"]
+            for r in await conn.fetch(
+                """SELECT unit_no FROM stock_claims
+                   WHERE drop_id = $1 AND unit_no = ANY($2::integer[]) AND state <> 'released'""",
+                drop_id,
+                granted.units,
+            )
+        }
+    free = [u for u in granted.units if u not in claimed]
+    log.warning("drop %d: gate handed out claimed units %s; dropped them", drop_id, sorted(claimed))
+    await gate.release(
+        drop_id, buyer_id, free, count=len(granted.units), granted=granted, digest=digest
+    )

@@ -1,0 +1,192 @@
+"""Storefront refusals. Each carries its data; core.http maps them to the JSON error shape."""
+
+from __future__ import annotations
+
+from core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unprocessable,
+)
+
+
+class ProductNotFound(NotFound):
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"no product {product_id}", product_id=str(product_id))
+
+
+class UnknownProduct(Unprocessable):
+    code = "unknown_product"
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"no product {product_id}", field="product_id")
+
+
+class SkuTaken(Conflict):
+    code = "sku_taken"
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"a product with sku {sku!r} already exists", sku=sku)
+
+
+class RoomNotFound(NotFound):
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"no room {room_id}", room_id=str(room_id))
+
+
+class NotRoomHost(Forbidden):
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"only the host of room {room_id} may do this", room_id=str(room_id))
+
+
+class RoomEnded(Conflict):
+    code = "room_ended"
+
+    def __init__(self, room_id: int) -> None:
+        super().__init__(f"room {room_id} has ended", room_id=str(room_id))
+
+
+class DropInProgress(Conflict):
+    code = "drop_in_progress"
+
+    def __init__(self, room_id: int, drop_id: int) -> None:
+        super().__init__(
+            f"room {room_id} already has drop {drop_id} scheduled or live; close it first",
+            drop_id=str(drop_id),
+        )
+
+
+class DropNotFound(NotFound):
+    def __init__(self, drop_id: int) -> None:
+        super().__init__(f"no drop {drop_id}", drop_id=str(drop_id))
+
+
+class DropNotActive(Conflict):
+    code = "drop_not_active"
+
+    def __init__(self, drop_id: int, status: str) -> None:
+        super().__init__(
+            f"drop {drop_id} is {status}, not live", drop_id=str(drop_id), status=status
+        )
+
+
+class SoldOut(Conflict):
+    code = "sold_out"
+
+    def __init__(self, drop_id: int, remaining: int) -> None:
+        message = f"drop {drop_id} is sold out"
+        if remaining > 0:
+            message = f"drop {drop_id} has only {remaining} left"
+        super().__init__(message, drop_id=str(drop_id), remaining=remaining)
+
+
+class LimitReached(TooManyRequests):
+    code = "limit_reached"
+
+    def __init__(self, drop_id: int, per_buyer_limit: int, holding: int) -> None:
+        super().__init__(
+            f"at most {per_buyer_limit} per buyer for drop {drop_id}; you hold {holding}",
+            drop_id=str(drop_id),
+            per_buyer_limit=per_buyer_limit,
+            holding=holding,
+        )
+
+
+class IdempotencyKeyRequired(BadRequest):
+    code = "idempotency_key_required"
+
+    def __init__(self) -> None:
+        super().__init__("send an Idempotency-Key header (1 to 255 printable characters)")
+
+
+class IdempotencyMismatch(Unprocessable):
+    code = "idempotency_mismatch"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request", key=key
+        )
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"a request with Idempotency-Key {key!r} is still being processed; retry shortly",
+            key=key,
+        )
+
+
+class GateBusy(ServiceUnavailable):
+    code = "unavailable"
+
+    def __init__(self, drop_id: int) -> None:
+        super().__init__(
+            f"stock for drop {drop_id} is being rebuilt; retry shortly", drop_id=str(drop_id)
+        )
+
+
+class OrderNotFound(NotFound):
+    def __init__(self, order_id: int) -> None:
+        super().__init__(f"no order {order_id}", order_id=str(order_id))
+
+
+class OrderStateConflict(Conflict):
+    """The order's status refuses the action (pay a refunded order, deliver a held one...)."""
+
+    code = "order_state"
+
+    def __init__(self, order_id: int, status: str, action: str) -> None:
+        super().__init__(
+            f"order {order_id} is {status}; cannot {action}",
+            order_id=str(order_id),
+            status=status,
+        )
+
+
+class ReturnWindowClosed(Conflict):
+    code = "return_window_closed"
+
+    def __init__(self, order_id: int) -> None:
+        super().__init__(
+            f"the return window of order {order_id} has passed; ask support",
+            order_id=str(order_id),
+        )
+
+
+class RefundTooLarge(Unprocessable):
+    code = "refund_too_large"
+
+    def __init__(self, order_id: int, refundable_units: int) -> None:
+        super().__init__(
+            f"order {order_id} has {refundable_units} refundable units",
+            field="quantity",
+            refundable_units=refundable_units,
+        )
+
+
+class InvalidSignature(BadRequest):
+    code = "invalid_signature"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"webhook signature rejected: {reason}", reason=reason)
+
+
+class PaymentMismatch(Unprocessable):
+    code = "payment_mismatch"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class PaymentsUnavailable(ServiceUnavailable):
+    code = "payments_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no payment provider is configured (the simulated one needs LIVESELL_DEV=1)"
+        )
