@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,13 @@ class LiveServer:
     hub_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    routes: set[str] = field(default_factory=set)
+
+    def need(self, *groups: tuple[str, ...]) -> None:
+        """Skip, naming them, when routes a scenario needs are not in this build."""
+        missing = [route for group in groups for route in group if route not in self.routes]
+        if missing:
+            pytest.skip(f"this build lacks routes the pages call: {', '.join(missing)}")
 
     def token(self, sub: str, *roles: str) -> str:
         return mint_token(TEST_SECRET, sub, roles or ("viewer",))
@@ -109,24 +116,15 @@ def _wait_healthy(server: LiveServer, timeout: float) -> None:
     raise AssertionError(f"livesell serve not healthy within {timeout}s:\n{server.log()}")
 
 
-# What the pages call; the browser tests need all of them on the server.
-REQUIRED_ROUTES = (
-    "/api/rooms/{id}",
+# What the pages call, by package: rooms and the hub, the storefront, attribution.
+ROOM_ROUTES = ("/api/rooms/{id}", "/api/rooms/{id}/pin")
+STORE_ROUTES = (
     "/api/products",
     "/api/rooms/{id}/drops",
     "/api/drops/{id}/buy",
     "/api/orders/{id}/pay",
-    "/api/distributors/me",
-    "/api/links",
-    "/l/{code}",
 )
-
-
-def _require_routes(server: LiveServer) -> None:
-    spec = httpx.get(server.base_url + "/api/openapi.json", timeout=5).json()
-    missing = [route for route in REQUIRED_ROUTES if route not in spec["paths"]]
-    if missing:
-        pytest.skip(f"the pages' API is not all there yet, missing: {', '.join(missing)}")
+ATTRIBUTION_ROUTES = ("/api/distributors/me", "/api/links", "/l/{code}")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +159,9 @@ def live_server(servers: Servers) -> Iterator[LiveServer]:
     )
     try:
         _wait_healthy(server, 60)
-        _require_routes(server)
+        server.routes = set(
+            httpx.get(server.base_url + "/api/openapi.json", timeout=5).json()["paths"]
+        )
         yield server
     finally:
         process.send_signal(signal.SIGTERM)

@@ -21,7 +21,14 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from tests.web.conftest import DESKTOP, PHONE, LiveServer
+from tests.web.conftest import (
+    ATTRIBUTION_ROUTES,
+    DESKTOP,
+    PHONE,
+    ROOM_ROUTES,
+    STORE_ROUTES,
+    LiveServer,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +159,7 @@ def _screenshot(page: Page, artifacts: Path, name: str) -> Path:
 def test_host_pins_and_starts_a_drop_and_viewers_see_it_within_a_second(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str, artifacts: Path
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES)
     seeded = _seed_room(live_server, unique)
     room_id, product = seeded["room_id"], seeded["product"]
     viewer_token = live_server.token(f"viewer-{unique}")
@@ -198,6 +206,7 @@ def test_host_pins_and_starts_a_drop_and_viewers_see_it_within_a_second(
 def test_countdown_follows_server_time_not_the_device_clock(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES)
     seeded = _seed_room(live_server, unique)
     viewer = _page(pages, browser, PHONE)
     # this phone's clock is 10 minutes slow
@@ -211,6 +220,7 @@ def test_countdown_follows_server_time_not_the_device_clock(
 def test_viewer_buys_and_pays_and_everything_updates_live(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str, artifacts: Path
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES, ATTRIBUTION_ROUTES)
     seeded = _seed_room(live_server, unique)
     room_id, product = seeded["room_id"], seeded["product"]
     distributor_token = live_server.token(f"dist-{unique}", "viewer", "distributor")
@@ -275,6 +285,7 @@ def test_viewer_buys_and_pays_and_everything_updates_live(
 def test_reload_mid_drop_shows_the_same_state(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str, artifacts: Path
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES)
     seeded = _seed_room(live_server, unique)
     room_id = seeded["room_id"]
     live_server.call(
@@ -325,6 +336,7 @@ def test_reload_mid_drop_shows_the_same_state(
 def test_a_dropped_connection_recovers_the_missed_events(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES)
     seeded = _seed_room(live_server, unique)
     room_id = seeded["room_id"]
     drop = _start_drop(live_server, seeded, quantity=6, per_buyer_limit=3)
@@ -360,6 +372,7 @@ def test_a_dropped_connection_recovers_the_missed_events(
 def test_chinese_is_the_default_for_chinese_browsers_and_the_switch_sticks(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str, artifacts: Path
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES)
     seeded = _seed_room(live_server, unique)
     _start_drop(live_server, seeded)
     viewer = _page(pages, browser, PHONE, locale="zh-CN").open(
@@ -379,6 +392,7 @@ def test_chinese_is_the_default_for_chinese_browsers_and_the_switch_sticks(
 def test_distributor_signs_up_makes_a_link_and_its_qr_code_scans(
     live_server: LiveServer, browser: Any, pages: list[Page], unique: str, artifacts: Path
 ) -> None:
+    live_server.need(ROOM_ROUTES, STORE_ROUTES, ATTRIBUTION_ROUTES)
     seeded = _seed_room(live_server, unique)
     token = live_server.token(f"newbie-{unique}", "viewer", "distributor")
     page = _page(pages, browser, PHONE).open(f"{live_server.base_url}/d#token={token}")
