@@ -191,6 +191,7 @@ async function onSignedIn(newToken) {
   user = claims(token);
   renderAll();
   await enterThroughLink();
+  await orders.restore();
 }
 
 function wireControls() {
