@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,9 @@ STORE_ROUTES = (
 ATTRIBUTION_ROUTES = ("/api/distributors/me", "/api/links", "/l/{code}")
 
 
-@pytest.fixture(scope="module")
-def live_server(servers: Servers) -> Iterator[LiveServer]:
+@contextmanager
+def running_server(servers: Servers, **extra_env: str) -> Iterator[LiveServer]:
+    """`livesell serve --no-demo` on free ports against the session's servers, until exit."""
     api_port, hub_port = free_port(), free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="livesell-web-"))
     env = dict(os.environ)
@@ -139,6 +141,7 @@ def live_server(servers: Servers) -> Iterator[LiveServer]:
         LIVESELL_SECRET=TEST_SECRET,
         LIVESELL_DEV="1",
         LIVESELL_LOG_LEVEL="warning",
+        **extra_env,
     )
     log_path = data_dir / "serve.log"
     with log_path.open("wb") as log:
@@ -159,9 +162,8 @@ def live_server(servers: Servers) -> Iterator[LiveServer]:
     )
     try:
         _wait_healthy(server, 60)
-        server.routes = set(
-            httpx.get(server.base_url + "/api/openapi.json", timeout=5).json()["paths"]
-        )
+        spec = httpx.get(server.base_url + "/api/openapi.json", timeout=5).json()
+        server.routes = set(spec["paths"])
         yield server
     finally:
         process.send_signal(signal.SIGTERM)
@@ -171,6 +173,12 @@ def live_server(servers: Servers) -> Iterator[LiveServer]:
             process.kill()
             process.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live_server(servers: Servers) -> Iterator[LiveServer]:
+    with running_server(servers) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
+from tests.conftest import Servers
 from tests.web.conftest import (
     ATTRIBUTION_ROUTES,
     DESKTOP,
@@ -28,6 +29,7 @@ from tests.web.conftest import (
     ROOM_ROUTES,
     STORE_ROUTES,
     LiveServer,
+    running_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -434,3 +436,22 @@ def test_distributor_signs_up_makes_a_link_and_its_qr_code_scans(
     follower.wait_text("#room-title", f"Tea tasting {unique}")
     _screenshot(follower, artifacts, "room-desktop")
     page.wait_text("#stat-clicks strong", "^1$")
+
+
+def test_an_unpaid_hold_counts_down_expires_and_its_stock_returns(
+    servers: Servers, browser: Any, pages: list[Page], unique: str
+) -> None:
+    with running_server(servers, LIVESELL_HOLD_S="4") as server:
+        server.need(ROOM_ROUTES, STORE_ROUTES)
+        seeded = _seed_room(server, unique)
+        _start_drop(server, seeded, quantity=2, per_buyer_limit=1)
+        viewer = _page(pages, browser, PHONE).open(
+            f"{server.base_url}/r/{seeded['room_id']}#token={server.token(f'slow-{unique}')}"
+        )
+        viewer.wait_connected()
+        viewer.page.click("#buy")
+        viewer.wait_text("#order-hold", r"Pay within 0:0[34]")
+        viewer.wait_text("#stock-text", "1 left of 2")
+        viewer.wait_text("#order-status", "Reservation expired", timeout_s=10)
+        viewer.wait_text("#stock-text", "2 left of 2")
+        assert viewer.page.is_hidden("#pay"), "an expired order cannot be paid"
