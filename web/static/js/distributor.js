@@ -277,7 +277,10 @@ async function startLive() {
 
 async function afterSignIn() {
   renderAll();
-  if (!(await loadMe())) return;
+  if (!(await loadMe())) {
+    hubBadge("disconnected"); // live numbers start once this person is a distributor
+    return;
+  }
   await loadPayouts();
   await startLive();
 }
