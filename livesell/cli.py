@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from attribution import cli as attribution_cli
 from core.auth import ROLES, mint_token
 from core.embedded import EmbeddedServerError
 from core.settings import Settings, SettingsError, load_settings
@@ -26,6 +27,7 @@ examples:
   livesell serve --api-port 9000 --no-demo
   livesell hub --hub-port 8001 --workers 2
   livesell token --sub alice --roles host,distributor
+  livesell payouts --out payouts.csv     settle due commissions, pay them, export the batch
   DATABASE_URL=postgresql://... REDIS_URL=redis://... livesell api
 """
 
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply pending database migrations and exit",
         description="Apply numbered SQL migrations; safe to run from many processes.",
     )
+
+    attribution_cli.add_parser(sub)
 
     token = sub.add_parser(
         "token",
@@ -157,6 +161,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(migrate_url(resolved.database_url))
             print("applied: " + ", ".join(applied) if applied else "database is up to date")
             return 0
+        if args.command == "payouts":
+            return asyncio.run(attribution_cli.payouts_command(resolved, args))
         if args.command == "hub":
             import live
 
