@@ -156,6 +156,9 @@ def _no_horizontal_scroll(page: Page) -> None:
 
 def _screenshot(page: Page, artifacts: Path, name: str) -> Path:
     path = artifacts / f"{name}.png"
+    # a passing toast would float over the middle of a full-page picture
+    page.page.evaluate("() => document.getElementById('toast')?.classList.remove('visible')")
+    page.page.wait_for_timeout(300)
     page.page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000, f"{name} screenshot looks empty"
     return path
