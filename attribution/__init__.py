@@ -1,7 +1,15 @@
 """Distributors, tracked links, binding, single-level commissions and their ledger.
 
 Storefront calls the three order hooks inside its own transactions; they write attribution's
-tables on the same connection and queue dashboard events on the same outbox.
+tables on the same connection and queue dashboard events on the same outbox:
+
+    credit_order    when the order is created: decide and snapshot who it credits
+    order_paid      when payment is confirmed: post the pending commission
+    order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
+
+All three are idempotent per (order, event). `settle` confirms commissions whose return window
+has passed and `refresh_stats` publishes the dashboards and leaderboards that moved (the worker
+runs both periodically); `run_payout` pays confirmed balances.
 """
 
 from __future__ import annotations
@@ -13,19 +21,55 @@ from typing import Any
 import asyncpg
 from starlette.routing import BaseRoute
 
+from attribution import binding, commissions
+from attribution.commissions import settle
+from attribution.distributors import become_distributor, create_link
+from attribution.payouts import batch_csv, batch_view, run_payout
+from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
+from attribution.stats import dashboard, leaderboard
+from attribution.views import DashboardView, LeaderboardView, LinkView, PayoutBatchView
 from core.events import Outbox
+from core.loops import run_periodically
 from core.resources import Resources
 from core.settings import Settings
 
-__all__ = ["credit_order", "order_paid", "order_refunded", "routes", "worker_tasks"]
+__all__ = [
+    "DashboardView",
+    "LeaderboardView",
+    "LinkView",
+    "PayoutBatchView",
+    "batch_csv",
+    "batch_view",
+    "become_distributor",
+    "create_link",
+    "credit_order",
+    "dashboard",
+    "leaderboard",
+    "order_paid",
+    "order_refunded",
+    "refresh_stats",
+    "routes",
+    "run_payout",
+    "settle",
+    "worker_tasks",
+]
+
+SETTLE_INTERVAL_S = 30.0
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    from attribution.api import attribution_routes
+
+    return attribution_routes()
 
 
 def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
-    return []
+    """Background loops: confirm commissions once their return window has passed; publish the
+    dashboards and leaderboards that moved."""
+    return [
+        run_periodically("attribution.settle", lambda: settle(res), SETTLE_INTERVAL_S),
+        run_periodically("attribution.refresh", lambda: refresh_stats(res), REFRESH_INTERVAL_S),
+    ]
 
 
 async def credit_order(
@@ -42,14 +86,26 @@ async def credit_order(
     placed_at: datetime,
 ) -> None:
     """In the order-creating transaction: snapshot which distributor (if any) this order credits,
-    through which click and rule, at which rate."""
+    through which click and rule, at which rate. Nothing is announced until the order is paid."""
+    await binding.credit_order(
+        conn,
+        settings,
+        order_id=order_id,
+        room_id=room_id,
+        buyer_id=buyer_id,
+        commission_bps=commission_bps,
+        placed_at=placed_at,
+    )
 
 
 async def order_paid(conn: asyncpg.Connection, outbox: Outbox, *, order_id: int) -> None:
     """In the payment transaction: post the pending commission of a credited order."""
+    await commissions.order_paid(conn, outbox, order_id=order_id)
 
 
 async def order_refunded(
     conn: asyncpg.Connection, outbox: Outbox, *, order_id: int, refund_cents: int
 ) -> None:
-    """In the refund transaction: reverse (or, after payout, claw back) commission pro rata."""
+    """In the refund transaction, after `orders.refunded_cents` includes this refund: reverse
+    (or, once confirmed, claw back) commission pro rata."""
+    await commissions.order_refunded(conn, outbox, order_id=order_id, refund_cents=refund_cents)

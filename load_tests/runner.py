@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -124,24 +126,50 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
 
 
 async def run_section(section: str, module: Any, quick: bool) -> dict[str, Any]:
-    """Run another package's benchmark as its own CLI would (`--quick` passed through), on its
-    own servers (the flash sale wants a durable PostgreSQL), and keep its report whole."""
+    """Run another package's benchmark through its own command line (`--quick` passed through),
+    on its own servers, and keep the JSON report it writes whole."""
+    output = Path(tempfile.mkdtemp(prefix=f"bench-{section}-")) / f"{section}.json"
+    argv = [sys.executable, "-m", module.__name__, *(["--quick"] if quick else [])]
+    if section == "attribution":
+        argv += ["--json", str(output)]
+    else:  # flash_sale writes its report beside the suite's results
+        output = Path(module.RESULTS) / "flash_sale.json"
+        output.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
     try:
-        args = module.build_parser().parse_args(["--quick"] if quick else [])
-        if quick and section == "flash_sale":
-            args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
-        section_report: dict[str, Any] = await module.run(args)
-    except Exception as exc:  # noqa: BLE001 - the hub figures are still worth writing
-        progress(f"{section} failed: {exc!r}")
-        return {"status": "failed", "error": repr(exc)}
+        code = await proc.wait()
+    except asyncio.CancelledError:
+        proc.terminate()
+        await proc.wait()
+        raise
+    try:
+        section_report: dict[str, Any] = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        progress(f"{section} wrote no report (exit {code}): {exc!r}")
+        return {"status": "failed", "exit_code": code, "error": repr(exc)}
+    section_report["exit_code"] = code
     section_report["figures"] = figures(section, section_report)
     return section_report
 
 
 def figures(section: str, section_report: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a section for the table."""
-    if section != "flash_sale":
-        return {k: v for k, v in section_report.items() if isinstance(v, int | float)}
+    if section == "attribution":
+        clicks = section_report.get("clicks", {})
+        purchases = section_report.get("purchase_to_dashboard", {})
+        latency = purchases.get("latency_ms", {})
+        return {
+            "clicks/s": clicks.get("clicks_per_s"),
+            "click p99 ms": clicks.get("latency_ms", {}).get("p99"),
+            "purchase→dashboard p50 ms": latency.get("p50"),
+            "purchase→dashboard p99 ms": latency.get("p99"),
+        }
     out: dict[str, Any] = {}
     for result in section_report.get("results", []):
         name = result["name"]

@@ -145,7 +145,7 @@ async def _seed_room(infra: Infra) -> int:
     await migrate_url(infra.database_url)
     settings = load_settings(environ=infra.env(), dotenv=None)
     async with open_resources(settings, pool_max=2) as res:
-        return await seed(res)
+        return (await seed(res)).room_id
 
 
 def pin_pid_file(path: Path, cpus: list[int]) -> None:

@@ -1,0 +1,290 @@
+"""Attribution's HTTP routes: distributors, links, link clicks, room entry, dashboards,
+leaderboards, audit trails and payout batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from attribution import payouts
+from attribution.clicks import Entry, EntryRecorder
+from attribution.codes import new_visitor_cookie, visitor_from_cookie
+from attribution.distributors import (
+    Link,
+    LinkCache,
+    create_link,
+    distributor_by_user,
+    register_distributor,
+)
+from attribution.errors import (
+    DistributorNotFound,
+    LinkRoomMismatch,
+    NotADistributor,
+    RoomNotFound,
+)
+from attribution.stats import dashboard, leaderboard
+from attribution.trail import order_trail
+from attribution.views import (
+    AttributionTrail,
+    BecomeDistributor,
+    CreateLink,
+    DashboardView,
+    DistributorView,
+    EnterResult,
+    EnterRoom,
+    LeaderboardView,
+    LinkView,
+    PayoutBatchView,
+)
+from core.auth import Principal, verify_token
+from core.errors import Unauthorized
+from core.http import JSON, path_id, read_json, require, resources
+from core.openapi import api_route
+from core.resources import Resources
+
+VISITOR_COOKIE = "ls_vid"
+TOKEN_COOKIE = "ls_token"
+VISITOR_COOKIE_MAX_AGE_S = 365 * 86_400
+
+
+@dataclass
+class _ProcessState:
+    links: LinkCache
+    recorder: EntryRecorder
+
+
+def _state(request: Request) -> _ProcessState:
+    state: _ProcessState | None = getattr(request.app.state, "attribution", None)
+    if state is None:
+        res = resources(request)
+        state = _ProcessState(LinkCache(), EntryRecorder(res.pool, res.redis, res.publisher))
+        request.app.state.attribution = state
+    return state
+
+
+async def _distributor_row(res: Resources, user_id: str) -> asyncpg.Record:
+    async with res.pool.acquire() as conn:
+        row = await distributor_by_user(conn, user_id)
+    if row is None:
+        raise NotADistributor(user_id)
+    return row
+
+
+async def become(request: Request) -> Response:
+    caller = require(request)
+    body = await read_json(request, BecomeDistributor)
+    async with resources(request).pool.acquire() as conn:
+        view, created = await register_distributor(conn, caller.user_id, body.team)
+    return JSON(view, 201 if created else 200)
+
+
+async def new_link(request: Request) -> Response:
+    caller = require(request)
+    body = await read_json(request, CreateLink)
+    res = resources(request)
+    distributor = await _distributor_row(res, caller.user_id)
+    async with res.pool.acquire() as conn:
+        view = await create_link(
+            conn,
+            res.settings,
+            distributor["id"],
+            int(body.room_id),
+            None if body.product_id is None else int(body.product_id),
+        )
+    return JSON(view, 201)
+
+
+def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str | None]:
+    """Who follows a link: a user identified by a token (header, `?token=`, cookie), else the
+    anonymous visitor of a signed cookie. A bad token on a share link is ignored, not refused:
+    the viewer still lands in the room, as an anonymous visitor."""
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    token = token or request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+    if token:
+        try:
+            return verify_token(secret, token), None
+        except Unauthorized:
+            pass
+    return None, visitor_from_cookie(secret, request.cookies.get(VISITOR_COOKIE))
+
+
+async def _record(
+    request: Request, link: Link | None, room_id: int, visitor: str, user_id: str | None,
+    source: Literal["click", "enter"],
+) -> bool:  # fmt: skip
+    """Gate and record one entry; True when it was recorded (not a duplicate)."""
+    outcome = await _state(request).recorder.record(
+        Entry(
+            room_id=room_id,
+            visitor=visitor,
+            source=source,
+            client_addr=request.client.host if request.client else "unknown",
+            user_id=user_id,
+            link_id=link.id if link else None,
+            distributor_id=link.distributor_id if link else None,
+            link_code=link.code if link else None,
+            product_id=link.product_id if link else None,
+            distributor_user_id=link.distributor_user_id if link else None,
+        )
+    )
+    return outcome == "record"
+
+
+async def follow_link(request: Request) -> Response:
+    res = resources(request)
+    settings = res.settings
+    link = await _state(request).links.resolve(res.pool, settings, request.path_params["code"])
+    target = f"/r/{link.room_id}?via={link.code}"
+    if link.product_id is not None:
+        target += f"&product={link.product_id}"
+    # the target is built from digits and a verified base62 code: nothing to quote
+    headers = {"location": target, "cache-control": "no-store"}
+    if request.method == "HEAD":
+        # link-preview fetchers probe with HEAD: redirected, never counted, never given an id
+        return Response(status_code=302, headers=headers)
+    user, anonymous = _link_visitor(request, settings.secret)
+    if user is None and anonymous is None:
+        anonymous, cookie = new_visitor_cookie(settings.secret)
+        secure = "; Secure" if settings.api_base_url.startswith("https://") else ""
+        headers["set-cookie"] = (
+            f"{VISITOR_COOKIE}={cookie}; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; Path=/; "
+            f"HttpOnly; SameSite=Lax{secure}"
+        )
+    visitor = f"u:{user.user_id}" if user else f"v:{anonymous}"
+    await _record(request, link, link.room_id, visitor, user.user_id if user else None, "click")
+    return Response(status_code=302, headers=headers)
+
+
+async def enter_room(request: Request) -> Response:
+    caller = require(request)
+    room_id = path_id(request)
+    body = await read_json(request, EnterRoom)
+    res = resources(request)
+    link = None
+    if body.link_code is not None:
+        link = await _state(request).links.resolve(res.pool, res.settings, body.link_code)
+        if link.room_id != room_id:
+            raise LinkRoomMismatch(room_id)
+    else:
+        async with res.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)",
+                                       room_id):  # fmt: skip
+                raise RoomNotFound(room_id)
+    recorded = await _record(request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter")
+    return JSON(
+        EnterResult(
+            room_id=str(room_id),
+            link_code=link.code if link else None,
+            distributor_id=str(link.distributor_id) if link else None,
+            deduplicated=not recorded,
+        )
+    )
+
+
+async def my_dashboard(request: Request) -> Response:
+    caller = require(request)
+    res = resources(request)
+    row = await _distributor_row(res, caller.user_id)
+    async with res.pool.acquire() as conn:
+        return JSON(await dashboard(conn, row))
+
+
+async def distributor_dashboard(request: Request) -> Response:
+    caller = require(request)
+    distributor_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, user_id, team, created_at FROM distributors WHERE id = $1", distributor_id
+        )
+        # another distributor's numbers are not theirs to see: indistinguishable from absent
+        if row is None or not (caller.is_admin or row["user_id"] == caller.user_id):
+            raise DistributorNotFound(distributor_id)
+        return JSON(await dashboard(conn, row))
+
+
+async def room_leaderboard(request: Request) -> Response:
+    room_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)", room_id):
+            raise RoomNotFound(room_id)
+        return JSON(await leaderboard(conn, room_id))
+
+
+async def attribution_trail(request: Request) -> Response:
+    caller = require(request)
+    order_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        return JSON(await order_trail(conn, order_id, caller))
+
+
+async def create_payout(request: Request) -> Response:
+    caller = require(request, "admin")
+    batch = await payouts.run_payout(resources(request), created_by=caller.user_id)
+    return JSON(batch, 201 if batch.id is not None else 200)
+
+
+async def show_payout(request: Request) -> Response:
+    require(request, "admin")
+    batch_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        return JSON(await payouts.batch_view(conn, batch_id))
+
+
+async def export_payout(request: Request) -> Response:
+    require(request, "admin")
+    batch_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        batch = await payouts.batch_view(conn, batch_id)
+    return Response(
+        payouts.batch_csv(batch),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="payout-{batch_id}.csv"'},
+    )
+
+
+def attribution_routes() -> list[BaseRoute]:
+    tag = "attribution"
+    return [
+        api_route("/api/distributors", become, methods=["POST"], tag=tag,
+                  summary="become a distributor (repeat calls return the same)",
+                  body=BecomeDistributor, response=DistributorView, status=201,
+                  roles=("any",), errors=(401,)),
+        api_route("/api/distributors/me", my_dashboard, methods=["GET"], tag=tag,
+                  summary="the caller's distributor dashboard", response=DashboardView,
+                  roles=("distributor",), errors=(401, 403)),
+        api_route("/api/distributors/{id}", distributor_dashboard, methods=["GET"], tag=tag,
+                  summary="a distributor's dashboard (themself or an admin)",
+                  response=DashboardView, roles=("distributor", "admin"), errors=(401, 404)),
+        api_route("/api/links", new_link, methods=["POST"], tag=tag,
+                  summary="a tracked link into a room (one per room and product)",
+                  body=CreateLink, response=LinkView, status=201, roles=("distributor",),
+                  errors=(401, 403, 404)),
+        api_route("/l/{code}", follow_link, methods=["GET"], tag=tag,
+                  summary="follow a share link: record the click, bind, redirect to the room",
+                  status=302, errors=(404, 429)),
+        api_route("/api/rooms/{id}/enter", enter_room, methods=["POST"], tag=tag,
+                  summary="enter a room (through a link: binds the caller to its distributor)",
+                  body=EnterRoom, response=EnterResult, roles=("viewer",),
+                  errors=(401, 404, 429)),
+        api_route("/api/rooms/{id}/leaderboard", room_leaderboard, methods=["GET"], tag=tag,
+                  summary="distributors and teams ranked by GMV in the room",
+                  response=LeaderboardView, errors=(404,)),
+        api_route("/api/orders/{id}/attribution", attribution_trail, methods=["GET"], tag=tag,
+                  summary="audit trail of an order's attribution (buyer, distributor, admin)",
+                  response=AttributionTrail, roles=("viewer", "distributor", "admin"),
+                  errors=(401, 404)),
+        api_route("/api/admin/payouts", create_payout, methods=["POST"], tag=tag,
+                  summary="pay every positive payable balance (nothing twice)",
+                  response=PayoutBatchView, status=201, roles=("admin",), errors=(401, 403)),
+        api_route("/api/admin/payouts/{id}.csv", export_payout, methods=["GET"], tag=tag,
+                  summary="a payout batch as CSV", roles=("admin",), errors=(401, 403, 404)),
+        api_route("/api/admin/payouts/{id}", show_payout, methods=["GET"], tag=tag,
+                  summary="a payout batch", response=PayoutBatchView, roles=("admin",),
+                  errors=(401, 403, 404)),
+    ]  # fmt: skip

@@ -1,0 +1,193 @@
+"""Room entries: link clicks and app entries, gated by Redis, recorded in batches.
+
+Per entry the Redis gate (one script under the room's hash tag) enforces two fixed-window rate
+limits in that room, per client address and per visitor, and deduplicates: a visitor entering
+the room again through the same link they last used there, within `DEDUP_S`, records nothing
+new. That keeps refreshes and double taps out of the numbers without changing any binding: the
+earlier entry of the same link is still the visitor's latest (and, if it was, earliest) entry.
+
+Entries go through `EntryRecorder` in batches: concurrent requests share one Redis pipeline,
+one INSERT and commit, and one publish pipeline, and each request still answers only after its
+entry is committed, so a viewer who buys right after the redirect is already bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from attribution.errors import ClickRateLimited
+from attribution.events import ClickRecorded
+from core.events import Event, Publisher, dashboard_channel, room_channel
+
+log = logging.getLogger("livesell.attribution")
+
+RATE_WINDOW_S = 10
+CLIENT_LIMIT = 300  # per address per window: generous, many viewers share a carrier NAT
+VISITOR_LIMIT = 20  # per visitor per window
+DEDUP_S = 30
+MAX_BATCH = 500
+
+Outcome = Literal["record", "duplicate", "limited"]
+
+# Rate-limit an entry into a room per client address and per visitor, and deduplicate the
+# visitor's repeated entry through the same link. All keys live under the room's hash tag.
+# KEYS[1] the address's counter, KEYS[2] the visitor's counter, KEYS[3] the visitor's last entry
+#   target in the room
+# ARGV[1] entry target (link id, or "-" for a plain entry)
+# The limits, window and dedup interval are this module's constants, formatted in.
+# Returns 0 when limited, 1 to record the entry, 2 when it repeats the visitor's last entry.
+GATE_SCRIPT = f"""
+local function hit(key)
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('EXPIRE', key, {RATE_WINDOW_S}) end
+    return n
+end
+if hit(KEYS[1]) > {CLIENT_LIMIT} or hit(KEYS[2]) > {VISITOR_LIMIT} then return 0 end
+local previous = redis.call('SET', KEYS[3], ARGV[1], 'EX', {DEDUP_S}, 'GET')
+if previous == ARGV[1] then return 2 end
+return 1
+"""
+
+
+_VERDICTS: dict[int, Outcome] = {0: "limited", 1: "record", 2: "duplicate"}
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    room_id: int
+    visitor: str
+    source: Literal["click", "enter"]
+    client_addr: str
+    user_id: str | None = None
+    link_id: int | None = None
+    distributor_id: int | None = None
+    # for the distributor's click.recorded once the entry is committed
+    link_code: str | None = None
+    product_id: int | None = None
+    distributor_user_id: str | None = None
+
+    @property
+    def target(self) -> str:
+        return "-" if self.link_id is None else str(self.link_id)
+
+
+def _click_events(entries: list[Entry]) -> list[tuple[str, Event]]:
+    """One click.recorded per link among `entries`, counting its clicks."""
+    per_link: dict[str, tuple[Entry, int]] = {}
+    for e in entries:
+        if e.link_code is not None and e.distributor_user_id is not None:
+            first, count = per_link.get(e.link_code, (e, 0))
+            per_link[e.link_code] = (first, count + 1)
+    now = datetime.now(UTC)
+    return [
+        (
+            dashboard_channel(str(e.distributor_user_id)),
+            ClickRecorded(
+                link_code=code,
+                room_id=str(e.room_id),
+                product_id=None if e.product_id is None else str(e.product_id),
+                at=now,
+                count=count,
+            ),
+        )
+        for code, (e, count) in per_link.items()
+    ]
+
+
+class EntryRecorder:
+    """Gate, record and announce entries in batches; one per process.
+
+    Whoever finds no batch in flight takes everything queued: one Redis pipeline gates the whole
+    batch, one INSERT records the admitted entries, one pipeline publishes their events. Each
+    caller still gets its own verdict, and only after its entry is committed.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, client: aioredis.Redis, publisher: Publisher) -> None:
+        self._pool = pool
+        self._client = client
+        self._publisher = publisher
+        self._queue: list[tuple[Entry, asyncio.Future[Outcome]]] = []
+        self._lock = asyncio.Lock()
+        self._gate_sha = client.register_script(GATE_SCRIPT).sha
+
+    async def record(self, entry: Entry) -> Outcome:
+        """ "record" or "duplicate"; raises ClickRateLimited when the entry was refused."""
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((entry, done))
+        while not done.done():
+            async with self._lock:
+                if done.done():
+                    break
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    verdicts = await self._process([e for e, _ in batch])
+                except BaseException as exc:
+                    failure = exc if isinstance(exc, Exception) else RuntimeError("cancelled")
+                    for _, waiting in batch:
+                        if waiting is not done and not waiting.done():
+                            waiting.set_exception(failure)
+                    raise
+                for (_, waiting), verdict in zip(batch, verdicts, strict=True):
+                    if not waiting.done():
+                        waiting.set_result(verdict)
+        outcome = done.result()
+        if outcome == "limited":
+            raise ClickRateLimited(RATE_WINDOW_S)
+        return outcome
+
+    async def _process(self, batch: list[Entry]) -> list[Outcome]:
+        verdicts = await self._gate(batch)
+        admitted = [e for e, v in zip(batch, verdicts, strict=True) if v == "record"]
+        if admitted:
+            await self._insert(admitted)
+            events = _click_events(admitted)
+            try:
+                await self._publisher.publish_many(events)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # committed already: a lost notification must not turn the click into an error
+                log.warning("click events not published: %s", exc)
+        return verdicts
+
+    async def _gate(self, batch: list[Entry]) -> list[Outcome]:
+        for attempt in (1, 2):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for e in batch:
+                    tag = "{" + room_channel(e.room_id) + "}:entry"
+                    visitor = f"{tag}:{e.visitor}"
+                    pipe.evalsha(self._gate_sha, 3, f"{tag}-addr:{e.client_addr}",
+                                 visitor + ":n", visitor + ":last", e.target)  # fmt: skip
+                try:
+                    replies = await pipe.execute()
+                    break
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self._client.script_load(GATE_SCRIPT)
+        return [_VERDICTS[int(reply)] for reply in replies]
+
+    async def _insert(self, entries: list[Entry]) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """WITH added AS (
+                       INSERT INTO room_entries
+                           (room_id, link_id, distributor_id, visitor, user_id, source)
+                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
+                                            $4::text[], $5::text[], $6::text[])
+                       RETURNING distributor_id)
+                   INSERT INTO attribution_dirty (kind, target)
+                   SELECT DISTINCT 'dashboard', distributor_id FROM added
+                   WHERE distributor_id IS NOT NULL""",
+                [e.room_id for e in entries],
+                [e.link_id for e in entries],
+                [e.distributor_id for e in entries],
+                [e.visitor for e in entries],
+                [e.user_id for e in entries],
+                [e.source for e in entries],
+            )

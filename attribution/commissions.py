@@ -1,0 +1,218 @@
+"""The commission lifecycle of an order: accrue when paid, reverse or claw back on refund,
+confirm once the return window after delivery has passed.
+
+Every step locks the order's attribution row first, so a refund and a settlement racing on the
+same order serialise; every posting carries an idempotency key, so replays post nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from attribution import ledger
+from attribution.events import (
+    CommissionConfirmed,
+    CommissionPending,
+    CommissionReversed,
+)
+from attribution.refresh import mark_dashboard, mark_leaderboard
+from attribution.sql import Conn
+from core.events import Outbox
+from core.resources import Resources
+
+log = logging.getLogger("livesell.attribution")
+
+SETTLE_BATCH = 200
+
+_LOCKED_ORDER = """
+SELECT a.order_id, a.room_id, a.distributor_id, a.commission_bps, a.self_referral,
+       o.amount_cents, o.refunded_cents, o.delivered_at,
+       d.id, d.user_id, d.team, d.created_at
+FROM order_attributions a
+JOIN orders o ON o.id = a.order_id
+LEFT JOIN distributors d ON d.id = a.distributor_id
+WHERE a.order_id = $1
+FOR UPDATE OF a
+"""
+
+
+def commission_of(amount_cents: int, commission_bps: int, self_referral: bool) -> int:
+    """Rate × amount, rounded down to the cent; self-referred orders earn nothing."""
+    if self_referral or amount_cents <= 0:
+        return 0
+    return amount_cents * commission_bps // 10_000
+
+
+async def _mark(conn: Conn, row: asyncpg.Record) -> None:
+    await mark_dashboard(conn, row["distributor_id"])
+    if not row["self_referral"]:
+        await mark_leaderboard(conn, row["room_id"])
+
+
+async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
+    """Post the pending commission of a credited order (once, however often called)."""
+    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    if row is None or row["distributor_id"] is None:
+        return
+    net = row["amount_cents"] - row["refunded_cents"]
+    commission = commission_of(net, row["commission_bps"], row["self_referral"])
+    posted = await ledger.post(
+        conn,
+        kind="accrue",
+        key=f"order:{order_id}:accrue",
+        distributor_id=row["distributor_id"],
+        order_id=order_id,
+        entries={"pending": commission, "commission_expense": -commission},
+    )
+    if posted is None:
+        return
+    outbox.dashboard(
+        row["user_id"],
+        CommissionPending(
+            order_id=str(order_id),
+            room_id=str(row["room_id"]),
+            amount_cents=row["amount_cents"],
+            commission_bps=row["commission_bps"],
+            commission_cents=commission,
+            self_referral=row["self_referral"],
+        ),
+    )
+    await _mark(conn, row)
+
+
+async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_cents: int) -> None:
+    """Reverse commission pro rata for a refund; after confirmation, claw it back instead.
+
+    Call after `orders.refunded_cents` includes this refund: the cumulative refunded amount is
+    the refund's identity, so replaying the same refund posts nothing.
+    """
+    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    if row is None or row["distributor_id"] is None:
+        return
+    cumulative = row["refunded_cents"]
+    if refund_cents > cumulative:
+        raise RuntimeError(
+            f"order {order_id}: order_refunded must run after orders.refunded_cents "
+            f"includes the refund ({refund_cents} > {cumulative})"
+        )
+    if cumulative <= 0:
+        return
+    balances = await ledger.order_balances(conn, order_id)
+    accrued = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ledger_transactions WHERE order_id = $1 AND kind = 'accrue')",
+        order_id,
+    )
+    if not accrued:
+        return  # never paid: nothing was credited, so nothing to take back
+    confirmed = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ledger_transactions"
+        " WHERE order_id = $1 AND kind = 'confirm')",
+        order_id,
+    )
+    still_owed = balances["accrue"] + balances["reverse"] + balances["clawback"]
+    target = commission_of(
+        row["amount_cents"] - cumulative, row["commission_bps"], row["self_referral"]
+    )
+    taken = max(0, still_owed - target)
+    source: ledger.AccountKind = "payable" if confirmed else "pending"
+    posted = await ledger.post(
+        conn,
+        kind="clawback" if confirmed else "reverse",
+        key=f"order:{order_id}:refund:{cumulative}",
+        distributor_id=row["distributor_id"],
+        order_id=order_id,
+        refunded_total_cents=cumulative,
+        entries={source: -taken, "commission_expense": taken},
+    )
+    if posted is None:
+        return
+    outbox.dashboard(
+        row["user_id"],
+        CommissionReversed(
+            order_id=str(order_id),
+            refund_cents=refund_cents,
+            reversed_cents=taken,
+            clawback=bool(confirmed),
+        ),
+    )
+    await _mark(conn, row)
+
+
+async def confirm_order(
+    conn: Conn, outbox: Outbox, order_id: int, delivered_before: datetime
+) -> asyncpg.Record | None:
+    """Move the order's outstanding pending commission to payable, if its window has passed.
+
+    Returns the credited distributor's row when something was confirmed."""
+    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    if row is None or row["distributor_id"] is None:
+        return None
+    if row["delivered_at"] is None or row["delivered_at"] > delivered_before:
+        return None
+    outstanding = (await ledger.order_balances(conn, order_id))["pending"]
+    if outstanding <= 0:
+        return None
+    posted = await ledger.post(
+        conn,
+        kind="confirm",
+        key=f"order:{order_id}:confirm",
+        distributor_id=row["distributor_id"],
+        order_id=order_id,
+        entries={"pending": -outstanding, "payable": outstanding},
+    )
+    if posted is None:
+        return None
+    outbox.dashboard(
+        row["user_id"], CommissionConfirmed(order_id=str(order_id), commission_cents=outstanding)
+    )
+    await mark_dashboard(conn, row["distributor_id"])
+    return row
+
+
+# Orders whose return window has passed while commission is still pending on them.
+_DUE = """
+SELECT o.id
+FROM ledger_transactions t
+JOIN orders o ON o.id = t.order_id
+WHERE t.kind = 'accrue' AND o.delivered_at IS NOT NULL AND o.delivered_at <= $1
+  AND NOT EXISTS (
+      SELECT 1 FROM ledger_transactions c WHERE c.order_id = o.id AND c.kind = 'confirm')
+  AND (SELECT coalesce(sum(e.amount_cents), 0)
+       FROM ledger_transactions x
+       JOIN ledger_entries e ON e.transaction_id = x.id
+       JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'pending'
+       WHERE x.order_id = o.id) > 0
+ORDER BY o.delivered_at, o.id
+LIMIT $2
+"""
+
+
+async def settle(res: Resources, now: datetime | None = None) -> int:
+    """Confirm every commission whose return window has passed; returns how many.
+
+    Safe to run repeatedly and from several workers at once: each order is confirmed in its own
+    transaction under its row lock, and the confirm posting is unique per order.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(seconds=res.settings.return_window_s)
+    confirmed = 0
+    while True:
+        async with res.pool.acquire() as conn:
+            due = [r["id"] for r in await conn.fetch(_DUE, cutoff, SETTLE_BATCH)]
+        progressed = 0
+        for order_id in due:
+            outbox = Outbox()
+            async with res.pool.acquire() as conn:
+                async with conn.transaction():
+                    row = await confirm_order(conn, outbox, order_id, cutoff)
+            await outbox.flush(res.publisher)
+            progressed += row is not None
+        confirmed += progressed
+        if len(due) < SETTLE_BATCH or progressed == 0:
+            break
+    if confirmed:
+        log.info("settled %d commissions", confirmed)
+    return confirmed

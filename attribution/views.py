@@ -1,0 +1,166 @@
+"""Attribution's wire types: request bodies (strict) and the views the API and dashboards send."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$", description="numeric id as a string")]
+Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\S")]
+LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class BecomeDistributor(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    team: Team | None = None
+
+
+class DistributorView(msgspec.Struct, kw_only=True):
+    id: str
+    user_id: str
+    team: str | None
+    created_at: datetime
+
+
+class CreateLink(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    room_id: Id
+    product_id: Id | None = None
+
+
+class LinkView(msgspec.Struct, kw_only=True):
+    code: str
+    url: str
+    distributor_id: str
+    room_id: str
+    product_id: str | None = None
+
+
+class EnterRoom(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    link_code: LinkCode | None = None
+
+
+class EnterResult(msgspec.Struct, kw_only=True):
+    room_id: str
+    link_code: str | None
+    distributor_id: str | None
+    # true when the same visitor entered through the same link moments ago: nothing new recorded
+    deduplicated: bool
+
+
+class CommissionTotals(msgspec.Struct, kw_only=True):
+    pending: int
+    confirmed: int
+    paid: int
+    reversed: int
+
+
+class CommunityMetrics(msgspec.Struct, kw_only=True):
+    repeat_buyers: int
+    repeat_buyer_rate_bps: int
+    average_order_value_cents: int
+    purchase_frequency: float
+    per_buyer_value_cents: int
+    avg_days_between_purchases: float | None
+
+
+class DashboardView(msgspec.Struct, kw_only=True):
+    """A distributor's numbers. Orders, buyers and GMV count paid orders credited to them, net of
+    refunds, excluding self-referrals (counted apart)."""
+
+    id: str
+    user_id: str
+    team: str | None
+    clicks: int
+    visitors: int
+    buyers: int
+    orders: int
+    gmv_cents: int
+    commission_cents: CommissionTotals
+    balance_cents: int
+    self_referral_orders: int
+    community: CommunityMetrics
+
+
+class DistributorRank(msgspec.Struct, kw_only=True):
+    rank: int
+    distributor_id: str
+    user_id: str
+    team: str | None
+    gmv_cents: int
+    orders: int
+
+
+class TeamRank(msgspec.Struct, kw_only=True):
+    rank: int
+    team: str
+    gmv_cents: int
+    orders: int
+    distributors: int
+
+
+class LeaderboardView(msgspec.Struct, kw_only=True):
+    room_id: str
+    distributors: list[DistributorRank]
+    teams: list[TeamRank]
+
+
+class DistributorRef(msgspec.Struct, kw_only=True):
+    id: str
+    user_id: str
+    team: str | None
+
+
+class ClickRef(msgspec.Struct, kw_only=True):
+    id: str
+    at: datetime
+    link_code: str
+    source: Literal["click", "enter"]
+
+
+class Posting(msgspec.Struct, kw_only=True):
+    kind: Literal["accrue", "reverse", "confirm", "payout", "clawback"]
+    # the change to what the distributor is owed for this order (confirm moves, so it is 0 here)
+    pending_cents: int
+    payable_cents: int
+    at: datetime
+
+
+class CommissionTrail(msgspec.Struct, kw_only=True):
+    state: Literal["none", "pending", "confirmed", "reversed"]
+    commission_cents: int
+    reversed_cents: int
+    confirmed_cents: int
+    clawed_back_cents: int
+    pending_cents: int
+
+
+class AttributionTrail(msgspec.Struct, kw_only=True):
+    order_id: str
+    room_id: str
+    buyer_id: str
+    rule: Literal["last", "first", "none"]
+    distributor: DistributorRef | None
+    click: ClickRef | None
+    commission_bps: int
+    self_referral: bool
+    decided_at: datetime
+    commission: CommissionTrail
+    postings: list[Posting]
+
+
+class PayoutItem(msgspec.Struct, kw_only=True):
+    distributor_id: str
+    user_id: str
+    team: str | None
+    amount_cents: int
+
+
+class PayoutBatchView(msgspec.Struct, kw_only=True):
+    """A payout batch; `id` is null when nothing was payable (no batch created)."""
+
+    id: str | None
+    created_at: datetime | None
+    created_by: str
+    total_cents: int
+    items: list[PayoutItem]

@@ -1,0 +1,437 @@
+"""Attribution under load: link clicks per second and purchase-to-dashboard latency.
+
+    python -m load_tests.attribution            # full run (bounded: a minute or two)
+    python -m load_tests.attribution --quick    # a short smoke run
+
+1. Clicks: a real `livesell api` process (uvicorn) serves `GET /l/{code}`; a keep-alive HTTP/1.1
+   client on raw asyncio streams (cheap enough not to be the bottleneck) sends clicks from many
+   distinct anonymous visitors across many distributors' links. Each visitor keeps the `ls_vid`
+   cookie the first click set and presents its own client address in `X-Forwarded-For` (a
+   loopback address; uvicorn trusts the header from 127.0.0.1), as it would behind a load
+   balancer. Reported: clicks/s over the whole phase, per-click latency, and how many entries
+   PostgreSQL holds afterwards.
+2. Purchase to dashboard: buyers who entered through a link place an order and pay it the way
+   storefront does (the order row, `credit_order`, then `order_paid` in the payment transaction,
+   then the outbox flush), while the worker's dashboard refresh loop runs alongside. The clock
+   starts when the payment transaction begins and stops when `commission.pending` for that order
+   arrives on the distributor's channel. Until the hub is merged this subscribes to the Redis
+   pub/sub channel the hub relays (`{dashboard#USER}:events`); a WebSocket subscriber adds the
+   hub's relay hop on top.
+
+Everything runs on loopback only; every loop is bounded by count and by time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+import attribution
+from core.auth import mint_token
+from core.db import migrate_url
+from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from core.events import Outbox
+from core.loops import run_periodically
+from core.resources import open_resources
+from core.settings import load_settings
+
+SECRET = "load-test-secret-0123456789abcdef"
+TARGET_CLICKS_PER_S = 3_000
+TARGET_P99_MS = 250.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Visitor:
+    address: str
+    cookie: str = ""
+
+
+@dataclass
+class ClickStats:
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+async def _click_worker(
+    port: int,
+    codes: list[str],
+    visitors: list[Visitor],
+    remaining: list[int],
+    deadline: float,
+    stats: ClickStats,
+    rng: random.Random,
+) -> None:
+    """One keep-alive connection sending clicks until the shared budget or the time runs out."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while remaining[0] > 0 and time.monotonic() < deadline:
+            remaining[0] -= 1
+            visitor = rng.choice(visitors)
+            code = rng.choice(codes)
+            cookie = f"Cookie: ls_vid={visitor.cookie}\r\n" if visitor.cookie else ""
+            request = (
+                f"GET /l/{code} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-Forwarded-For: {visitor.address}\r\n{cookie}\r\n"
+            )
+            started = time.perf_counter()
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                lower = line.lower()
+                if lower.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+                elif lower.startswith(b"set-cookie: ls_vid="):
+                    visitor.cookie = line.split(b"=", 1)[1].split(b";", 1)[0].decode()
+            if length:
+                await reader.readexactly(length)
+            stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+    except (OSError, asyncio.IncompleteReadError):
+        stats.errors += 1
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def click_phase(
+    port: int,
+    codes: list[str],
+    clicks: int,
+    concurrency: int,
+    visitors: int,
+    max_s: float,
+    api_pid: int,
+) -> dict[str, Any]:
+    rng = random.Random(7)
+    people = [Visitor(address=f"127.{i // 62500 % 250 + 1}.{i // 250 % 250}.{i % 250 + 1}")
+              for i in range(visitors)]  # fmt: skip
+    # warm-up: connections, link cache, prepared statements (not measured)
+    warm = ClickStats()
+    await asyncio.gather(
+        *(_click_worker(port, codes, people[:50], [20], time.monotonic() + 10, warm, rng)
+          for _ in range(4))
+    )  # fmt: skip
+    stats = ClickStats()
+    remaining = [clicks]
+    cpu_before = cpu_seconds(api_pid)
+    started = time.perf_counter()
+    deadline = time.monotonic() + max_s
+    workers = [
+        _click_worker(port, codes, people, remaining, deadline, stats, rng)
+        for _ in range(concurrency)
+    ]
+    progress = asyncio.create_task(_progress("clicks", stats, clicks))
+    await asyncio.gather(*workers)
+    progress.cancel()
+    elapsed = time.perf_counter() - started
+    api_cpu = cpu_seconds(api_pid) - cpu_before
+    sent = len(stats.latencies_ms)
+    return {
+        "clicks": sent,
+        "seconds": round(elapsed, 2),
+        "clicks_per_s": round(sent / elapsed),
+        "statuses": stats.statuses,
+        "connection_errors": stats.errors,
+        # the API process's own CPU per click: what one fully available core would sustain,
+        # whatever else the machine was doing meanwhile
+        "api_cpu_seconds": round(api_cpu, 2),
+        "api_cpu_us_per_click": round(api_cpu / max(sent, 1) * 1e6),
+        "clicks_per_api_cpu_second": round(sent / api_cpu) if api_cpu else None,
+        "latency_ms": {
+            "p50": round(percentile(stats.latencies_ms, 50), 2),
+            "p99": round(percentile(stats.latencies_ms, 99), 2),
+        },
+    }
+
+
+async def _progress(name: str, stats: ClickStats, total: int) -> None:
+    while True:
+        await asyncio.sleep(2)
+        print(f"  {name}: {len(stats.latencies_ms)}/{total}", file=sys.stderr, flush=True)
+
+
+async def purchase_phase(
+    settings: Any, room_id: int, drop_id: int, buyers: list[tuple[str, str]], rate: float,
+    max_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Place and pay one order per buyer at `rate` per second; time paid → commission.pending."""
+    async with open_resources(settings, pool_max=10) as res:
+        listener = aioredis.Redis.from_url(str(settings.redis_url))
+        pubsub = listener.pubsub()
+        channels = sorted({"{dashboard#" + d + "}:events" for _, d in buyers})
+        await pubsub.subscribe(*channels)
+        started_at: dict[str, float] = {}
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def listen() -> None:
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                data = message["data"].split(b"\n", 3)[3]
+                event = json.loads(data)
+                if event.get("type") == "commission.pending":
+                    began = started_at.pop(event["order_id"], None)
+                    if began is not None:
+                        latencies.append((time.perf_counter() - began) * 1000)
+                        if len(latencies) == len(buyers):
+                            done.set()
+
+        async def buy(buyer: str) -> None:
+            async with res.pool.acquire() as conn:
+                async with conn.transaction():
+                    order = await conn.fetchrow(
+                        """INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity,
+                               unit_price_cents, amount_cents, commission_bps, hold_expires_at)
+                           SELECT d.id, d.room_id, d.product_id, $2, 1, d.price_cents,
+                                  d.price_cents, p.commission_bps, now() + interval '15 minutes'
+                           FROM drops d JOIN products p ON p.id = d.product_id WHERE d.id = $1
+                           RETURNING id, room_id, product_id, amount_cents, commission_bps,
+                                     created_at""",
+                        drop_id,
+                        buyer,
+                    )
+                    assert order is not None
+                    await attribution.credit_order(
+                        conn, Outbox(), settings, order_id=order["id"], room_id=order["room_id"],
+                        product_id=order["product_id"], buyer_id=buyer,
+                        amount_cents=order["amount_cents"],
+                        commission_bps=order["commission_bps"], placed_at=order["created_at"],
+                    )  # fmt: skip
+            outbox = Outbox()
+            started_at[str(order["id"])] = time.perf_counter()
+            async with res.pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1",
+                        order["id"],
+                    )
+                    await attribution.order_paid(conn, outbox, order_id=order["id"])
+            await outbox.flush(res.publisher)
+
+        listening = asyncio.create_task(listen())
+        # the worker's refresh loop runs alongside, as in production: its cost is included
+        refreshing = asyncio.create_task(
+            run_periodically("refresh", lambda: attribution.refresh_stats(res), 0.2)
+        )
+        began = time.perf_counter()
+        tasks = []
+        for i, (buyer, _) in enumerate(buyers):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(buy(buyer)))
+        await asyncio.gather(*tasks)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=max(1.0, max_s))
+        listening.cancel()
+        refreshing.cancel()
+        await pubsub.aclose()
+        await listener.aclose()
+    return {
+        "purchases": len(buyers),
+        "observed": len(latencies),
+        "rate_per_s": rate,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 2),
+            "p99": round(percentile(latencies, 99), 2),
+            "max": round(max(latencies, default=float("nan")), 2),
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def api_process(env: dict[str, str], port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError("livesell api exited: " + process.stderr.read().decode())  # type: ignore[union-attr]
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("livesell api did not become healthy in 60 s")
+                await asyncio.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def seed(
+    database_url: str, port: int, distributors: int, buyers: int
+) -> tuple[int, int, list[str], list[tuple[str, str]]]:
+    """A room with a drop, distributors with links (through the API), buyers who entered."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        room_id = await conn.fetchval(
+            "INSERT INTO rooms (host_id, title, status, live_at) "
+            "VALUES ('load-host', 'load', 'live', now()) RETURNING id"
+        )
+        product_id = await conn.fetchval(
+            "INSERT INTO products (sku, title, price_cents, commission_bps, created_by) "
+            "VALUES ($1, 'load', 9900, 1200, 'load-host') RETURNING id",
+            f"LOAD-{time.time_ns()}",
+        )
+        drop_id = await conn.fetchval(
+            """INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit,
+                                  starts_at, ends_at)
+               VALUES ($1, $2, 9900, 100000, 5, now(), now() + interval '1 day') RETURNING id""",
+            room_id,
+            product_id,
+        )
+    finally:
+        await conn.close()
+    codes: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        for d in range(distributors):
+            user = f"load-dist-{d}"
+            headers = {"Authorization": "Bearer " + mint_token(SECRET, user, ["distributor"])}
+            (await http.post("/api/distributors", json={"team": f"team-{d % 4}"},
+                             headers=headers)).raise_for_status()  # fmt: skip
+            made = await http.post("/api/links", json={"room_id": str(room_id)}, headers=headers)
+            made.raise_for_status()
+            codes.append(made.json()["code"])
+        for b in range(buyers):
+            user, d = f"load-buyer-{b}", b % distributors
+            headers = {
+                "Authorization": "Bearer " + mint_token(SECRET, user, ["viewer"]),
+                "X-Forwarded-For": f"127.200.{b // 250 % 250}.{b % 250 + 1}",
+            }
+            entered = await http.post(f"/api/rooms/{room_id}/enter",
+                                      json={"link_code": codes[d]}, headers=headers)  # fmt: skip
+            entered.raise_for_status()
+            pairs.append((user, f"load-dist-{d}"))
+    return int(room_id), int(drop_id), codes, pairs
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livesell-load-")))
+        if not database_url:
+            pg = EmbeddedPostgres(root / "pg", durable=True)
+            database_url = pg.start()
+            stack.callback(pg.stop)
+        if not redis_url:
+            valkey = EmbeddedValkey(root / "valkey", durable=True)
+            redis_url = valkey.start()
+            stack.callback(valkey.stop)
+        await migrate_url(database_url)
+        env = dict(os.environ)
+        env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LIVESELL_SECRET=SECRET,
+                   LIVESELL_DATA_DIR=str(root / "data"), LIVESELL_LOG_LEVEL="warning")  # fmt: skip
+        settings = load_settings(environ=env, dotenv=None)
+        port = free_port()
+        async with api_process(env, port) as api:
+            print("seeding…", file=sys.stderr, flush=True)
+            room_id, drop_id, codes, buyers = await seed(
+                database_url, port, args.distributors, args.purchases
+            )
+            print(f"clicks: {args.clicks} with {args.concurrency} connections…", file=sys.stderr)
+            clicks = await click_phase(
+                port, codes, args.clicks, args.concurrency, args.visitors, args.max_seconds,
+                api.pid,
+            )  # fmt: skip
+            conn = await asyncpg.connect(database_url)
+            try:
+                clicks["entries_recorded"] = await conn.fetchval(
+                    "SELECT count(*) FROM room_entries WHERE source = 'click'"
+                )
+            finally:
+                await conn.close()
+        print(f"purchases: {args.purchases} at {args.purchase_rate}/s…", file=sys.stderr)
+        purchases = await purchase_phase(
+            settings, room_id, drop_id, buyers, args.purchase_rate, args.max_seconds
+        )
+    return {
+        "clicks": clicks,
+        "purchase_to_dashboard": purchases,
+        "targets": {"clicks_per_s": TARGET_CLICKS_PER_S, "p99_ms": TARGET_P99_MS},
+        "met": {
+            "clicks_per_s": clicks["clicks_per_s"] >= TARGET_CLICKS_PER_S,
+            "purchase_p99": purchases["latency_ms"]["p99"] <= TARGET_P99_MS,
+        },
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.attribution",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--clicks", type=int, default=60_000, help="clicks to send (60000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="keep-alive connections (64)")
+    parser.add_argument("--visitors", type=int, default=20_000, help="distinct visitors (20000)")
+    parser.add_argument("--distributors", type=int, default=50, help="distributors/links (50)")
+    parser.add_argument("--purchases", type=int, default=1_000, help="paid orders (1000)")
+    parser.add_argument("--purchase-rate", type=float, default=100.0, help="orders/s (100)")
+    parser.add_argument("--max-seconds", type=float, default=90.0, help="cap per phase (90)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.clicks, args.visitors, args.purchases = 6_000, 2_000, 200
+        args.distributors, args.max_seconds = 10, 30.0
+    results = asyncio.run(main_async(args))
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
