@@ -19,6 +19,7 @@ from attribution.distributors import (
     LinkCache,
     create_link,
     distributor_by_user,
+    list_links,
     register_distributor,
 )
 from attribution.errors import (
@@ -38,12 +39,15 @@ from attribution.views import (
     EnterResult,
     EnterRoom,
     LeaderboardView,
+    LinkList,
     LinkView,
+    PageQuery,
     PayoutBatchView,
+    PayoutHistory,
 )
 from core.auth import Principal, verify_token
 from core.errors import Unauthorized
-from core.http import JSON, path_id, read_json, require, resources
+from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.resources import Resources
 
@@ -195,6 +199,30 @@ async def my_dashboard(request: Request) -> Response:
         return JSON(await dashboard(conn, row))
 
 
+async def my_links(request: Request) -> Response:
+    caller = require(request)
+    query = read_query(request, PageQuery)
+    res = resources(request)
+    row = await _distributor_row(res, caller.user_id)
+    before = None if query.before is None else int(query.before)
+    async with res.pool.acquire() as conn:
+        return JSON(
+            await list_links(conn, res.settings, row["id"], limit=query.limit, before=before)
+        )
+
+
+async def my_payouts(request: Request) -> Response:
+    caller = require(request)
+    query = read_query(request, PageQuery)
+    res = resources(request)
+    row = await _distributor_row(res, caller.user_id)
+    before = None if query.before is None else int(query.before)
+    async with res.pool.acquire() as conn:
+        return JSON(
+            await payouts.distributor_payouts(conn, row["id"], limit=query.limit, before=before)
+        )
+
+
 async def distributor_dashboard(request: Request) -> Response:
     caller = require(request)
     distributor_id = path_id(request)
@@ -258,6 +286,14 @@ def attribution_routes() -> list[BaseRoute]:
         api_route("/api/distributors/me", my_dashboard, methods=["GET"], tag=tag,
                   summary="the caller's distributor dashboard", response=DashboardView,
                   roles=("distributor",), errors=(401, 403)),
+        api_route("/api/distributors/me/links", my_links, methods=["GET"], tag=tag,
+                  summary="the caller's links newest first, with the clicks each brought",
+                  query=PageQuery, response=LinkList, roles=("distributor",),
+                  errors=(401, 403, 422)),
+        api_route("/api/distributors/me/payouts", my_payouts, methods=["GET"], tag=tag,
+                  summary="what the caller was paid, payout batch by batch, newest first",
+                  query=PageQuery, response=PayoutHistory, roles=("distributor",),
+                  errors=(401, 403, 422)),
         api_route("/api/distributors/{id}", distributor_dashboard, methods=["GET"], tag=tag,
                   summary="a distributor's dashboard (themself or an admin)",
                   response=DashboardView, roles=("distributor", "admin"), errors=(401, 404)),
