@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from attribution import payouts
-from attribution.clicks import Entry, EntryRecorder
+from attribution.clicks import Entry, EntryRecorder, Outcome
 from attribution.codes import new_visitor_cookie, visitor_from_cookie
 from attribution.distributors import (
     Link,
@@ -120,10 +120,11 @@ def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str 
 
 async def _record(
     request: Request, link: Link | None, room_id: int, visitor: str, user_id: str | None,
-    source: Literal["click", "enter"],
-) -> bool:  # fmt: skip
-    """Gate and record one entry; True when it was recorded (not a duplicate)."""
-    outcome = await _state(request).recorder.record(
+    source: Literal["click", "enter"], claim_visitor: str | None = None,
+) -> Outcome:  # fmt: skip
+    """Gate and record one entry: "record", "duplicate" (nothing new) or "continued" (the
+    browser's anonymous click `claim_visitor` made through the same link became this entry)."""
+    return await _state(request).recorder.record(
         Entry(
             room_id=room_id,
             visitor=visitor,
@@ -135,9 +136,9 @@ async def _record(
             link_code=link.code if link else None,
             product_id=link.product_id if link else None,
             distributor_user_id=link.distributor_user_id if link else None,
+            claim_visitor=claim_visitor,
         )
     )
-    return outcome == "record"
 
 
 async def follow_link(request: Request) -> Response:
@@ -180,13 +181,19 @@ async def enter_room(request: Request) -> Response:
             if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)",
                                        room_id):  # fmt: skip
                 raise RoomNotFound(room_id)
-    recorded = await _record(request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter")
+    # the page's fetch carries the cookie `/l/` gave this browser: the same person's click
+    anonymous = visitor_from_cookie(res.settings.secret, request.cookies.get(VISITOR_COOKIE))
+    outcome = await _record(
+        request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter",
+        claim_visitor=f"v:{anonymous}" if anonymous and link else None,
+    )  # fmt: skip
     return JSON(
         EnterResult(
             room_id=str(room_id),
             link_code=link.code if link else None,
             distributor_id=str(link.distributor_id) if link else None,
-            deduplicated=not recorded,
+            deduplicated=outcome != "record",
+            continued_click=outcome == "continued",
         )
     )
 

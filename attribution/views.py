@@ -74,6 +74,9 @@ class EnterResult(msgspec.Struct, kw_only=True):
     distributor_id: str | None
     # true when the same visitor entered through the same link moments ago: nothing new recorded
     deduplicated: bool
+    # true when this browser's anonymous click through the link, moments ago, became the
+    # caller's entry (one person, one click, one visitor); it binds them as their own click would
+    continued_click: bool = False
 
 
 class CommissionTotals(msgspec.Struct, kw_only=True):
