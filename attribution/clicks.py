@@ -9,8 +9,9 @@ earlier entry of the same link is still the visitor's latest (and, if it was, ea
 One person, one visit: a browser that follows a link anonymously gets a signed visitor cookie, and
 the room page then enters as the signed-in user, sending that cookie along. When the browser's
 latest entry into the room is that anonymous click through the same link, within `DEDUP_S`, the
-click is handed over to the user (its `user_id` set) instead of recording a second click by a
-second visitor; it binds the user exactly as their own click would have.
+click is handed over to the user (it becomes theirs: `user_id` set, `visitor` `u:<user id>`)
+instead of recording a second click by a second visitor; it binds the user exactly as their own
+click would have.
 
 Entries go through `EntryRecorder` in batches: concurrent requests share one Redis pipeline,
 one INSERT and commit, and one publish pipeline, and each request still answers only after its
@@ -20,6 +21,7 @@ entry is committed, so a viewer who buys right after the redirect is already bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Literal
@@ -158,11 +160,14 @@ class EntryRecorder:
         verdicts = await self._gate(batch)
         admitted = [i for i, v in enumerate(verdicts) if v == "record"]
         if admitted:
-            async with self._pool.acquire() as conn, conn.transaction():
-                continued = await _continue_clicks(conn, [(i, batch[i]) for i in admitted])
-                added = [batch[i] for i in admitted if i not in continued]
-                if added:
-                    await _insert(conn, added)
+            claims = [(i, batch[i]) for i in admitted if batch[i].claim_visitor is not None]
+            async with self._pool.acquire() as conn:
+                # one transaction only when a hand-over is tried: plain clicks stay one statement
+                async with conn.transaction() if claims else contextlib.nullcontext():
+                    continued = await _continue_clicks(conn, claims) if claims else set()
+                    added = [batch[i] for i in admitted if i not in continued]
+                    if added:
+                        await _insert(conn, added)
             for i in continued:
                 verdicts[i] = "continued"
             if added:
@@ -195,8 +200,9 @@ class EntryRecorder:
 # same link. Per wanted hand-over ($1 its number, $2 room, $3 the browser's visitor, $4 link,
 # $5 user): the visitor's latest unclaimed entry into the room within $6 seconds, when it went
 # through that link and the user has no later entry through another link (so "last click" and
-# "first click" binding decide exactly as if the user had clicked themselves). Claimed clicks
-# mark their distributor's dashboard, whose visitor count may have shrunk.
+# "first click" binding decide exactly as if the user had clicked themselves). A claimed click
+# becomes the user's as a whole (visitor `u:<user id>`, as the table's check demands), and marks
+# its distributor's dashboard, whose visitor count may have shrunk.
 _CONTINUE_CLICKS = """
 WITH wanted AS (
     SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::bigint[], $5::text[])
@@ -212,7 +218,7 @@ WITH wanted AS (
         LIMIT 1
     ) e
 ), taken AS (
-    UPDATE room_entries r SET user_id = l.user_id
+    UPDATE room_entries r SET user_id = l.user_id, visitor = 'u:' || l.user_id
     FROM latest l
     WHERE r.id = l.id AND r.user_id IS NULL AND l.link_id = l.wanted_link
       AND NOT EXISTS (

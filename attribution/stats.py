@@ -45,9 +45,7 @@ SELECT count(*) AS buyers,
         WHERE a.distributor_id = $1 AND a.self_referral AND o.paid_at IS NOT NULL)
            AS self_referrals,
        (SELECT count(*) FROM room_entries WHERE distributor_id = $1) AS clicks,
-       -- a browser's click handed over to the signed-in user counts as that user
-       (SELECT count(DISTINCT CASE WHEN user_id IS NULL THEN visitor ELSE 'u:' || user_id END)
-        FROM room_entries WHERE distributor_id = $1) AS visitors,
+       (SELECT count(DISTINCT visitor) FROM room_entries WHERE distributor_id = $1) AS visitors,
        (SELECT coalesce(json_agg(money), '[]') FROM money) AS money
 FROM per_buyer
 """

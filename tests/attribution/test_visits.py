@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
 
 from attribution.clicks import DEDUP_S
 from core.resources import Resources
@@ -66,7 +68,9 @@ async def test_a_browser_click_then_the_signed_in_entry_is_one_click_one_visitor
     entered = await _enter(client, auth, "vic", room, code)
     assert entered["deduplicated"] is True and entered["continued_click"] is True
     assert entered["distributor_id"] == (await people.dashboard("ann"))["id"]
-    assert await _entries(resources) == [{**click, "user_id": "vic"}], "the click is now vic's"
+    assert await _entries(resources) == [{**click, "user_id": "vic", "visitor": "u:vic"}], (
+        "the click is now vic's"
+    )
     assert await _numbers(people, "ann") == (1, 1)
     assert await _clicks_heard(resources, "ann") == 1, "no second click.recorded"
 
@@ -164,3 +168,18 @@ async def test_a_click_is_handed_over_once_and_only_through_its_own_link(
     second = await _enter(client, auth, "yan", room, anns)
     assert (first["continued_click"], second["continued_click"]) == (True, False)
     assert await _numbers(people, "ann") == (clicks + 2, visitors + 2), "wes and yan"
+
+
+async def test_an_entry_is_either_a_users_or_an_anonymous_browsers(
+    shop: Shop, resources: Resources
+) -> None:
+    room = await shop.room()
+    insert = (
+        "INSERT INTO room_entries (room_id, visitor, user_id, source) VALUES ($1, $2, $3, 'click')"
+    )
+    async with resources.pool.acquire() as conn:
+        for visitor, user in (("v:abc", "vic"), ("u:someone-else", "vic"), ("u:vic", None)):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(insert, room, visitor, user)
+        await conn.execute(insert, room, "u:vic", "vic")
+        await conn.execute(insert, room, "v:abc", None)
