@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from core.events import Outbox
-from core.http import JSON, MAX_BODY_BYTES, path_id, read_json, require, resources
+from core.http import JSON, MAX_BODY_BYTES, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from storefront import billing, catalog, checkout, orders
 from storefront.errors import (
@@ -26,6 +26,8 @@ from storefront.views import (
     NewProduct,
     OrderView,
     PaymentStarted,
+    ProductPage,
+    ProductQuery,
     ProductView,
     RefundRequest,
     WebhookAck,
@@ -49,6 +51,19 @@ async def create_product(request: Request) -> Response:
             created_by=who.user_id,
         )
     return JSON(product, 201)
+
+
+async def list_products(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    query = read_query(request, ProductQuery)
+    async with resources(request).pool.acquire() as conn:
+        page = await catalog.list_products(
+            conn,
+            created_by=who.user_id if query.mine else None,
+            limit=query.limit,
+            before=None if query.before is None else int(query.before),
+        )
+    return JSON(page)
 
 
 async def get_product(request: Request) -> Response:
@@ -191,6 +206,17 @@ def routes() -> list[BaseRoute]:
             status=201,
             roles=("host", "admin"),
             errors=(401, 403, 409),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/products",
+            list_products,
+            methods=["GET"],
+            summary="the catalog newest first, a page at a time (mine=1: the caller's own)",
+            query=ProductQuery,
+            response=ProductPage,
+            roles=("host", "admin"),
+            errors=(401, 403, 422),
             tag=TAG,
         ),
         api_route(
