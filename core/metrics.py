@@ -7,7 +7,6 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -51,13 +50,12 @@ class MetricsMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    # Starlette's router records the route it chose in the scope (for a 405 the route whose
+    # path matched); matching again here would walk every route a second time per request
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    return str(getattr(route, "path", "other"))
 
 
 async def metrics_endpoint(request: Request) -> Response:

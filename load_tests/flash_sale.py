@@ -32,16 +32,18 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from core.auth import mint_token
 from core.db import migrate_url
@@ -141,6 +143,9 @@ class Outcome:
     max_ms: float
     # PostgreSQL transactions the run caused (pg_stat_database): the load that reached it
     pg_transactions: int = 0
+    # CPU time (user + system) per attempt, in µs, of each process taking part in the run: a
+    # fairer figure than attempts/s on a machine whose cores other work shares
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -242,21 +247,119 @@ def outcome(
     )
 
 
-# --- orchestration ---
+# --- CPU accounting ---
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its live children, and the children it has reaped."""
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue  # exited between listing and reading: its parent has it now
+        total += times.user + times.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by named processes (and their children) between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.started: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        spent = {name: _tree_cpu_s(pid) for name, pid in self.pids.items()}
+        spent["client"] = time.process_time()
+        return spent
+
+    def start(self) -> None:
+        self.started = self._now()
+
+    def per_attempt_us(self, attempts: int) -> dict[str, float]:
+        ended = self._now()
+        return {
+            name: round((ended[name] - self.started[name]) * 1e6 / max(1, attempts), 1)
+            for name in ended
+        }
 
 
 @contextlib.contextmanager
-def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+def py_spy(pid: int, name: str, enabled: bool) -> Iterator[None]:
+    """Sample `pid` with py-spy (collapsed stacks into results/) while the block runs."""
+    if not enabled:
+        yield
+        return
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"flash_sale_{name}.folded"
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = subprocess.Popen(
+        [
+            str(beside) if beside.exists() else "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # let it attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"  {name}: py-spy samples in {out}")
+
+
+# --- orchestration ---
+
+
+@dataclass
+class Servers:
+    database_url: str
+    redis_url: str
+    # the embedded servers' main processes, when they are ours to measure
+    postgres_pid: int | None = None
+    redis_pid: int | None = None
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace) -> Iterator[Servers]:
     if args.database_url and args.redis_url:
-        yield args.database_url, args.redis_url
+        yield Servers(args.database_url, args.redis_url)
         return
     root = Path(tempfile.mkdtemp(prefix="livesell-flash-"))
     pg = EmbeddedPostgres(root / "pg", durable=True)
     valkey = EmbeddedValkey(root / "valkey", durable=False)
     try:
-        database_url = args.database_url or pg.start()
-        redis_url = args.redis_url or valkey.start()
-        yield database_url, redis_url
+        found = Servers(args.database_url or pg.start(), args.redis_url or valkey.start())
+        if not args.database_url:
+            found.postgres_pid = _pid_in(pg.pgdata / "postmaster.pid")
+        if not args.redis_url:
+            found.redis_pid = _pid_in(valkey.pid_path)
+        yield found
     finally:
         valkey.stop()
         pg.stop(mode="immediate")
@@ -264,7 +367,7 @@ def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
+async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[int]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -281,7 +384,7 @@ async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncItera
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{argv} did not come up")
             await asyncio.sleep(0.1)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -367,14 +470,48 @@ async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namesp
     await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
 
 
+async def contend(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    warmup_path: str,
+    requests: list[bytes],
+    found: Servers,
+    tokens: list[str],
+    args: argparse.Namespace,
+) -> tuple[list[float], Counter[int], float, int, dict[str, float]]:
+    """Start one contender, warm it up, and send it the measured attempts."""
+    async with process(argv, env, port) as pid:
+        await warm_up(port, warmup_path, tokens, args)
+        before = await pg_transactions(found.database_url)
+        meter = CpuMeter({"server": pid, "postgres": found.postgres_pid, "redis": found.redis_pid})
+        print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
+        with py_spy(pid, name, args.profile):
+            meter.start()
+            lat, statuses, seconds = await fire(
+                port,
+                requests,
+                concurrency=args.concurrency,
+                deadline_s=args.timeout_s,
+                label=name,
+            )
+            cpu = meter.per_attempt_us(len(lat))
+        pg_load = await pg_transactions(found.database_url) - before
+    return lat, statuses, seconds, pg_load, cpu
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
-    with servers(args) as (database_url, redis_url):
+    with servers(args) as found:
+        database_url, redis_url = found.database_url, found.redis_url
         await migrate_url(database_url)
         drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
         # a separate drop to warm both servers up on (connection pools, prepared statements,
-        # script cache) before the measured run, so neither is measured cold
-        warmup_drop = await seed(database_url, 1, 1)
+        # script cache) before the measured run, so neither is measured cold: with a unit per
+        # connection, the winners' writes open and prepare every pooled PostgreSQL connection
+        # of livesell as the baseline's updates do
+        warmup_drop = await seed(database_url, args.concurrency, 1)
         print(
             f"drop {drop_id}: {args.quantity} units, {args.per_buyer_limit} per buyer", flush=True
         )
@@ -394,44 +531,42 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if not args.skip_baseline:
             port = free_port()
             argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
-            async with process(argv, env, port):
-                await warm_up(port, f"/naive/drops/{warmup_drop}/buy", tokens, args)
-                path = f"/naive/drops/{drop_id}/buy"
-                requests = [buy_request(path, tokens[b], None) for b in plan]
-                before = await pg_transactions(database_url)
-                print(f"baseline: {len(requests)} attempts, {args.concurrency} connections")
-                lat, statuses, seconds = await fire(
-                    port,
-                    requests,
-                    concurrency=args.concurrency,
-                    deadline_s=args.timeout_s,
-                    label="baseline",
-                )
-                pg_load = await pg_transactions(database_url) - before
+            path = f"/naive/drops/{drop_id}/buy"
+            lat, statuses, seconds, pg_load, cpu = await contend(
+                "baseline",
+                argv,
+                env,
+                port,
+                f"/naive/drops/{warmup_drop}/buy",
+                [buy_request(path, tokens[b], None) for b in plan],
+                found,
+                tokens,
+                args,
+            )
             state = await truth(database_url, drop_id)
             sold = args.quantity - state["naive_stock"]
             results.append(outcome("baseline", lat, statuses, seconds, sold, args.quantity))
             results[-1].pg_transactions = pg_load
+            results[-1].cpu_us = cpu
 
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
-        async with process(argv, env, port):
-            await warm_up(port, f"/api/drops/{warmup_drop}/buy", tokens, args)
-            path = f"/api/drops/{drop_id}/buy"
-            requests = [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)]
-            before = await pg_transactions(database_url)
-            print(f"livesell: {len(requests)} attempts, {args.concurrency} connections")
-            lat, statuses, seconds = await fire(
-                port,
-                requests,
-                concurrency=args.concurrency,
-                deadline_s=args.timeout_s,
-                label="livesell",
-            )
-            pg_load = await pg_transactions(database_url) - before
+        path = f"/api/drops/{drop_id}/buy"
+        lat, statuses, seconds, pg_load, cpu = await contend(
+            "livesell",
+            argv,
+            env,
+            port,
+            f"/api/drops/{warmup_drop}/buy",
+            [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
+            found,
+            tokens,
+            args,
+        )
         state = await truth(database_url, drop_id)
         result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
+        result.cpu_us = cpu
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
@@ -448,6 +583,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             f"{r.name:10}{r.attempts:>10}{r.sold:>7}{r.oversold:>10}{r.attempts_per_s:>10,.0f}"
             f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}{r.pg_transactions:>9}  {r.statuses}"
         )
+    print("\nCPU µs per attempt (user + system, whole run incl. winners):")
+    names = sorted({name for r in results for name in r.cpu_us})
+    print(f"{'':10}" + "".join(f"{name:>10}" for name in names) + f"{'servers':>10}")
+    for r in results:
+        servers_us = sum(v for k, v in r.cpu_us.items() if k != "client")
+        print(
+            f"{r.name:10}"
+            + "".join(f"{r.cpu_us.get(name, float('nan')):>10.1f}" for name in names)
+            + f"{servers_us:>10.1f}"
+        )
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     report: dict[str, object] = {
         "attempts": args.attempts,
         "buyers": args.buyers,
@@ -460,6 +606,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         speedup = results[1].attempts_per_s / results[0].attempts_per_s
         report["speedup"] = round(speedup, 2)
         print(f"\nlivesell / baseline attempts per second: {speedup:.2f}x")
+        base, ours = (sum(v for k, v in r.cpu_us.items() if k != "client") for r in results)
+        if ours:
+            report["server_cpu_ratio"] = round(base / ours, 2)
+            print(f"baseline / livesell server CPU per attempt: {base / ours:.2f}x")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flash_sale.json").write_text(json.dumps(report, indent=2))
     return report
@@ -486,6 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the attempt plan")
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy during its run (collapsed stacks in results/)",
+    )
     parser.add_argument("--database-url", help="a PostgreSQL to use instead of an embedded one")
     parser.add_argument("--redis-url", help="a Redis to use instead of an embedded Valkey")
     parser.add_argument(
