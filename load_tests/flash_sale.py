@@ -146,6 +146,8 @@ class Outcome:
     # CPU time (user + system) per attempt, in µs, of each process taking part in the run: a
     # fairer figure than attempts/s on a machine whose cores other work shares
     cpu_us: dict[str, float] = field(default_factory=dict)
+    # attempts the API refused from its memory of the gate, without a Redis call (/metrics)
+    refused_locally: int | None = None
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -470,6 +472,23 @@ async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namesp
     await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
 
 
+async def refused_locally(port: int) -> int | None:
+    """livesell_gate_refused_locally_total from the server's /metrics (None if it has none)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        status, body = await _read_response(reader)
+    finally:
+        writer.close()
+    if status != 200:
+        return None
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("livesell_gate_refused_locally_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
 async def contend(
     name: str,
     argv: list[str],
@@ -480,10 +499,11 @@ async def contend(
     found: Servers,
     tokens: list[str],
     args: argparse.Namespace,
-) -> tuple[list[float], Counter[int], float, int, dict[str, float]]:
+) -> tuple[list[float], Counter[int], float, int, dict[str, float], int | None]:
     """Start one contender, warm it up, and send it the measured attempts."""
     async with process(argv, env, port) as pid:
         await warm_up(port, warmup_path, tokens, args)
+        local_before = await refused_locally(port)
         before = await pg_transactions(found.database_url)
         meter = CpuMeter({"server": pid, "postgres": found.postgres_pid, "redis": found.redis_pid})
         print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
@@ -497,8 +517,11 @@ async def contend(
                 label=name,
             )
             cpu = meter.per_attempt_us(len(lat))
+        local = await refused_locally(port)
+        if local is not None and local_before is not None:
+            local -= local_before
         pg_load = await pg_transactions(found.database_url) - before
-    return lat, statuses, seconds, pg_load, cpu
+    return lat, statuses, seconds, pg_load, cpu, local
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -532,7 +555,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             port = free_port()
             argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
             path = f"/naive/drops/{drop_id}/buy"
-            lat, statuses, seconds, pg_load, cpu = await contend(
+            lat, statuses, seconds, pg_load, cpu, _ = await contend(
                 "baseline",
                 argv,
                 env,
@@ -552,7 +575,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
         path = f"/api/drops/{drop_id}/buy"
-        lat, statuses, seconds, pg_load, cpu = await contend(
+        lat, statuses, seconds, pg_load, cpu, local = await contend(
             "livesell",
             argv,
             env,
@@ -567,6 +590,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
         result.cpu_us = cpu
+        result.refused_locally = local
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
@@ -593,6 +617,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             + "".join(f"{r.cpu_us.get(name, float('nan')):>10.1f}" for name in names)
             + f"{servers_us:>10.1f}"
         )
+    for r in results:
+        if r.refused_locally is not None:
+            print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")
     print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     report: dict[str, object] = {
         "attempts": args.attempts,

@@ -4,10 +4,13 @@
     python -m load_tests.profile_summary FILE --attempts 21000 --top 25
 
 Each line of a collapsed-stack file is `frame;frame;...;frame COUNT`, root first. A sample is
-charged to the first part (in the order of PARTS) one of whose patterns occurs in its stack, so
-the parts add up to the whole; `--top` lists the functions where samples end (self time).
-With `--attempts` and `--cpu-us` (the process's CPU µs per attempt from the load test) the
-shares are also shown as µs per attempt.
+charged to the first of OWNERS with a frame anywhere in its stack (a piece of work with its own
+I/O, such as a Redis call: its socket writes are its cost), else to the innermost frame's
+layer in LAYERS (so uvicorn's socket write for the response counts as uvicorn's, not as the
+Starlette code that called it), so the parts add up to the whole. `--top` lists the functions
+where samples end (self time). With `--cpu-us` (the process's CPU µs per attempt from the load
+test) the shares are also shown as µs per attempt. Samples only come from Python frames: time
+in C called from Python (uvloop, syscalls) is charged to the calling line.
 """
 
 from __future__ import annotations
@@ -17,22 +20,22 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# (part, substrings of a frame that put a sample in it), most specific first
-PARTS: list[tuple[str, tuple[str, ...]]] = [
+# (part, substrings of a frame that put a sample in it), checked in this order
+OWNERS: list[tuple[str, tuple[str, ...]]] = [
     ("JWT verification", ("verify_token", "core/auth.py", "jwt/")),
     ("body decode (read_json)", ("read_json", "decode_json")),
-    ("metrics middleware bookkeeping", ("_route_template", "prometheus_client/")),
+    ("metrics bookkeeping", ("_route_template", "prometheus_client/")),
     ("error -> JSON response", ("livesell_error_handler", "error_body", "JSON.render")),
-    ("Redis call (redis-py + socket)", ("redis/", "Gate.acquire", "storefront/gate.py")),
+    ("Redis call (redis-py + socket)", ("redis/", "RecentRefusals.learn")),
     ("PostgreSQL call (asyncpg)", ("asyncpg/",)),
-    ("buy handler, other", ("storefront/", "naive_buy")),
-    ("core.http helpers", ("core/http.py",)),
-    (
-        "Starlette routing, middleware, request, response",
-        ("starlette/", "core/metrics.py", "MetricsMiddleware"),
-    ),
-    ("uvicorn HTTP protocol (httptools)", ("uvicorn/",)),
-    ("event loop, sockets, tasks", ("asyncio/", "uvloop", "selector", "<frozen")),
+]
+# the innermost of these in a stack takes the sample
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("buy handler and gate, other", ("storefront/", "naive_buy")),
+    ("core.http helpers", ("core/http.py", "http.py:")),
+    ("Starlette routing, middleware, request objects", ("starlette/", "metrics.py:")),
+    ("uvicorn HTTP protocol (httptools), incl. response socket writes", ("uvicorn/",)),
+    ("event loop, sockets, tasks", ("asyncio/", "uvloop", "selector", "<frozen", "runners")),
 ]
 
 
@@ -45,15 +48,21 @@ def load(path: Path) -> Counter[str]:
     return stacks
 
 
+def _part(stack: str) -> str:
+    for name, patterns in OWNERS:
+        if any(p in stack for p in patterns):
+            return name
+    for frame in reversed(stack.split(";")):
+        for name, patterns in LAYERS:
+            if any(p in frame for p in patterns):
+                return name
+    return "other"
+
+
 def breakdown(stacks: Counter[str]) -> Counter[str]:
     parts: Counter[str] = Counter()
     for stack, count in stacks.items():
-        for name, patterns in PARTS:
-            if any(p in stack for p in patterns):
-                parts[name] += count
-                break
-        else:
-            parts["other"] += count
+        parts[_part(stack)] += count
     return parts
 
 

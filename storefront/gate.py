@@ -275,7 +275,7 @@ class Gate:
         self._probe = client.register_script(PROBE_SCRIPT)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         # refusals proven by a recent snapshot are answered without a Redis call
-        self.recent = RecentRefusals(client)
+        self.recent = RecentRefusals(client, gate_keys)
 
     async def acquire(
         self,
@@ -302,7 +302,7 @@ class Gate:
             return Granted(gen=_text(reply[1]), units=[int(u) for u in reply[2:]], token=token)
         if mode == "buy" and verdict in ("sold_out", "not_active"):
             async with self._slots:
-                await self.recent.learn(drop_id, keys)
+                await self.recent.learn(drop_id)
         return Refused(verdict, tuple(_text(x) for x in reply[1:]))
 
     async def commit(

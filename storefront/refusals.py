@@ -16,8 +16,10 @@ describe another drop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -97,16 +99,26 @@ def _text(value: object) -> str:
 
 
 class RecentRefusals:
-    """Per-process memory of refusing gates; the Gate consults it before calling Redis."""
+    """Per-process memory of refusing gates; the Gate consults it before calling Redis.
+
+    While attempts keep being refused from a snapshot, a fresh one is read in the background
+    once the current one is half way through its trust, so a storm never waits on Redis."""
 
     def __init__(
-        self, client: aioredis.Redis, *, memory_s: float = MEMORY_S, max_drops: int = MAX_DROPS
+        self,
+        client: aioredis.Redis,
+        keys_of: Callable[[int], list[str]],
+        *,
+        memory_s: float = MEMORY_S,
+        max_drops: int = MAX_DROPS,
     ) -> None:
         self.memory_s = memory_s
         self.max_drops = max_drops
+        self._keys_of = keys_of
         self._snapshot_script = client.register_script(SNAPSHOT_SCRIPT)
         self._snapshots: dict[int, Snapshot] = {}
         self._loading: set[int] = set()
+        self._refreshing: set[asyncio.Task[None]] = set()
         # bumped by forget(): a snapshot read while stock was being returned is not kept
         self._generation = 0
 
@@ -116,12 +128,17 @@ class RecentRefusals:
         snapshot = self._snapshots.get(drop_id)
         if snapshot is None:
             return None
-        if time.monotonic() >= snapshot.trusted_until:
+        left_s = snapshot.trusted_until - time.monotonic()
+        if left_s <= 0:
             del self._snapshots[drop_id]
             return None
         found = snapshot.refusal(buyer_id, quantity, digest, time.time() * 1000)
         if found is not None:
             REFUSED_LOCALLY.labels(found[0]).inc()
+            if left_s < self.memory_s / 2 and drop_id not in self._loading:
+                task = asyncio.create_task(self._read(drop_id))
+                self._refreshing.add(task)
+                task.add_done_callback(self._refreshing.discard)
         return found
 
     def forget(self, drop_id: int) -> None:
@@ -133,7 +150,7 @@ class RecentRefusals:
         self._generation += 1
         self._snapshots.clear()
 
-    async def learn(self, drop_id: int, keys: list[str]) -> None:
+    async def learn(self, drop_id: int) -> None:
         """The gate refused an attempt on this drop: read a snapshot to refuse the next ones
         locally (unless a fresh one is here or on its way). Failures only cost the shortcut."""
         current = self._snapshots.get(drop_id)
@@ -141,11 +158,16 @@ class RecentRefusals:
             current is not None and time.monotonic() < current.trusted_until
         ):
             return
+        await self._read(drop_id)
+
+    async def _read(self, drop_id: int) -> None:
+        if drop_id in self._loading:
+            return
         self._loading.add(drop_id)
         generation = self._generation
         asked_at = time.monotonic()
         try:
-            reply = await self._snapshot_script(keys=keys[:4], args=[MAX_ENTRIES])
+            reply = await self._snapshot_script(keys=self._keys_of(drop_id)[:4], args=[MAX_ENTRIES])
         except redis.exceptions.RedisError as exc:
             log.debug("drop %d: no gate snapshot: %r", drop_id, exc)
             return

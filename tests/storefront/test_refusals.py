@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from core.resources import Resources, redis_client
 from storefront import billing, refusals
-from storefront.gate import idempotency_digest
+from storefront.gate import gate_keys, idempotency_digest
 from storefront.orders import expire_holds
 from storefront.refusals import Snapshot
 from tests.storefront.conftest import Auth, Buy, StartDrop, stock_truth
@@ -208,7 +208,7 @@ def test_snapshot_refuses_in_the_gate_scripts_order() -> None:
 
 
 def test_memory_is_bounded() -> None:
-    memory = refusals.RecentRefusals(aioredis.Redis(), max_drops=3)
+    memory = refusals.RecentRefusals(aioredis.Redis(), gate_keys, max_drops=3)
     memory._remember(0, _snapshot(trusted_until=time.monotonic() - 1))  # expired: goes first
     for drop_id in range(1, 10):
         memory._remember(drop_id, _snapshot())
