@@ -289,6 +289,8 @@ class Gate:
     ) -> Granted | Refused:
         if mode == "buy":
             known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
+            if known is None and await self.recent.settled(drop_id):
+                known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
             if known is not None:
                 return Refused(*known)
         token = secrets.token_hex(8)

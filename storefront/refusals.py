@@ -117,7 +117,8 @@ class RecentRefusals:
         self._keys_of = keys_of
         self._snapshot_script = client.register_script(SNAPSHOT_SCRIPT)
         self._snapshots: dict[int, Snapshot] = {}
-        self._loading: set[int] = set()
+        # drops whose snapshot is being read, and the event set when it is in
+        self._loading: dict[int, asyncio.Event] = {}
         self._refreshing: set[asyncio.Task[None]] = set()
         # bumped by forget(): a snapshot read while stock was being returned is not kept
         self._generation = 0
@@ -141,6 +142,15 @@ class RecentRefusals:
                 task.add_done_callback(self._refreshing.discard)
         return found
 
+    async def settled(self, drop_id: int) -> bool:
+        """Wait for a snapshot of this drop being read, if any (True when there was one):
+        attempts arriving meanwhile are then refused from it rather than sent to Redis."""
+        loading = self._loading.get(drop_id)
+        if loading is None:
+            return False
+        await loading.wait()
+        return True
+
     def forget(self, drop_id: int) -> None:
         """Stock came back, or the drop changed: ask the gate again from now on."""
         self._generation += 1
@@ -163,7 +173,14 @@ class RecentRefusals:
     async def _read(self, drop_id: int) -> None:
         if drop_id in self._loading:
             return
-        self._loading.add(drop_id)
+        loading = self._loading[drop_id] = asyncio.Event()
+        try:
+            await self._read_snapshot(drop_id)
+        finally:
+            del self._loading[drop_id]
+            loading.set()
+
+    async def _read_snapshot(self, drop_id: int) -> None:
         generation = self._generation
         asked_at = time.monotonic()
         try:
@@ -171,8 +188,6 @@ class RecentRefusals:
         except redis.exceptions.RedisError as exc:
             log.debug("drop %d: no gate snapshot: %r", drop_id, exc)
             return
-        finally:
-            self._loading.discard(drop_id)
         if not reply or generation != self._generation:
             return
         starts_ms, ends_ms, closed, limit, free, holdings, seen = reply

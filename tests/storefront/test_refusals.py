@@ -18,7 +18,7 @@ from storefront import billing, refusals
 from storefront.gate import gate_keys, idempotency_digest
 from storefront.orders import expire_holds
 from storefront.refusals import Snapshot
-from tests.storefront.conftest import Auth, Buy, StartDrop, stock_truth
+from tests.storefront.conftest import Auth, Buy, StartDrop, new_key, stock_truth
 
 
 async def _gate_calls(res: Resources) -> int:
@@ -74,6 +74,35 @@ async def test_losers_after_sell_out_are_refused_without_calling_redis(
     assert calls <= 2 * periods < len(answers), (calls, elapsed)
     truth = await stock_truth(resources, drop["id"])
     assert truth["held"] == 2 and truth["ordered_units"] == 2
+
+
+async def test_a_lasting_storm_stays_off_redis(
+    client: httpx.AsyncClient, auth: Auth, start_drop: StartDrop, buy: Buy, resources: Resources
+) -> None:
+    drop = await start_drop(quantity=1, per_buyer_limit=1)
+    assert (await buy(drop["id"], "w1")).status_code == 201
+    assert (await buy(drop["id"], "loser")).status_code == 409
+    url = f"/api/drops/{drop['id']}/buy"
+    tokens = [auth(f"storm-{i}", "viewer") for i in range(10)]
+
+    async def attempt(headers: dict[str, str]) -> int:
+        response = await client.post(
+            url, json={"quantity": 1}, headers={**headers, "Idempotency-Key": new_key()}
+        )
+        return response.status_code
+
+    before = await _gate_calls(resources)
+    started = time.monotonic()
+    statuses: list[int] = []
+    while time.monotonic() - started < 3 * refusals.MEMORY_S:
+        statuses += await asyncio.gather(*(attempt(headers) for headers in tokens))
+        await asyncio.sleep(0.005)
+    elapsed = time.monotonic() - started
+    calls = await _gate_calls(resources) - before
+    assert set(statuses) == {409}
+    # a snapshot refreshed in the background every half period, and no attempt sent on
+    refreshes = int(elapsed / (refusals.MEMORY_S / 2)) + 2
+    assert calls <= refreshes, (calls, refreshes, len(statuses))
 
 
 async def test_replay_of_a_winning_key_after_sell_out_gets_the_stored_order(
