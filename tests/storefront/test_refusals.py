@@ -94,15 +94,16 @@ async def test_a_lasting_storm_stays_off_redis(
     before = await _gate_calls(resources)
     started = time.monotonic()
     statuses: list[int] = []
-    while time.monotonic() - started < 3 * refusals.MEMORY_S:
+    while time.monotonic() - started < 6 * refusals.MEMORY_S:
         statuses += await asyncio.gather(*(attempt(headers) for headers in tokens))
         await asyncio.sleep(0.005)
     elapsed = time.monotonic() - started
     calls = await _gate_calls(resources) - before
     assert set(statuses) == {409}
-    # a snapshot refreshed in the background every half period, and no attempt sent on
+    # a snapshot refreshed in the background every half period, and no attempt sent on (one
+    # wave's worth of slack, should a busy machine delay a refresh past its snapshot's end)
     refreshes = int(elapsed / (refusals.MEMORY_S / 2)) + 2
-    assert calls <= refreshes, (calls, refreshes, len(statuses))
+    assert calls <= refreshes + len(tokens), (calls, refreshes, len(statuses))
 
 
 async def test_replay_of_a_winning_key_after_sell_out_gets_the_stored_order(
@@ -150,12 +151,12 @@ async def test_stock_returned_by_another_process_is_buyable_within_the_bound(
     await _expire(resources, held.json()["order_id"], other_process)
     returned_at = time.monotonic()
     while True:
+        sent_after = time.monotonic() - returned_at
         attempt = await buy(drop["id"], "carol")
-        waited = time.monotonic() - returned_at
         if attempt.status_code == 201:
             break
         assert attempt.json()["error"]["code"] == "sold_out"
-        assert waited < refusals.MEMORY_S + 0.1, "the returned unit stayed unbuyable too long"
+        assert sent_after < refusals.MEMORY_S + 0.05, "the returned unit stayed unbuyable"
         await asyncio.sleep(0.01)
     truth = await stock_truth(resources, drop["id"])
     assert truth["held"] == 1 and truth["max_per_buyer"] == 1
@@ -181,11 +182,12 @@ async def test_a_scheduled_drop_opens_on_time_despite_remembered_refusals(
     early = await buy(drop["id"], "bob")
     assert early.json()["error"]["status"] == "scheduled"
     while True:
+        sent_at = time.time()
         attempt = await buy(drop["id"], "bob")
         if attempt.status_code == 201:
             break
         assert attempt.json()["error"]["status"] == "scheduled"
-        assert time.time() < starts_at + 0.05, "the drop opened late"
+        assert sent_at < starts_at + 0.05, "the drop opened late"
         await asyncio.sleep(0.005)
 
 
