@@ -126,6 +126,33 @@ def serve_baseline(port: int) -> None:
     )
 
 
+def serve_floor(port: int) -> None:
+    """The same uvicorn, serving a bare ASGI app that reads each attempt and answers a constant
+    409: what one request costs this stack before any application code runs."""
+    import uvicorn
+
+    refusal = b'{"error":{"code":"sold_out","message":"drop 1 is sold out","drop_id":"1"}}'
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":  # type: ignore[operator]
+                await send({"type": "lifespan.startup.complete"})  # type: ignore[operator]
+            await send({"type": "lifespan.shutdown.complete"})  # type: ignore[operator]
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)  # type: ignore[operator]
+        status = 200 if scope["method"] == "GET" else 409
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(refusal)),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": refusal})  # type: ignore[operator]
+
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="on")
+
+
 # --- the client ---
 
 
@@ -597,6 +624,24 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if statuses.get(201, 0) != state["held_units"]:
             print(f"!! {statuses.get(201, 0)} answers 201 but {state['held_units']} units held")
 
+        if args.floor:
+            port = free_port()
+            argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
+            path = f"/floor/drops/{drop_id}/buy"
+            lat, statuses, seconds, _, cpu, _ = await contend(
+                "floor",
+                argv,
+                env,
+                port,
+                path,
+                [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
+                found,
+                tokens,
+                args,
+            )
+            results.append(outcome("floor", lat, statuses, seconds, 0, args.quantity))
+            results[-1].cpu_us = cpu
+
     print()
     print(
         f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}"
@@ -629,11 +674,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "concurrency": args.concurrency,
         "results": [asdict(r) for r in results],
     }
-    if len(results) == 2 and results[0].attempts_per_s:
-        speedup = results[1].attempts_per_s / results[0].attempts_per_s
+    named = {r.name: r for r in results}
+    if "baseline" in named and named["baseline"].attempts_per_s:
+        speedup = named["livesell"].attempts_per_s / named["baseline"].attempts_per_s
         report["speedup"] = round(speedup, 2)
         print(f"\nlivesell / baseline attempts per second: {speedup:.2f}x")
-        base, ours = (sum(v for k, v in r.cpu_us.items() if k != "client") for r in results)
+        base, ours = (
+            sum(v for k, v in named[name].cpu_us.items() if k != "client")
+            for name in ("baseline", "livesell")
+        )
         if ours:
             report["server_cpu_ratio"] = round(base / ours, 2)
             print(f"baseline / livesell server CPU per attempt: {base / ours:.2f}x")
@@ -664,6 +713,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7, help="random seed of the attempt plan")
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a bare ASGI app on the same uvicorn answering a constant 409",
+    )
+    parser.add_argument(
+        "--client-uvloop",
+        action="store_true",
+        help="run this client on uvloop (less of the shared CPU for the load generator)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="sample each server with py-spy during its run (collapsed stacks in results/)",
@@ -681,10 +740,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve-baseline"]:
         serve_baseline(int(argv[1]))
         return 0
+    if argv[:1] == ["serve-floor"]:
+        serve_floor(int(argv[1]))
+        return 0
     args = build_parser().parse_args(argv)
     if args.quick:
         args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
-    report = asyncio.run(run(args))
+    if args.client_uvloop:
+        import uvloop
+
+        report = uvloop.run(run(args))
+    else:
+        report = asyncio.run(run(args))
     results = report["results"]
     assert isinstance(results, list)
     return 1 if any(r["oversold"] for r in results if r["name"] == "livesell") else 0

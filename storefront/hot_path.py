@@ -2,8 +2,8 @@
 
 After a sell-out nearly every attempt of a flash sale is refused, and on the loser's path the
 framework costs more than the decision (routing over every route, request objects, raising
-and mapping the error). When the request is ordinary - a token this process verified before
-that carries the viewer role, a valid Idempotency-Key, a valid body - and RecentRefusals
+and mapping the error). When the request is ordinary - a valid token with the viewer role, a
+valid Idempotency-Key, a valid body - and RecentRefusals
 proves the refusal, this middleware sends the response the route would send, byte for byte:
 the same error built by the same functions. Everything else, including replays, goes on to
 the route untouched, with the body it read handed on.
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.auth import bearer_token, verified_tokens
+from core.auth import bearer_token, verify_token
 from core.errors import LivesellError
 from core.http import decode_json, error_response
 from core.resources import Resources
@@ -69,9 +69,15 @@ class BuyRefusals:
             key = idempotency_key(headers.get(b"idempotency-key", b"").decode("latin-1"))
         except LivesellError:
             return None
+        if not token:
+            return None
         res: Resources = scope["app"].state.resources
-        who = verified_tokens.get(res.settings.secret, token) if token else None
-        if who is None or not who.has_any(("viewer",)):
+        try:
+            # remembered after the first time (core.auth); a bad token is the route's to refuse
+            who = verify_token(res.settings.secret, token)
+        except LivesellError:
+            return None
+        if not who.has_any(("viewer",)):
             return None
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY:

@@ -17,6 +17,7 @@ describe another drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,12 +36,17 @@ MEMORY_S = 0.2
 MAX_ENTRIES = 20_000
 # drops remembered at once (expired snapshots are dropped first)
 MAX_DROPS = 1_000
+# an attempt waits at most this long for a snapshot being read, then asks the gate itself
+SNAPSHOT_WAIT_S = 0.5
 
 REFUSED_LOCALLY = Counter(
     "livesell_gate_refused_locally_total",
     "buy attempts refused from a recent gate snapshot, without a Redis call",
     ["reason"],
 )
+_REFUSED = {
+    reason: REFUSED_LOCALLY.labels(reason) for reason in ("not_active", "limit_reached", "sold_out")
+}
 
 # What a process needs to refuse attempts on a drop the way ACQUIRE_SCRIPT would.
 # KEYS[1] gate, KEYS[2] free, KEYS[3] buyers, KEYS[4] idem (as in storefront.gate);
@@ -135,11 +141,12 @@ class RecentRefusals:
             return None
         found = snapshot.refusal(buyer_id, quantity, digest, time.time() * 1000)
         if found is not None:
-            REFUSED_LOCALLY.labels(found[0]).inc()
-            if left_s < self.memory_s / 2 and drop_id not in self._loading:
-                task = asyncio.create_task(self._read(drop_id))
+            _REFUSED[found[0]].inc()
+            if left_s < self.memory_s / 2 and (loading := self._start_read(drop_id)) is not None:
+                task = asyncio.create_task(self._read(drop_id, loading))
                 self._refreshing.add(task)
-                task.add_done_callback(self._refreshing.discard)
+                # a task cancelled before it ran (shutdown) must not leave the drop "loading"
+                task.add_done_callback(lambda done: self._finish(drop_id, loading, done))
         return found
 
     async def settled(self, drop_id: int) -> bool:
@@ -148,7 +155,9 @@ class RecentRefusals:
         loading = self._loading.get(drop_id)
         if loading is None:
             return False
-        await loading.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SNAPSHOT_WAIT_S):
+                await loading.wait()
         return True
 
     def forget(self, drop_id: int) -> None:
@@ -164,21 +173,33 @@ class RecentRefusals:
         """The gate refused an attempt on this drop: read a snapshot to refuse the next ones
         locally (unless a fresh one is here or on its way). Failures only cost the shortcut."""
         current = self._snapshots.get(drop_id)
-        if drop_id in self._loading or (
-            current is not None and time.monotonic() < current.trusted_until
-        ):
+        if current is not None and time.monotonic() < current.trusted_until:
             return
-        await self._read(drop_id)
+        loading = self._start_read(drop_id)
+        if loading is not None:
+            await self._read(drop_id, loading)
 
-    async def _read(self, drop_id: int) -> None:
+    def _start_read(self, drop_id: int) -> asyncio.Event | None:
+        # marked at once: requests handled before the read starts must not start another
         if drop_id in self._loading:
-            return
+            return None
         loading = self._loading[drop_id] = asyncio.Event()
+        return loading
+
+    async def _read(self, drop_id: int, loading: asyncio.Event) -> None:
         try:
             await self._read_snapshot(drop_id)
         finally:
+            self._finish(drop_id, loading)
+
+    def _finish(
+        self, drop_id: int, loading: asyncio.Event, task: asyncio.Task[None] | None = None
+    ) -> None:
+        if task is not None:
+            self._refreshing.discard(task)
+        if self._loading.get(drop_id) is loading:
             del self._loading[drop_id]
-            loading.set()
+        loading.set()
 
     async def _read_snapshot(self, drop_id: int) -> None:
         generation = self._generation
