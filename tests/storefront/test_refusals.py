@@ -4,6 +4,7 @@ answers exactly as the gate would, and stock that comes back is buyable again wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -245,3 +246,17 @@ def test_memory_is_bounded() -> None:
         memory._remember(drop_id, _snapshot())
         assert len(memory._snapshots) <= 3
     assert sorted(memory._snapshots) == [7, 8, 9]
+
+
+async def test_a_refresh_cancelled_before_it_ran_leaves_nothing_waiting() -> None:
+    memory = refusals.RecentRefusals(aioredis.Redis(), gate_keys)
+    memory._remember(5, _snapshot(trusted_until=time.monotonic() + refusals.MEMORY_S / 4))
+    assert memory.refusal(5, "carol", 1, "") == ("sold_out", ("0",))  # starts a refresh
+    (refresh,) = memory._refreshing
+    refresh.cancel()  # as at shutdown, before it ever ran
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresh
+    await asyncio.sleep(0)  # its done callbacks
+    assert not memory._refreshing
+    async with asyncio.timeout(0.1):
+        assert await memory.settled(5) is False  # nobody waits on a read that never happens
