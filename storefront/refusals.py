@@ -32,8 +32,9 @@ log = logging.getLogger("livesell.storefront.refusals")
 # how long a snapshot is trusted to refuse, from the moment it was asked for
 MEMORY_S = 0.2
 # snapshots of drops with more buyers + idempotency keys than this are not taken (the gate
-# answers every attempt): reading them would cost more than the round trips they save
-MAX_ENTRIES = 20_000
+# answers every attempt): each API process re-reads a snapshot every MEMORY_S / 2 during a
+# storm, and a big one would cost Redis more than the round trips it saves
+MAX_ENTRIES = 5_000
 # drops remembered at once (expired snapshots are dropped first)
 MAX_DROPS = 1_000
 # an attempt waits at most this long for a snapshot being read, then asks the gate itself

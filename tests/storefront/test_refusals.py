@@ -13,6 +13,7 @@ from datetime import datetime
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from core.resources import Resources, redis_client
 from storefront import billing, refusals
@@ -260,3 +261,25 @@ async def test_a_refresh_cancelled_before_it_ran_leaves_nothing_waiting() -> Non
     assert not memory._refreshing
     async with asyncio.timeout(0.1):
         assert await memory.settled(5) is False  # nobody waits on a read that never happens
+
+
+async def test_drops_too_big_to_snapshot_are_left_to_the_gate(
+    start_drop: StartDrop, buy: Buy, resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(refusals, "MAX_ENTRIES", 3)  # two winners: two buyers + two keys
+    drop = await start_drop(quantity=2, per_buyer_limit=1)
+    assert (await buy(drop["id"], "w1")).status_code == 201
+    assert (await buy(drop["id"], "w2")).status_code == 201
+    before = await _gate_calls(resources)
+    local_before = _refused_locally()
+    answers = [await buy(drop["id"], f"loser-{i}") for i in range(5)]
+    assert [a.json()["error"]["code"] for a in answers] == ["sold_out"] * 5
+    assert _refused_locally() == local_before
+    assert await _gate_calls(resources) - before >= 5  # every attempt asked the gate
+
+
+def _refused_locally() -> float:
+    return sum(
+        REGISTRY.get_sample_value("livesell_gate_refused_locally_total", {"reason": reason}) or 0
+        for reason in ("sold_out", "limit_reached", "not_active")
+    )
