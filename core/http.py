@@ -122,10 +122,15 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": error}
 
 
-async def livesell_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LivesellError)
+def error_response(exc: LivesellError) -> Response:
+    """The one JSON shape every livesell error takes on the wire."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSON(error_body(exc.code, exc.message, **exc.details), exc.status, headers=headers)
+
+
+async def livesell_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LivesellError)
+    return error_response(exc)
 
 
 _HTTP_CODES = {

@@ -6,6 +6,7 @@ internal to storefront.
 
 from __future__ import annotations
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from core.events import Outbox
@@ -24,6 +25,7 @@ __all__ = [
     "create_drop",
     "create_product",
     "list_products",
+    "middleware",
     "product_view",
     "reconcile_drop",
     "routes",
@@ -35,6 +37,13 @@ def routes() -> list[BaseRoute]:
     from storefront.api import routes as storefront_routes
 
     return storefront_routes()
+
+
+def middleware() -> list[Middleware]:
+    """ASGI middleware the API app runs in front of its router: the buy route's hot path."""
+    from storefront.hot_path import BuyRefusals
+
+    return [Middleware(BuyRefusals)]
 
 
 async def product_view(conn: Conn, product_id: int) -> ProductView | None:

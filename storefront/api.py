@@ -34,6 +34,7 @@ from storefront.views import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+BUY_ROUTE = "/api/drops/{id}/buy"
 TAG = "storefront"
 
 
@@ -124,8 +125,9 @@ async def close_drop(request: Request) -> Response:
     return JSON(view)
 
 
-def _idempotency_key(request: Request) -> str:
-    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+def idempotency_key(raw: str | None) -> str:
+    """The Idempotency-Key header's value, or IdempotencyKeyRequired."""
+    key = (raw or "").strip()
     if not key or len(key) > 255 or not key.isprintable():
         raise IdempotencyKeyRequired()
     return key
@@ -134,7 +136,7 @@ def _idempotency_key(request: Request) -> str:
 async def buy(request: Request) -> Response:
     who = require(request, "viewer")
     drop_id = path_id(request)
-    key = _idempotency_key(request)
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     body = await read_json(request, BuyRequest)
     res = resources(request)
     stored = await checkout.buy(
@@ -260,7 +262,7 @@ def routes() -> list[BaseRoute]:
             tag=TAG,
         ),
         api_route(
-            "/api/drops/{id}/buy",
+            BUY_ROUTE,
             buy,
             methods=["POST"],
             summary="buy from a live drop: a held order, or 409 sold_out / drop_not_active, "
