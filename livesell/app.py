@@ -45,7 +45,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
 
     app = Starlette(
         routes=all_routes(),
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), *storefront.middleware()],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

@@ -193,6 +193,7 @@ async def test_enter_binds_the_user_and_only_within_the_window(
         "link_code": code,
         "distributor_id": (await people.dashboard("ann"))["id"],
         "deduplicated": False,
+        "continued_click": False,
     }
     assert (await people.enter("vic", room, code))["deduplicated"] is True
     # an anonymous click binds nobody: only the identified buyer's own entries count

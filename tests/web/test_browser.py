@@ -266,6 +266,12 @@ def test_viewer_buys_and_pays_and_everything_updates_live(
     viewer.wait_connected()
     viewer.wait_text("#stock-text", "5 left of 5")
     distributor.wait_text("#stat-clicks strong", "^[1-9]")
+    # the browser's click (cookie, no token yet) and the page's signed-in entry are one person
+    viewer.page.wait_for_function(
+        "() => Object.keys(localStorage).some(k => k.startsWith('livesell.entered.'))"
+    )
+    me = live_server.call("GET", "/api/distributors/me", distributor_token)
+    assert (me["clicks"], me["visitors"]) == (1, 1), "one person: one click, one visitor"
 
     # a double tap is one order
     viewer.page.dblclick("#buy")
@@ -291,6 +297,10 @@ def test_viewer_buys_and_pays_and_everything_updates_live(
     distributor.wait_text("#feed li", re.escape("commission ¥6.60 pending"))
     distributor.wait_text("#rank", "#1")
     assert time.monotonic() - started < 10
+    assert (distributor.text("#stat-clicks strong"), distributor.text("#stat-visitors strong")) == (
+        "1",
+        "1",
+    )
 
     _no_horizontal_scroll(viewer)
     _screenshot(viewer, artifacts, "room-phone-paid")

@@ -56,6 +56,16 @@ export async function request(method, path, { body, headers = {}, timeoutMs = 15
   return payload;
 }
 
+// "?limit=…&before=…" for a newest-first list; `before` is the previous page's `next_before`
+function page(params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== false) query.set(key, String(value));
+  }
+  const text = query.toString();
+  return text ? `?${text}` : "";
+}
+
 export const api = {
   config: () => request("GET", "/api/config"),
   devToken: (sub, roles) => request("POST", "/api/dev/token", { body: { sub, roles } }),
@@ -70,7 +80,9 @@ export const api = {
   closeDrop: (dropId) => request("POST", `/api/drops/${dropId}/close`),
   leaderboard: (roomId) => request("GET", `/api/rooms/${roomId}/leaderboard`),
 
-  products: () => request("GET", "/api/products"),
+  // the caller's own products, newest first: {products, next_before}
+  myProducts: ({ limit, before } = {}) =>
+    request("GET", `/api/products${page({ mine: 1, limit, before })}`),
   product: (productId) => request("GET", `/api/products/${productId}`),
   createProduct: (product) => request("POST", "/api/products", { body: product }),
 
@@ -88,5 +100,10 @@ export const api = {
     request("POST", "/api/distributors", { body: team ? { team } : {} }),
   me: () => request("GET", "/api/distributors/me"),
   createLink: (roomId) => request("POST", "/api/links", { body: { room_id: String(roomId) } }),
-  payouts: () => request("GET", "/api/distributors/me/payouts"),
+  // newest first: {links: [{code, url, room_id, product_id, created_at, clicks}], next_before}
+  myLinks: ({ limit, before } = {}) =>
+    request("GET", `/api/distributors/me/links${page({ limit, before })}`),
+  // newest first: {payouts: [{batch_id, amount_cents, created_at, state}], next_before}
+  payouts: ({ limit, before } = {}) =>
+    request("GET", `/api/distributors/me/payouts${page({ limit, before })}`),
 };

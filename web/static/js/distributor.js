@@ -20,25 +20,12 @@ let rankRoom = null;
 let rankSub = null;
 let leaderboard = null;
 const feed = [];
-
-const linksKey = () => (user ? `livesell.links.${user.sub}` : null);
-
-function storedLinks() {
-  const key = linksKey();
-  try {
-    return key ? JSON.parse(localStorage.getItem(key) || "[]") : [];
-  } catch {
-    return [];
-  }
-}
-
-function storeLink(link) {
-  const key = linksKey();
-  if (!key) return;
-  const links = storedLinks().filter((l) => l.code !== link.code);
-  links.unshift({ code: link.code, url: link.url, room_id: String(link.room_id) });
-  localStorage.setItem(key, JSON.stringify(links.slice(0, 20)));
-}
+// GET /api/distributors/me/links and …/payouts, newest first, a page at a time
+let links = [];
+let linksNext = null;
+let payouts = null; // null: not loaded (or failed: see payoutsError)
+let payoutsNext = null;
+let payoutsError = null;
 
 function absolute(url) {
   return new URL(url, window.location.origin).toString();
@@ -76,10 +63,16 @@ function renderStats(previous) {
   setText("#team-name", me.team || "");
 }
 
+function linkPlace(link) {
+  const room = `${t("dist.roomId")} ${link.room_id}`;
+  return link.product_id ? `${room} · ${t("dist.productId")} ${link.product_id}` : room;
+}
+
 function renderLinks() {
   const list = $("#links");
+  show("#links-more", Boolean(linksNext));
   list.replaceChildren(
-    ...storedLinks().map((link) => {
+    ...links.map((link) => {
       const url = absolute(link.url);
       const canvas = h("canvas", { class: "qr", "aria-label": t("dist.scan"), role: "img", dataset: { url } });
       try {
@@ -99,7 +92,8 @@ function renderLinks() {
         h(
           "div",
           { class: "grow" },
-          h("p", { class: "muted" }, `${t("dist.roomId")} ${link.room_id} · ${link.code}`),
+          h("p", { class: "muted" }, `${linkPlace(link)} · ${dateTime(link.created_at)}`),
+          h("p", { class: "link-clicks" }, t("dist.linkClicks", { n: link.clicks ?? 0 })),
           h("p", { class: "link-url" }, url),
           h("p", { class: "muted small" }, t("dist.scan")),
           copy,
@@ -127,14 +121,18 @@ function renderFeed() {
   $("#feed").replaceChildren(...items);
 }
 
-function renderPayouts(payouts) {
+function renderPayouts() {
   const box = $("#payouts");
-  if (payouts === undefined) {
-    box.replaceChildren(h("p", { class: "muted" }, t("dist.payoutsMissing")));
+  show("#payouts-more", Boolean(payoutsNext));
+  if (payoutsError) {
+    box.replaceChildren(h("p", { class: "form-error" }, errorText(payoutsError)));
     return;
   }
-  const rows = Array.isArray(payouts) ? payouts : payouts.payouts || payouts.items || [];
-  if (!rows.length) {
+  if (!payouts) {
+    box.replaceChildren();
+    return;
+  }
+  if (!payouts.length) {
     box.replaceChildren(h("p", { class: "muted" }, t("dist.noPayouts")));
     return;
   }
@@ -142,8 +140,14 @@ function renderPayouts(payouts) {
     h(
       "table",
       {},
-      h("tbody", {}, rows.map((row) =>
-        h("tr", {}, h("td", {}, dateTime(row.created_at || row.paid_at || row.at)), h("td", { class: "num" }, money(row.amount_cents ?? row.total_cents))),
+      h("tbody", {}, payouts.map((row) =>
+        h(
+          "tr",
+          { dataset: { batch: row.batch_id } },
+          h("td", {}, dateTime(row.created_at)),
+          h("td", { class: "muted" }, `#${row.batch_id} · ${t(`dist.payoutState.${row.state}`)}`),
+          h("td", { class: "num" }, money(row.amount_cents)),
+        ),
       )),
     ),
   );
@@ -159,6 +163,7 @@ function renderAll() {
   renderSession();
   renderStats(false);
   renderLinks();
+  renderPayouts();
   renderRank();
   renderFeed();
 }
@@ -193,13 +198,25 @@ async function loadMe() {
   }
 }
 
-async function loadPayouts() {
+// Both lists: the first page again, or (more) the page after the last one shown.
+async function loadLinks(more = false) {
+  const found = await api.myLinks({ before: more ? linksNext : undefined });
+  const shown = new Set(more ? links.map((link) => link.code) : []);
+  links = [...(more ? links : []), ...found.links.filter((link) => !shown.has(link.code))];
+  linksNext = found.next_before;
+  renderLinks();
+}
+
+async function loadPayouts(more = false) {
   try {
-    renderPayouts(await api.payouts());
+    const found = await api.payouts({ before: more ? payoutsNext : undefined });
+    payouts = [...(more && payouts ? payouts : []), ...found.payouts];
+    payoutsNext = found.next_before;
+    payoutsError = null;
   } catch (err) {
-    if (err.status === 404 || err.status === 405) renderPayouts(undefined);
-    else renderPayouts([]);
+    payoutsError = err;
   }
+  renderPayouts();
 }
 
 function pushFeed(text) {
@@ -215,11 +232,19 @@ function onDashboardEvent(event) {
       me = { ...(me || {}), ...(event.stats || {}) };
       renderStats(Boolean(previous));
       renderRank();
+      const paid = (stats) => stats && stats.commission_cents && stats.commission_cents.paid;
+      if (previous && paid(previous) !== paid(me)) loadPayouts().catch(() => {});
       return;
     }
-    case "click.recorded":
+    case "click.recorded": {
       pushFeed(() => t("dist.ev.click", { code: event.link_code }));
+      const link = links.find((item) => item.code === event.link_code);
+      if (link) {
+        link.clicks = (link.clicks || 0) + (event.count || 1);
+        renderLinks();
+      }
       break;
+    }
     case "commission.pending":
       pushFeed(() =>
         event.self_referral
@@ -271,7 +296,6 @@ async function startLive() {
     onPublication: onDashboardEvent,
     onError: (err) => toast(errorText(err), "error"),
   });
-  const links = storedLinks();
   watchRank(params.get("room") || (links[0] && links[0].room_id));
 }
 
@@ -281,7 +305,7 @@ async function afterSignIn() {
     hubBadge("disconnected"); // live numbers start once this person is a distributor
     return;
   }
-  await loadPayouts();
+  await Promise.all([loadLinks(), loadPayouts()]);
   await startLive();
 }
 
@@ -320,15 +344,18 @@ function wireControls() {
     show(box, false);
     const roomId = $("#link-room").value.trim();
     try {
-      const link = await api.createLink(roomId);
-      storeLink({ ...link, room_id: link.room_id ?? roomId });
-      renderLinks();
+      await api.createLink(roomId);
+      await loadLinks();
       watchRank(roomId);
     } catch (err) {
       box.textContent = errorText(err);
       show(box, true);
     }
   });
+  $("#links-more").addEventListener("click", () =>
+    loadLinks(true).catch((err) => toast(errorText(err), "error")),
+  );
+  $("#payouts-more").addEventListener("click", () => loadPayouts(true));
   $("#signout").addEventListener("click", () => {
     signOut(SLOT);
     window.location.reload();

@@ -14,44 +14,62 @@ const SLOT = "host";
 const roomId = window.location.pathname.split("/").filter(Boolean)[1];
 const state = new RoomState(roomId);
 const products = new Map(); // id → product
+let productsNext = null; // next_before of the host's own products (GET /api/products?mine=1)
 let token = takeToken(SLOT);
 let user = token ? claims(token) : null;
 
-function productsKey() {
+function addProduct(product) {
+  if (!product || product.id === undefined || product.id === null) return;
+  products.set(String(product.id), product);
+}
+
+// Products added by id on this device (another host's, say): the listing holds only the host's own.
+function addedKey() {
   return user ? `livesell.products.${user.sub}` : null;
 }
 
-function rememberProduct(product) {
-  if (!product || product.id === undefined || product.id === null) return;
-  products.set(String(product.id), product);
-  const key = productsKey();
-  if (!key) return;
-  const ids = new Set(JSON.parse(localStorage.getItem(key) || "[]"));
+function addedIds() {
+  const key = addedKey();
+  try {
+    return key ? JSON.parse(localStorage.getItem(key) || "[]") : [];
+  } catch {
+    return [];
+  }
+}
+
+function rememberAdded(product) {
+  addProduct(product);
+  const key = addedKey();
+  if (!key || !product) return;
+  const ids = new Set(addedIds());
   ids.add(String(product.id));
   localStorage.setItem(key, JSON.stringify([...ids].slice(-200)));
 }
 
+const mayList = () => Boolean(user && (user.roles.includes("host") || user.roles.includes("admin")));
+
+// The host's own products, newest first: the first page, or (more) the page after the last shown.
+async function loadMyProducts(more = false) {
+  if (!mayList()) return;
+  const found = await api.myProducts({ before: more ? productsNext : undefined });
+  for (const product of found.products) addProduct(product);
+  productsNext = found.next_before;
+}
+
 async function loadProducts() {
-  try {
-    const listed = await api.products();
-    const items = Array.isArray(listed) ? listed : listed.products || listed.items || [];
-    for (const product of items) products.set(String(product.id), product);
-  } catch {
-    // the catalog may not be listable on this server: fall back to the products we know of
-  }
-  const key = productsKey();
-  const known = key ? JSON.parse(localStorage.getItem(key) || "[]") : [];
+  await loadMyProducts().catch((err) => toast(errorText(err), "error"));
+  const known = addedIds();
   // `?products=1,2,3` (the demo's link) adds products the console has not seen yet
   const linked = (new URLSearchParams(window.location.search).get("products") || "")
     .split(",")
     .filter((id) => /^[0-9]{1,18}$/.test(id));
   const wanted = new Set([...known, ...linked]);
-  if (state.pinned) rememberProduct(state.pinned);
+  if (state.pinned) addProduct(state.pinned);
   if (state.drop && state.drop.product_id) wanted.add(state.drop.product_id);
   await Promise.all(
     [...wanted]
       .filter((id) => !products.has(String(id)))
-      .map((id) => api.product(id).then(rememberProduct, () => null)),
+      .map((id) => api.product(id).then(addProduct, () => null)),
   );
   renderProducts();
 }
@@ -129,6 +147,7 @@ function renderProducts() {
   if (state.pinned) products.set(pinnedId, state.pinned);
   const items = [...products.values()].sort((a, b) => Number(b.id) - Number(a.id));
   show("#products-empty", items.length === 0);
+  show("#products-more", Boolean(productsNext));
   list.replaceChildren(
     ...items.map((product) => {
       const pinned = String(product.id) === pinnedId;
@@ -250,7 +269,7 @@ function wireControls() {
       "#product-error",
     );
     if (product) {
-      rememberProduct(product);
+      addProduct(product); // the host's own: listed from the API from now on
       event.target.reset();
       toast(t("host.productCreated"), "success");
       renderProducts();
@@ -260,10 +279,14 @@ function wireControls() {
     event.preventDefault();
     const product = await act(() => api.product($("#existing-id").value.trim()));
     if (product) {
-      rememberProduct(product);
+      rememberAdded(product);
       event.target.reset();
       renderProducts();
     }
+  });
+  $("#products-more").addEventListener("click", async () => {
+    await act(() => loadMyProducts(true));
+    renderProducts();
   });
   $("#signout").addEventListener("click", () => {
     signOut(SLOT);
@@ -296,7 +319,7 @@ async function main() {
   wireControls();
   renderSession();
   state.onChange((what) => {
-    if (what === "card.pinned" && state.pinned) rememberProduct(state.pinned);
+    if (what === "card.pinned" && state.pinned) addProduct(state.pinned);
     renderRoom();
   });
   hubBadge("connecting");
