@@ -41,7 +41,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $(VENV)/.installed $(VENV)/.installed-dev $@
+
+# the Node ws peer's packages go into load_tests/node_modules (gitignored) at bench time
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m load_tests $(if $(QUICK),--quick)
 
 clean:

@@ -23,11 +23,18 @@ from starlette.routing import BaseRoute
 
 from attribution import binding, commissions
 from attribution.commissions import settle
-from attribution.distributors import become_distributor, create_link
-from attribution.payouts import batch_csv, batch_view, run_payout
+from attribution.distributors import become_distributor, create_link, list_links
+from attribution.payouts import batch_csv, batch_view, distributor_payouts, run_payout
 from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
 from attribution.stats import dashboard, leaderboard
-from attribution.views import DashboardView, LeaderboardView, LinkView, PayoutBatchView
+from attribution.views import (
+    DashboardView,
+    LeaderboardView,
+    LinkList,
+    LinkView,
+    PayoutBatchView,
+    PayoutHistory,
+)
 from core.events import Outbox
 from core.loops import run_periodically
 from core.resources import Resources
@@ -36,15 +43,19 @@ from core.settings import Settings
 __all__ = [
     "DashboardView",
     "LeaderboardView",
+    "LinkList",
     "LinkView",
     "PayoutBatchView",
+    "PayoutHistory",
     "batch_csv",
     "batch_view",
     "become_distributor",
     "create_link",
     "credit_order",
     "dashboard",
+    "distributor_payouts",
     "leaderboard",
+    "list_links",
     "order_paid",
     "order_refunded",
     "refresh_stats",

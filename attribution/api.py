@@ -12,13 +12,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from attribution import payouts
-from attribution.clicks import Entry, EntryRecorder
+from attribution.clicks import Entry, EntryRecorder, Outcome
 from attribution.codes import new_visitor_cookie, visitor_from_cookie
 from attribution.distributors import (
     Link,
     LinkCache,
     create_link,
     distributor_by_user,
+    list_links,
     register_distributor,
 )
 from attribution.errors import (
@@ -38,12 +39,15 @@ from attribution.views import (
     EnterResult,
     EnterRoom,
     LeaderboardView,
+    LinkList,
     LinkView,
+    PageQuery,
     PayoutBatchView,
+    PayoutHistory,
 )
 from core.auth import Principal, verify_token
 from core.errors import Unauthorized
-from core.http import JSON, path_id, read_json, require, resources
+from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.resources import Resources
 
@@ -116,10 +120,11 @@ def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str 
 
 async def _record(
     request: Request, link: Link | None, room_id: int, visitor: str, user_id: str | None,
-    source: Literal["click", "enter"],
-) -> bool:  # fmt: skip
-    """Gate and record one entry; True when it was recorded (not a duplicate)."""
-    outcome = await _state(request).recorder.record(
+    source: Literal["click", "enter"], claim_visitor: str | None = None,
+) -> Outcome:  # fmt: skip
+    """Gate and record one entry: "record", "duplicate" (nothing new) or "continued" (the
+    browser's anonymous click `claim_visitor` made through the same link became this entry)."""
+    return await _state(request).recorder.record(
         Entry(
             room_id=room_id,
             visitor=visitor,
@@ -131,9 +136,9 @@ async def _record(
             link_code=link.code if link else None,
             product_id=link.product_id if link else None,
             distributor_user_id=link.distributor_user_id if link else None,
+            claim_visitor=claim_visitor,
         )
     )
-    return outcome == "record"
 
 
 async def follow_link(request: Request) -> Response:
@@ -176,13 +181,19 @@ async def enter_room(request: Request) -> Response:
             if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)",
                                        room_id):  # fmt: skip
                 raise RoomNotFound(room_id)
-    recorded = await _record(request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter")
+    # the page's fetch carries the cookie `/l/` gave this browser: the same person's click
+    anonymous = visitor_from_cookie(res.settings.secret, request.cookies.get(VISITOR_COOKIE))
+    outcome = await _record(
+        request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter",
+        claim_visitor=f"v:{anonymous}" if anonymous and link else None,
+    )  # fmt: skip
     return JSON(
         EnterResult(
             room_id=str(room_id),
             link_code=link.code if link else None,
             distributor_id=str(link.distributor_id) if link else None,
-            deduplicated=not recorded,
+            deduplicated=outcome != "record",
+            continued_click=outcome == "continued",
         )
     )
 
@@ -193,6 +204,30 @@ async def my_dashboard(request: Request) -> Response:
     row = await _distributor_row(res, caller.user_id)
     async with res.pool.acquire() as conn:
         return JSON(await dashboard(conn, row))
+
+
+async def my_links(request: Request) -> Response:
+    caller = require(request)
+    query = read_query(request, PageQuery)
+    res = resources(request)
+    row = await _distributor_row(res, caller.user_id)
+    before = None if query.before is None else int(query.before)
+    async with res.pool.acquire() as conn:
+        return JSON(
+            await list_links(conn, res.settings, row["id"], limit=query.limit, before=before)
+        )
+
+
+async def my_payouts(request: Request) -> Response:
+    caller = require(request)
+    query = read_query(request, PageQuery)
+    res = resources(request)
+    row = await _distributor_row(res, caller.user_id)
+    before = None if query.before is None else int(query.before)
+    async with res.pool.acquire() as conn:
+        return JSON(
+            await payouts.distributor_payouts(conn, row["id"], limit=query.limit, before=before)
+        )
 
 
 async def distributor_dashboard(request: Request) -> Response:
@@ -258,6 +293,14 @@ def attribution_routes() -> list[BaseRoute]:
         api_route("/api/distributors/me", my_dashboard, methods=["GET"], tag=tag,
                   summary="the caller's distributor dashboard", response=DashboardView,
                   roles=("distributor",), errors=(401, 403)),
+        api_route("/api/distributors/me/links", my_links, methods=["GET"], tag=tag,
+                  summary="the caller's links newest first, with the clicks each brought",
+                  query=PageQuery, response=LinkList, roles=("distributor",),
+                  errors=(401, 403, 422)),
+        api_route("/api/distributors/me/payouts", my_payouts, methods=["GET"], tag=tag,
+                  summary="what the caller was paid, payout batch by batch, newest first",
+                  query=PageQuery, response=PayoutHistory, roles=("distributor",),
+                  errors=(401, 403, 422)),
         api_route("/api/distributors/{id}", distributor_dashboard, methods=["GET"], tag=tag,
                   summary="a distributor's dashboard (themself or an admin)",
                   response=DashboardView, roles=("distributor", "admin"), errors=(401, 404)),

@@ -6,6 +6,13 @@ the room again through the same link they last used there, within `DEDUP_S`, rec
 new. That keeps refreshes and double taps out of the numbers without changing any binding: the
 earlier entry of the same link is still the visitor's latest (and, if it was, earliest) entry.
 
+One person, one visit: a browser that follows a link anonymously gets a signed visitor cookie, and
+the room page then enters as the signed-in user, sending that cookie along. When the browser's
+latest entry into the room is that anonymous click through the same link, within `DEDUP_S`, the
+click is handed over to the user (it becomes theirs: `user_id` set, `visitor` `u:<user id>`)
+instead of recording a second click by a second visitor; it binds the user exactly as their own
+click would have.
+
 Entries go through `EntryRecorder` in batches: concurrent requests share one Redis pipeline,
 one INSERT and commit, and one publish pipeline, and each request still answers only after its
 entry is committed, so a viewer who buys right after the redirect is already bound.
@@ -14,6 +21,7 @@ entry is committed, so a viewer who buys right after the redirect is already bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Literal
@@ -25,6 +33,7 @@ import redis.exceptions
 
 from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
+from attribution.sql import Conn
 from core.events import Event, Publisher, dashboard_channel, room_channel
 
 log = logging.getLogger("livesell.attribution")
@@ -35,7 +44,8 @@ VISITOR_LIMIT = 20  # per visitor per window
 DEDUP_S = 30
 MAX_BATCH = 500
 
-Outcome = Literal["record", "duplicate", "limited"]
+# "continued": admitted, and taken over the browser's anonymous click instead of adding an entry
+Outcome = Literal["record", "duplicate", "limited", "continued"]
 
 # Rate-limit an entry into a room per client address and per visitor, and deduplicate the
 # visitor's repeated entry through the same link. All keys live under the room's hash tag.
@@ -72,6 +82,9 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     link_code: str | None = None
     product_id: int | None = None
     distributor_user_id: str | None = None
+    # the anonymous visitor (`v:…`) of the browser a signed-in entry comes from: its click
+    # through the same link moments ago becomes this entry rather than a second one
+    claim_visitor: str | None = None
 
     @property
     def target(self) -> str:
@@ -118,7 +131,8 @@ class EntryRecorder:
         self._gate_sha = client.register_script(GATE_SCRIPT).sha
 
     async def record(self, entry: Entry) -> Outcome:
-        """ "record" or "duplicate"; raises ClickRateLimited when the entry was refused."""
+        """ "record", "duplicate" or "continued"; raises ClickRateLimited when the entry was
+        refused."""
         done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((entry, done))
         while not done.done():
@@ -144,15 +158,24 @@ class EntryRecorder:
 
     async def _process(self, batch: list[Entry]) -> list[Outcome]:
         verdicts = await self._gate(batch)
-        admitted = [e for e, v in zip(batch, verdicts, strict=True) if v == "record"]
+        admitted = [i for i, v in enumerate(verdicts) if v == "record"]
         if admitted:
-            await self._insert(admitted)
-            events = _click_events(admitted)
-            try:
-                await self._publisher.publish_many(events)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                # committed already: a lost notification must not turn the click into an error
-                log.warning("click events not published: %s", exc)
+            claims = [(i, batch[i]) for i in admitted if batch[i].claim_visitor is not None]
+            async with self._pool.acquire() as conn:
+                # one transaction only when a hand-over is tried: plain clicks stay one statement
+                async with conn.transaction() if claims else contextlib.nullcontext():
+                    continued = await _continue_clicks(conn, claims) if claims else set()
+                    added = [batch[i] for i in admitted if i not in continued]
+                    if added:
+                        await _insert(conn, added)
+            for i in continued:
+                verdicts[i] = "continued"
+            if added:
+                try:
+                    await self._publisher.publish_many(_click_events(added))
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    # committed already: a lost notification must not turn the click into an error
+                    log.warning("click events not published: %s", exc)
         return verdicts
 
     async def _gate(self, batch: list[Entry]) -> list[Outcome]:
@@ -172,22 +195,81 @@ class EntryRecorder:
                     await self._client.script_load(GATE_SCRIPT)
         return [_VERDICTS[int(reply)] for reply in replies]
 
-    async def _insert(self, entries: list[Entry]) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                """WITH added AS (
-                       INSERT INTO room_entries
-                           (room_id, link_id, distributor_id, visitor, user_id, source)
-                       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
-                                            $4::text[], $5::text[], $6::text[])
-                       RETURNING distributor_id)
-                   INSERT INTO attribution_dirty (kind, target)
-                   SELECT DISTINCT 'dashboard', distributor_id FROM added
-                   WHERE distributor_id IS NOT NULL""",
-                [e.room_id for e in entries],
-                [e.link_id for e in entries],
-                [e.distributor_id for e in entries],
-                [e.visitor for e in entries],
-                [e.user_id for e in entries],
-                [e.source for e in entries],
-            )
+
+# Hand the browsers' latest anonymous clicks over to the signed-in users entering through the
+# same link. Per wanted hand-over ($1 its number, $2 room, $3 the browser's visitor, $4 link,
+# $5 user): the visitor's latest unclaimed entry into the room within $6 seconds, when it went
+# through that link and the user has no later entry through another link (so "last click" and
+# "first click" binding decide exactly as if the user had clicked themselves). A claimed click
+# becomes the user's as a whole (visitor `u:<user id>`, as the table's check demands), and marks
+# its distributor's dashboard, whose visitor count may have shrunk.
+_CONTINUE_CLICKS = """
+WITH wanted AS (
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::bigint[], $5::text[])
+        AS w(n, room_id, visitor, link_id, user_id)
+), latest AS (
+    SELECT w.n, w.room_id, w.link_id AS wanted_link, w.user_id, e.id, e.link_id, e.created_at
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT id, link_id, created_at FROM room_entries
+        WHERE room_id = w.room_id AND visitor = w.visitor AND user_id IS NULL
+          AND created_at > now() - make_interval(secs => $6)
+        ORDER BY created_at DESC, id DESC
+        LIMIT 1
+    ) e
+), taken AS (
+    UPDATE room_entries r SET user_id = l.user_id, visitor = 'u:' || l.user_id
+    FROM latest l
+    WHERE r.id = l.id AND r.user_id IS NULL AND l.link_id = l.wanted_link
+      AND NOT EXISTS (
+          SELECT 1 FROM room_entries o
+          WHERE o.user_id = l.user_id AND o.room_id = l.room_id AND o.link_id IS NOT NULL
+            AND o.link_id <> l.wanted_link AND o.created_at > l.created_at)
+    RETURNING l.n, r.distributor_id
+), marked AS (
+    INSERT INTO attribution_dirty (kind, target)
+    SELECT DISTINCT 'dashboard', distributor_id FROM taken
+)
+SELECT n FROM taken
+"""
+
+
+async def _continue_clicks(conn: Conn, entries: list[tuple[int, Entry]]) -> set[int]:
+    """Of the numbered `entries`, those that took over their browser's anonymous click."""
+    wanted = [
+        (n, e)
+        for n, e in entries
+        if e.claim_visitor is not None and e.user_id is not None and e.link_id is not None
+    ]
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        _CONTINUE_CLICKS,
+        [n for n, _ in wanted],
+        [e.room_id for _, e in wanted],
+        [e.claim_visitor for _, e in wanted],
+        [e.link_id for _, e in wanted],
+        [e.user_id for _, e in wanted],
+        float(DEDUP_S),
+    )
+    return {int(row["n"]) for row in rows}
+
+
+async def _insert(conn: Conn, entries: list[Entry]) -> None:
+    await conn.execute(
+        """WITH added AS (
+               INSERT INTO room_entries
+                   (room_id, link_id, distributor_id, visitor, user_id, source)
+               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
+                                    $4::text[], $5::text[], $6::text[])
+               RETURNING distributor_id)
+           INSERT INTO attribution_dirty (kind, target)
+           SELECT DISTINCT 'dashboard', distributor_id FROM added
+           WHERE distributor_id IS NOT NULL""",
+        [e.room_id for e in entries],
+        [e.link_id for e in entries],
+        [e.distributor_id for e in entries],
+        [e.visitor for e in entries],
+        [e.user_id for e in entries],
+        [e.source for e in entries],
+    )

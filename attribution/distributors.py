@@ -8,7 +8,7 @@ import msgspec
 from attribution.codes import link_code_is_authentic, new_link_code
 from attribution.errors import LinkNotFound, ProductNotFound, RoomNotFound
 from attribution.sql import Conn
-from attribution.views import DistributorView, LinkView
+from attribution.views import DistributorView, LinkList, LinkSummary, LinkView
 from core.settings import Settings
 
 
@@ -62,10 +62,14 @@ async def distributor_by_user(conn: Conn, user_id: str) -> asyncpg.Record | None
     )
 
 
+def link_url(settings: Settings, code: str) -> str:
+    return f"{settings.api_base_url}/l/{code}"
+
+
 def link_view(settings: Settings, link: Link) -> LinkView:
     return LinkView(
         code=link.code,
-        url=f"{settings.api_base_url}/l/{link.code}",
+        url=link_url(settings, link.code),
         distributor_id=str(link.distributor_id),
         room_id=str(link.room_id),
         product_id=None if link.product_id is None else str(link.product_id),
@@ -105,6 +109,44 @@ async def create_link(
     )
     assert row is not None
     return link_view(settings, _link(row))
+
+
+async def list_links(
+    conn: Conn, settings: Settings, distributor_id: int, *, limit: int, before: int | None = None
+) -> LinkList:
+    """The distributor's links newest first with the clicks each brought: at most `limit`, older
+    than the link id `before` when given."""
+    rows = await conn.fetch(
+        # one pass over the distributor's entries counts the clicks of the whole page
+        """WITH page AS (
+               SELECT id, code, room_id, product_id, created_at FROM links
+               WHERE distributor_id = $1 AND ($2::bigint IS NULL OR id < $2)
+               ORDER BY id DESC LIMIT $3
+           ), clicks AS (
+               SELECT link_id, count(*) AS clicks FROM room_entries
+               WHERE distributor_id = $1 AND link_id IN (SELECT id FROM page)
+               GROUP BY link_id
+           )
+           SELECT page.*, coalesce(clicks.clicks, 0) AS clicks
+           FROM page LEFT JOIN clicks ON clicks.link_id = page.id
+           ORDER BY page.id DESC""",
+        distributor_id,
+        before,
+        limit + 1,
+    )
+    links = [
+        LinkSummary(
+            code=r["code"],
+            url=link_url(settings, r["code"]),
+            room_id=str(r["room_id"]),
+            product_id=None if r["product_id"] is None else str(r["product_id"]),
+            created_at=r["created_at"],
+            clicks=int(r["clicks"]),
+        )
+        for r in rows[:limit]
+    ]
+    next_before = str(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return LinkList(links=links, next_before=next_before)
 
 
 _LINK_QUERY = """SELECT l.id, l.code, l.distributor_id, d.user_id, l.room_id, l.product_id

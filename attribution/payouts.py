@@ -13,7 +13,7 @@ from attribution import ledger
 from attribution.errors import PayoutNotFound
 from attribution.refresh import mark_dashboard
 from attribution.sql import Conn
-from attribution.views import PayoutBatchView, PayoutItem
+from attribution.views import PayoutBatchView, PayoutHistory, PayoutItem, PayoutRecord
 from core.resources import Resources
 
 # Any fixed 64-bit number: payout batches are created one at a time, cluster-wide.
@@ -97,6 +97,37 @@ async def batch_view(conn: Conn, batch_id: int) -> PayoutBatchView:
             for r in items
         ],
     )
+
+
+async def distributor_payouts(
+    conn: Conn, distributor_id: int, *, limit: int, before: int | None = None
+) -> PayoutHistory:
+    """What `distributor_id` was paid, batch by batch, newest first: at most `limit` payouts
+    from batches older than `before` when given."""
+    rows = await conn.fetch(
+        """SELECT t.payout_batch_id, b.created_at, -e.amount_cents AS amount_cents
+           FROM ledger_transactions t
+           JOIN payout_batches b ON b.id = t.payout_batch_id
+           JOIN ledger_entries e ON e.transaction_id = t.id
+           JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'payable'
+           WHERE t.distributor_id = $1 AND t.kind = 'payout'
+             AND ($2::bigint IS NULL OR t.payout_batch_id < $2)
+           ORDER BY t.payout_batch_id DESC
+           LIMIT $3""",
+        distributor_id,
+        before,
+        limit + 1,
+    )
+    payouts = [
+        PayoutRecord(
+            batch_id=str(r["payout_batch_id"]),
+            amount_cents=int(r["amount_cents"]),
+            created_at=r["created_at"],
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return PayoutHistory(payouts=payouts, next_before=payouts[-1].batch_id if more else None)
 
 
 def _cell(value: str) -> str:

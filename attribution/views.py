@@ -10,6 +10,8 @@ import msgspec
 Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$", description="numeric id as a string")]
 Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\S")]
 LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
 
 
 class BecomeDistributor(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -36,6 +38,32 @@ class LinkView(msgspec.Struct, kw_only=True):
     product_id: str | None = None
 
 
+class PageQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A page of a newest-first list: at most `limit` items, older than `before` (the previous
+    page's `next_before`) when given."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE
+    before: Id | None = None
+
+
+class LinkSummary(msgspec.Struct, kw_only=True):
+    """One of the caller's links, with the clicks (entries into the room) it brought."""
+
+    code: str
+    url: str
+    room_id: str
+    product_id: str | None
+    created_at: datetime
+    clicks: int
+
+
+class LinkList(msgspec.Struct, kw_only=True):
+    """The caller's links newest first; `next_before` continues the list, null on its last page."""
+
+    links: list[LinkSummary]
+    next_before: str | None
+
+
 class EnterRoom(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     link_code: LinkCode | None = None
 
@@ -46,6 +74,9 @@ class EnterResult(msgspec.Struct, kw_only=True):
     distributor_id: str | None
     # true when the same visitor entered through the same link moments ago: nothing new recorded
     deduplicated: bool
+    # true when this browser's anonymous click through the link, moments ago, became the
+    # caller's entry (one person, one click, one visitor); it binds them as their own click would
+    continued_click: bool = False
 
 
 class CommissionTotals(msgspec.Struct, kw_only=True):
@@ -154,6 +185,24 @@ class PayoutItem(msgspec.Struct, kw_only=True):
     user_id: str
     team: str | None
     amount_cents: int
+
+
+class PayoutRecord(msgspec.Struct, kw_only=True):
+    """One payout to the caller: their item of a payout batch. A batch pays its items when it is
+    created (the ledger moves the balance out at once), so `paid` is the only state there is."""
+
+    batch_id: str
+    amount_cents: int
+    created_at: datetime
+    state: Literal["paid"] = "paid"
+
+
+class PayoutHistory(msgspec.Struct, kw_only=True):
+    """The caller's payouts newest first; `next_before` continues the list, null on its last
+    page."""
+
+    payouts: list[PayoutRecord]
+    next_before: str | None
 
 
 class PayoutBatchView(msgspec.Struct, kw_only=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import jwt
@@ -12,6 +13,11 @@ from core.errors import Forbidden, Unauthorized
 
 ROLES = frozenset({"host", "viewer", "distributor", "admin"})
 ALGORITHM = "HS256"
+# seconds of clock skew tolerated on exp / nbf / iat
+LEEWAY_S = 5
+# verified tokens remembered per process; a flash-sale storm repeats each buyer's token many
+# times, and an HMAC check plus JSON decode costs tens of µs per request
+VERIFIED_TOKENS_MAX = 10_000
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -38,12 +44,55 @@ def mint_token(secret: str, sub: str, roles: Iterable[str], ttl_s: int = 86_400)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+class VerifiedTokens:
+    """A bounded LRU of tokens that passed verification, keyed by the token string.
+
+    Only successes are remembered, together with the secret that verified them and their
+    `exp`; every hit re-checks both, so a remembered token stops working at the same moment a
+    full verification would refuse it. A token string that differs in any byte is a miss."""
+
+    def __init__(self, max_entries: int = VERIFIED_TOKENS_MAX) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[str, float | None, Principal]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, secret: str, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        verified_with, expires_at, who = entry
+        if verified_with != secret or (expires_at is not None and time.time() >= expires_at):
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return who
+
+    def put(self, secret: str, token: str, who: Principal, exp: object) -> None:
+        # PyJWT refuses once `exp <= now - leeway`
+        expires_at = float(exp) + LEEWAY_S if isinstance(exp, int | float) else None
+        self._entries[token] = (secret, expires_at, who)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+verified_tokens = VerifiedTokens()
+
+
 def verify_token(secret: str, token: str) -> Principal:
     """Decode and check a token; any defect is Unauthorized with the reason."""
+    known = verified_tokens.get(secret, token)
+    if known is not None:
+        return known
     try:
         # algorithms pinned: a token claiming `none` or RS256 is refused, never trusted
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["sub"]}, leeway=5
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub"]}, leeway=LEEWAY_S
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired", reason="expired") from None
@@ -63,7 +112,9 @@ def verify_token(secret: str, token: str) -> Principal:
     if not isinstance(raw_roles, list):
         raise Unauthorized("invalid token: roles must be a list", reason="invalid")
     roles = frozenset(r for r in raw_roles if isinstance(r, str) and r in ROLES)
-    return Principal(user_id=sub, roles=roles)
+    who = Principal(user_id=sub, roles=roles)
+    verified_tokens.put(secret, token, who, claims.get("exp"))
+    return who
 
 
 def bearer_token(authorization: str | None) -> str | None:

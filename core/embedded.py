@@ -46,6 +46,21 @@ def _wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def _wait_for_pong(port: int, timeout: float) -> bool:
+    """Wait until Valkey answers PING: an open port is not enough while it loads its AOF."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def _alive(pid: int, names: tuple[str, ...]) -> bool:
     try:
         process = psutil.Process(pid)
@@ -191,15 +206,22 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL on 127.0.0.1:%d (data %s)", self.port, self.pgdata)
         return self.url
 
-    def stop(self, mode: str = "fast") -> None:
+    def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
+        """Stop the server and wait until it is gone (its lock file removed)."""
         if self._pid_file() is None:
             return
-        subprocess.run(
-            [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", mode, "stop"],
-            user=self._run_as(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        result = subprocess.run(
+            [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)),
+             "-m", mode, "stop"],
+            user=self._run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while (running := self._pid_file()) is not None and time.monotonic() < deadline:
+            if not _alive(running[0], ("postgres",)):
+                break
+            time.sleep(0.1)
+        if result.returncode != 0 and self._pid_file() is not None:
+            log.warning("PostgreSQL did not stop cleanly: %s", result.stderr.strip())
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would (fault tests)."""
@@ -254,7 +276,7 @@ class EmbeddedValkey:
                 port = int(self.port_path.read_text().strip())
             except (OSError, ValueError):
                 port = 0
-            if port and _wait_for_port("127.0.0.1", port, 2.0):
+            if port and _wait_for_pong(port, 5.0):
                 log.warning("adopting Valkey left running on %s (pid %d)", self.dir, pid)
                 self.port, self.adopted = port, True
                 return self.url
@@ -289,7 +311,7 @@ class EmbeddedValkey:
         else:
             args += ["--appendonly", "no"]
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not _wait_for_port("127.0.0.1", self.port, timeout):
+        if not _wait_for_pong(self.port, timeout):
             raise EmbeddedServerError(
                 f"Valkey did not start on port {self.port}; last lines of {self.log_path}:\n"
                 f"{_tail(self.log_path)}"

@@ -90,6 +90,19 @@ async def read_json(request: Request, kind: type[T]) -> T:
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+def read_query(request: Request, kind: type[T]) -> T:
+    """Decode and validate the query string as `kind` (a Struct of optional fields); numbers
+    arrive as text and are converted; unknown or repeated parameters are refused like bad bodies."""
+    params = request.query_params
+    repeated = [name for name in params if len(params.getlist(name)) > 1]
+    if repeated:
+        raise Unprocessable(f"query parameter {repeated[0]!r} given twice", field=repeated[0])
+    try:
+        return msgspec.convert(dict(params), type=kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise Unprocessable(f"invalid query: {exc}", field=_field_of(str(exc))) from None
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
     # PostgreSQL text cannot hold NUL: refuse it here, once, rather than fail in a query
     if b"\\u0000" in body and _NUL_ESCAPE.search(body):
@@ -124,13 +137,18 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": error}
 
 
-async def livesell_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LivesellError)
+def error_response(exc: LivesellError) -> Response:
+    """The one JSON shape every livesell error takes on the wire."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     retry_after = exc.details.get("retry_after_s")
     if exc.status in (429, 503) and isinstance(retry_after, int):
         headers = {"Retry-After": str(retry_after)}
     return JSON(error_body(exc.code, exc.message, **exc.details), exc.status, headers=headers)
+
+
+async def livesell_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LivesellError)
+    return error_response(exc)
 
 
 _HTTP_CODES = {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -51,19 +51,37 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_template(scope)
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            count, latency = _series(scope["method"], _route_template(scope), status)
+            count.inc()
+            latency.observe(time.perf_counter() - started)
+
+
+# labelled series by (method, route, status): looking them up through labels() costs more per
+# request than the whole router; bounded, as clients choose the method
+_SERIES_MAX = 4_096
+_series_cache: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    key = (method, route, status)
+    found = _series_cache.get(key)
+    if found is None:
+        found = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(method, route),
+        )
+        if len(_series_cache) < _SERIES_MAX:
+            _series_cache[key] = found
+    return found
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    # Starlette's router records the route it chose in the scope (for a 405 the route whose
+    # path matched); matching again here would walk every route a second time per request
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    return str(getattr(route, "path", "other"))
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -22,6 +22,7 @@ class Operation:
     summary: str
     body: Any = None
     response: Any = None
+    query: Any = None
     status: int = 200
     roles: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
@@ -39,6 +40,7 @@ def api_route(
     summary: str,
     body: Any = None,
     response: Any = None,
+    query: Any = None,
     status: int = 200,
     roles: Iterable[str] = (),
     headers: Iterable[str] = (),
@@ -51,6 +53,7 @@ def api_route(
         summary=summary,
         body=body,
         response=response,
+        query=query,
         status=status,
         roles=tuple(roles),
         headers=tuple(headers),
@@ -72,6 +75,21 @@ _ERROR_SCHEMA = {
         }
     },
 }
+
+
+def _query_parameters(kind: Any) -> list[dict[str, Any]]:
+    """The fields of a query Struct (see `core.http.read_query`) as OpenAPI query parameters."""
+    if kind is None:
+        return []
+    return [
+        {
+            "name": f.encode_name,
+            "in": "query",
+            "required": f.required,
+            "schema": msgspec.json.schema(f.type),
+        }
+        for f in msgspec.structs.fields(kind)
+    ]
 
 
 def build_openapi(routes: Iterable[BaseRoute], title: str, version: str) -> dict[str, Any]:
@@ -100,6 +118,7 @@ def build_openapi(routes: Iterable[BaseRoute], title: str, version: str) -> dict
             }
             for h in op.headers
         ]
+        params += _query_parameters(op.query)
         item: dict[str, Any] = {"summary": op.summary, "parameters": params, "responses": {}}
         if op.tags:
             item["tags"] = list(op.tags)

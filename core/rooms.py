@@ -37,9 +37,12 @@ def _room(row: asyncpg.Record | None) -> Room | None:
     return Room(**dict(row)) if row is not None else None
 
 
-async def get_room(conn: Conn, room_id: int, *, for_update: bool = False) -> Room | None:
-    """The room, or None. `for_update` locks the row for the rest of the transaction."""
-    lock = " FOR UPDATE" if for_update else ""
+async def get_room(
+    conn: Conn, room_id: int, *, for_update: bool = False, for_share: bool = False
+) -> Room | None:
+    """The room, or None. `for_update` / `for_share` lock the row for the rest of the
+    transaction (share: the room cannot end while a drop is being created in it)."""
+    lock = " FOR UPDATE" if for_update else " FOR SHARE" if for_share else ""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM rooms WHERE id = $1{lock}", room_id)
     return _room(row)
 

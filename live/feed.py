@@ -50,6 +50,10 @@ class Feed:
         self.joining: dict[Session, Held] = {}
         self.top = 0  # highest offset received from pub/sub
         self.epoch = ""
+        # the highest stream position a subscribe read from Redis in this epoch: with the link
+        # unbroken since, it answers the next plain subscribe without another Redis round trip
+        self.read_top = 0
+        self.read_epoch = ""
         self._pending: list[tuple[int, bytes] | None] = []
         self._pending_keys: dict[bytes, int] = {}
         self._flush_at: asyncio.TimerHandle | None = None
@@ -67,6 +71,22 @@ class Feed:
     def join(self, session: Session) -> None:
         self.joining[session] = []
         session.feeds[self.channel] = self
+
+    def note_read(self, top: int, epoch: str) -> None:
+        """A subscribe read the stream's position (`top` in `epoch`) from Redis."""
+        if not self.epoch:
+            self.epoch = epoch
+        if epoch == self.epoch:
+            self.read_top = max(self.read_top, top) if self.read_epoch == epoch else top
+            self.read_epoch = epoch
+
+    def known_position(self) -> int | None:
+        """The stream position without asking Redis, when the feed can vouch for it: a read in
+        the current epoch and an unbroken pub/sub link since. Never lower than a fresh read
+        could have answered a moment ago; publications after it arrive live as usual."""
+        if self.paused or self.gap or not self.epoch or self.read_epoch != self.epoch:
+            return None
+        return max(self.top, self.read_top)
 
     def activate(self, session: Session, position: int) -> Held:
         """The subscribe reply (position `position`) is about to be written: returns the held

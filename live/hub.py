@@ -42,7 +42,7 @@ from live.errors import (
 )
 from live.events import ViewersChanged
 from live.feed import Feed
-from live.history import StreamReader
+from live.history import StreamReader, StreamState
 from live.protocol import (
     FLAG_REJECT_UNRECOVERED,
     Command,
@@ -243,12 +243,15 @@ class Hub:
         feed.join(session)
         loop = asyncio.get_running_loop()
         try:
-            recover_from = (request.offset, request.epoch) if request.recover else None
-            async with self._redis_reads:
-                state = await self._reader.state(channel, recover_from=recover_from)
+            known = None if request.recover else feed.known_position()
+            if known is not None:
+                state = StreamState(known, feed.epoch, [])
+            else:
+                recover_from = (request.offset, request.epoch) if request.recover else None
+                async with self._redis_reads:
+                    state = await self._reader.state(channel, recover_from=recover_from)
+                feed.note_read(state.top, state.epoch)
             read_at = loop.time()
-            if not feed.epoch:
-                feed.epoch = state.epoch
             recovered = request.recover and state.missed is not None
             if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise UnrecoverablePosition()

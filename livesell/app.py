@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute
 import attribution
 import live
 import storefront
+import web
 from core.http import exception_handlers
 from core.metrics import MetricsMiddleware
 from core.resources import Resources, open_resources
@@ -20,7 +21,13 @@ from core.settings import Settings
 
 
 def all_routes() -> list[BaseRoute]:
-    return [*core_routes(), *live.routes(), *storefront.routes(), *attribution.routes()]
+    return [
+        *core_routes(),
+        *live.routes(),
+        *storefront.routes(),
+        *attribution.routes(),
+        *web.routes(),
+    ]
 
 
 def create_app(settings: Settings, resources: Resources | None = None) -> Starlette:
@@ -38,7 +45,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
 
     app = Starlette(
         routes=all_routes(),
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), *storefront.middleware()],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

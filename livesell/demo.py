@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
+import attribution
+import storefront
+from core import rooms
 from core.auth import mint_token
 from core.resources import Resources
 
@@ -16,40 +21,43 @@ DEMO_PRODUCTS = [
 ]
 
 
-async def seed(res: Resources) -> int:
-    """Create the demo room once (idempotent by SKU and host); return its id."""
+class Demo(msgspec.Struct):
+    room_id: int
+    product_ids: list[int]
+    link_url: str
+
+
+async def seed(res: Resources) -> Demo:
+    """Seed the demo through the packages' public functions; running it again reuses it all."""
     async with res.pool.acquire() as conn, conn.transaction():
         product_ids = []
         for sku, title, price, bps in DEMO_PRODUCTS:
-            product_ids.append(
-                await conn.fetchval(
-                    """INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (sku) DO UPDATE SET title = EXCLUDED.title RETURNING id""",
-                    sku,
-                    title,
-                    price,
-                    bps,
-                    DEMO_HOST,
-                )
-            )
+            existing = await conn.fetchval("SELECT id FROM products WHERE sku = $1", sku)
+            if existing is None:
+                product = await storefront.create_product(
+                    conn, sku=sku, title=title, price_cents=price, commission_bps=bps,
+                    created_by=DEMO_HOST,
+                )  # fmt: skip
+                existing = int(product.id)
+            product_ids.append(int(existing))
         room_id = await conn.fetchval(
             "SELECT id FROM rooms WHERE host_id = $1 AND status <> 'ended' ORDER BY id LIMIT 1",
             DEMO_HOST,
         )
         if room_id is None:
-            room_id = await conn.fetchval(
-                """INSERT INTO rooms (host_id, title, status, live_at, pinned_product_id)
-                   VALUES ($1, $2, 'live', now(), $3) RETURNING id""",
-                DEMO_HOST,
-                "Demo live room / 演示直播间",
-                product_ids[0],
-            )
-    return int(room_id)
+            room = await rooms.create_room(conn, DEMO_HOST, "Demo live room / 演示直播间")
+            await rooms.set_live(conn, room.id)
+            await rooms.set_pinned(conn, room.id, product_ids[0])
+            room_id = room.id
+        distributor = await attribution.become_distributor(conn, DEMO_DISTRIBUTOR, team="demo")
+        link = await attribution.create_link(conn, res.settings, int(distributor.id), room_id)
+    return Demo(room_id=int(room_id), product_ids=product_ids, link_url=link.url)
 
 
 async def seed_and_print(res: Resources) -> None:
-    room_id = await seed(res)
+    demo = await seed(res)
+    room_id = demo.room_id
+    products = ",".join(str(product_id) for product_id in demo.product_ids)
     settings = res.settings
     api = settings.api_base_url
     tokens = {
@@ -66,6 +74,11 @@ livesell is up.
   API          {api}   (health: {api}/healthz, OpenAPI: {api}/api/openapi.json)
   hub          {settings.hub_url}
   demo room    {api}/api/rooms/{room_id}
+  share link   {demo.link_url}   (the demo distributor's; opening it credits them)
+  pages (open logged in; the page keeps the token and removes it from the address bar):
+    host console     {api}/host/{room_id}?products={products}#token={tokens[DEMO_HOST]}
+    viewer room      {api}/r/{room_id}#token={tokens[DEMO_VIEWER]}
+    distributor      {api}/d?room={room_id}#token={tokens[DEMO_DISTRIBUTOR]}
   tokens (Authorization: Bearer ...):
     host         {tokens[DEMO_HOST]}
     viewer       {tokens[DEMO_VIEWER]}

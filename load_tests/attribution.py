@@ -320,10 +320,16 @@ async def seed(
         )
         drop_id = await conn.fetchval(
             """INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit,
-                                  starts_at, ends_at)
-               VALUES ($1, $2, 9900, 100000, 5, now(), now() + interval '1 day') RETURNING id""",
+                                  starts_at, ends_at, created_by, started_at)
+               VALUES ($1, $2, 9900, 100000, 5, now(), now() + interval '1 day', 'load-host',
+                       now()) RETURNING id""",
             room_id,
             product_id,
+        )
+        # the storefront sells a drop's units one claim each
+        await conn.execute(
+            "INSERT INTO drop_units (drop_id, unit_no) SELECT $1, generate_series(1, 100000)",
+            drop_id,
         )
     finally:
         await conn.close()

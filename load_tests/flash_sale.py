@@ -32,16 +32,18 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from core.auth import mint_token
 from core.db import migrate_url
@@ -124,6 +126,33 @@ def serve_baseline(port: int) -> None:
     )
 
 
+def serve_floor(port: int) -> None:
+    """The same uvicorn, serving a bare ASGI app that reads each attempt and answers a constant
+    409: what one request costs this stack before any application code runs."""
+    import uvicorn
+
+    refusal = b'{"error":{"code":"sold_out","message":"drop 1 is sold out","drop_id":"1"}}'
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":  # type: ignore[operator]
+                await send({"type": "lifespan.startup.complete"})  # type: ignore[operator]
+            await send({"type": "lifespan.shutdown.complete"})  # type: ignore[operator]
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)  # type: ignore[operator]
+        status = 200 if scope["method"] == "GET" else 409
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(refusal)),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": refusal})  # type: ignore[operator]
+
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="on")
+
+
 # --- the client ---
 
 
@@ -141,6 +170,11 @@ class Outcome:
     max_ms: float
     # PostgreSQL transactions the run caused (pg_stat_database): the load that reached it
     pg_transactions: int = 0
+    # CPU time (user + system) per attempt, in µs, of each process taking part in the run: a
+    # fairer figure than attempts/s on a machine whose cores other work shares
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    # attempts the API refused from its memory of the gate, without a Redis call (/metrics)
+    refused_locally: int | None = None
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -242,21 +276,119 @@ def outcome(
     )
 
 
-# --- orchestration ---
+# --- CPU accounting ---
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its live children, and the children it has reaped."""
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue  # exited between listing and reading: its parent has it now
+        total += times.user + times.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by named processes (and their children) between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid is not None}
+        self.started: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        spent = {name: _tree_cpu_s(pid) for name, pid in self.pids.items()}
+        spent["client"] = time.process_time()
+        return spent
+
+    def start(self) -> None:
+        self.started = self._now()
+
+    def per_attempt_us(self, attempts: int) -> dict[str, float]:
+        ended = self._now()
+        return {
+            name: round((ended[name] - self.started[name]) * 1e6 / max(1, attempts), 1)
+            for name in ended
+        }
 
 
 @contextlib.contextmanager
-def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+def py_spy(pid: int, name: str, enabled: bool) -> Iterator[None]:
+    """Sample `pid` with py-spy (collapsed stacks into results/) while the block runs."""
+    if not enabled:
+        yield
+        return
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"flash_sale_{name}.folded"
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = subprocess.Popen(
+        [
+            str(beside) if beside.exists() else "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # let it attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"  {name}: py-spy samples in {out}")
+
+
+# --- orchestration ---
+
+
+@dataclass
+class Servers:
+    database_url: str
+    redis_url: str
+    # the embedded servers' main processes, when they are ours to measure
+    postgres_pid: int | None = None
+    redis_pid: int | None = None
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace) -> Iterator[Servers]:
     if args.database_url and args.redis_url:
-        yield args.database_url, args.redis_url
+        yield Servers(args.database_url, args.redis_url)
         return
     root = Path(tempfile.mkdtemp(prefix="livesell-flash-"))
     pg = EmbeddedPostgres(root / "pg", durable=True)
     valkey = EmbeddedValkey(root / "valkey", durable=False)
     try:
-        database_url = args.database_url or pg.start()
-        redis_url = args.redis_url or valkey.start()
-        yield database_url, redis_url
+        found = Servers(args.database_url or pg.start(), args.redis_url or valkey.start())
+        if not args.database_url:
+            found.postgres_pid = _pid_in(pg.pgdata / "postmaster.pid")
+        if not args.redis_url:
+            found.redis_pid = _pid_in(valkey.pid_path)
+        yield found
     finally:
         valkey.stop()
         pg.stop(mode="immediate")
@@ -264,7 +396,7 @@ def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
+async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[int]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -281,7 +413,7 @@ async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncItera
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{argv} did not come up")
             await asyncio.sleep(0.1)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -367,14 +499,69 @@ async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namesp
     await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
 
 
+async def refused_locally(port: int) -> int | None:
+    """livesell_gate_refused_locally_total from the server's /metrics (None if it has none)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        status, body = await _read_response(reader)
+    finally:
+        writer.close()
+    if status != 200:
+        return None
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("livesell_gate_refused_locally_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def contend(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    warmup_path: str,
+    requests: list[bytes],
+    found: Servers,
+    tokens: list[str],
+    args: argparse.Namespace,
+) -> tuple[list[float], Counter[int], float, int, dict[str, float], int | None]:
+    """Start one contender, warm it up, and send it the measured attempts."""
+    async with process(argv, env, port) as pid:
+        await warm_up(port, warmup_path, tokens, args)
+        local_before = await refused_locally(port)
+        before = await pg_transactions(found.database_url)
+        meter = CpuMeter({"server": pid, "postgres": found.postgres_pid, "redis": found.redis_pid})
+        print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
+        with py_spy(pid, name, args.profile):
+            meter.start()
+            lat, statuses, seconds = await fire(
+                port,
+                requests,
+                concurrency=args.concurrency,
+                deadline_s=args.timeout_s,
+                label=name,
+            )
+            cpu = meter.per_attempt_us(len(lat))
+        local = await refused_locally(port)
+        if local is not None and local_before is not None:
+            local -= local_before
+        pg_load = await pg_transactions(found.database_url) - before
+    return lat, statuses, seconds, pg_load, cpu, local
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
-    with servers(args) as (database_url, redis_url):
+    with servers(args) as found:
+        database_url, redis_url = found.database_url, found.redis_url
         await migrate_url(database_url)
         drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
         # a separate drop to warm both servers up on (connection pools, prepared statements,
-        # script cache) before the measured run, so neither is measured cold
-        warmup_drop = await seed(database_url, 1, 1)
+        # script cache) before the measured run, so neither is measured cold: with a unit per
+        # connection, the winners' writes open and prepare every pooled PostgreSQL connection
+        # of livesell as the baseline's updates do
+        warmup_drop = await seed(database_url, args.concurrency, 1)
         print(
             f"drop {drop_id}: {args.quantity} units, {args.per_buyer_limit} per buyer", flush=True
         )
@@ -394,49 +581,66 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if not args.skip_baseline:
             port = free_port()
             argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
-            async with process(argv, env, port):
-                await warm_up(port, f"/naive/drops/{warmup_drop}/buy", tokens, args)
-                path = f"/naive/drops/{drop_id}/buy"
-                requests = [buy_request(path, tokens[b], None) for b in plan]
-                before = await pg_transactions(database_url)
-                print(f"baseline: {len(requests)} attempts, {args.concurrency} connections")
-                lat, statuses, seconds = await fire(
-                    port,
-                    requests,
-                    concurrency=args.concurrency,
-                    deadline_s=args.timeout_s,
-                    label="baseline",
-                )
-                pg_load = await pg_transactions(database_url) - before
+            path = f"/naive/drops/{drop_id}/buy"
+            lat, statuses, seconds, pg_load, cpu, _ = await contend(
+                "baseline",
+                argv,
+                env,
+                port,
+                f"/naive/drops/{warmup_drop}/buy",
+                [buy_request(path, tokens[b], None) for b in plan],
+                found,
+                tokens,
+                args,
+            )
             state = await truth(database_url, drop_id)
             sold = args.quantity - state["naive_stock"]
             results.append(outcome("baseline", lat, statuses, seconds, sold, args.quantity))
             results[-1].pg_transactions = pg_load
+            results[-1].cpu_us = cpu
 
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
-        async with process(argv, env, port):
-            await warm_up(port, f"/api/drops/{warmup_drop}/buy", tokens, args)
-            path = f"/api/drops/{drop_id}/buy"
-            requests = [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)]
-            before = await pg_transactions(database_url)
-            print(f"livesell: {len(requests)} attempts, {args.concurrency} connections")
-            lat, statuses, seconds = await fire(
-                port,
-                requests,
-                concurrency=args.concurrency,
-                deadline_s=args.timeout_s,
-                label="livesell",
-            )
-            pg_load = await pg_transactions(database_url) - before
+        path = f"/api/drops/{drop_id}/buy"
+        lat, statuses, seconds, pg_load, cpu, local = await contend(
+            "livesell",
+            argv,
+            env,
+            port,
+            f"/api/drops/{warmup_drop}/buy",
+            [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
+            found,
+            tokens,
+            args,
+        )
         state = await truth(database_url, drop_id)
         result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
+        result.cpu_us = cpu
+        result.refused_locally = local
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
         if statuses.get(201, 0) != state["held_units"]:
             print(f"!! {statuses.get(201, 0)} answers 201 but {state['held_units']} units held")
+
+        if args.floor:
+            port = free_port()
+            argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
+            path = f"/floor/drops/{drop_id}/buy"
+            lat, statuses, seconds, _, cpu, _ = await contend(
+                "floor",
+                argv,
+                env,
+                port,
+                path,
+                [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
+                found,
+                tokens,
+                args,
+            )
+            results.append(outcome("floor", lat, statuses, seconds, 0, args.quantity))
+            results[-1].cpu_us = cpu
 
     print()
     print(
@@ -448,6 +652,20 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             f"{r.name:10}{r.attempts:>10}{r.sold:>7}{r.oversold:>10}{r.attempts_per_s:>10,.0f}"
             f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}{r.pg_transactions:>9}  {r.statuses}"
         )
+    print("\nCPU µs per attempt (user + system, whole run incl. winners):")
+    names = sorted({name for r in results for name in r.cpu_us})
+    print(f"{'':10}" + "".join(f"{name:>10}" for name in names) + f"{'servers':>10}")
+    for r in results:
+        servers_us = sum(v for k, v in r.cpu_us.items() if k != "client")
+        print(
+            f"{r.name:10}"
+            + "".join(f"{r.cpu_us.get(name, float('nan')):>10.1f}" for name in names)
+            + f"{servers_us:>10.1f}"
+        )
+    for r in results:
+        if r.refused_locally is not None:
+            print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     report: dict[str, object] = {
         "attempts": args.attempts,
         "buyers": args.buyers,
@@ -456,10 +674,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "concurrency": args.concurrency,
         "results": [asdict(r) for r in results],
     }
-    if len(results) == 2 and results[0].attempts_per_s:
-        speedup = results[1].attempts_per_s / results[0].attempts_per_s
+    named = {r.name: r for r in results}
+    if "baseline" in named and named["baseline"].attempts_per_s:
+        speedup = named["livesell"].attempts_per_s / named["baseline"].attempts_per_s
         report["speedup"] = round(speedup, 2)
         print(f"\nlivesell / baseline attempts per second: {speedup:.2f}x")
+        base, ours = (
+            sum(v for k, v in named[name].cpu_us.items() if k != "client")
+            for name in ("baseline", "livesell")
+        )
+        if ours:
+            report["server_cpu_ratio"] = round(base / ours, 2)
+            print(f"baseline / livesell server CPU per attempt: {base / ours:.2f}x")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flash_sale.json").write_text(json.dumps(report, indent=2))
     return report
@@ -486,6 +712,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the attempt plan")
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a bare ASGI app on the same uvicorn answering a constant 409",
+    )
+    parser.add_argument(
+        "--client-uvloop",
+        action="store_true",
+        help="run this client on uvloop (less of the shared CPU for the load generator)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy during its run (collapsed stacks in results/)",
+    )
     parser.add_argument("--database-url", help="a PostgreSQL to use instead of an embedded one")
     parser.add_argument("--redis-url", help="a Redis to use instead of an embedded Valkey")
     parser.add_argument(
@@ -499,10 +740,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve-baseline"]:
         serve_baseline(int(argv[1]))
         return 0
+    if argv[:1] == ["serve-floor"]:
+        serve_floor(int(argv[1]))
+        return 0
     args = build_parser().parse_args(argv)
     if args.quick:
         args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
-    report = asyncio.run(run(args))
+    if args.client_uvloop:
+        import uvloop
+
+        report = uvloop.run(run(args))
+    else:
+        report = asyncio.run(run(args))
     results = report["results"]
     assert isinstance(results, list)
     return 1 if any(r["oversold"] for r in results if r["name"] == "livesell") else 0

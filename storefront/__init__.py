@@ -6,22 +6,26 @@ internal to storefront.
 
 from __future__ import annotations
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from core.events import Outbox
 from storefront import catalog
 from storefront.conn import Conn
-from storefront.views import DropView, OrderView, ProductView
+from storefront.views import DropView, OrderView, ProductPage, ProductView
 from storefront.worker import reconcile_drop, worker_tasks
 
 __all__ = [
     "DropView",
     "OrderView",
+    "ProductPage",
     "ProductView",
     "active_drop_view",
     "close_drop",
     "create_drop",
     "create_product",
+    "list_products",
+    "middleware",
     "product_view",
     "reconcile_drop",
     "routes",
@@ -35,9 +39,24 @@ def routes() -> list[BaseRoute]:
     return storefront_routes()
 
 
+def middleware() -> list[Middleware]:
+    """ASGI middleware the API app runs in front of its router: the buy route's hot path."""
+    from storefront.hot_path import BuyRefusals
+
+    return [Middleware(BuyRefusals)]
+
+
 async def product_view(conn: Conn, product_id: int) -> ProductView | None:
     """The product card for `product_id`, or None when there is no such product."""
     return await catalog.fetch_product(conn, product_id)
+
+
+async def list_products(
+    conn: Conn, *, created_by: str | None = None, limit: int = 50, before: int | None = None
+) -> ProductPage:
+    """Products newest first, a page at a time (only those `created_by` made, when given);
+    pass the page's `next_before` as `before` for the next one."""
+    return await catalog.list_products(conn, created_by=created_by, limit=limit, before=before)
 
 
 async def active_drop_view(conn: Conn, room_id: int) -> DropView | None:

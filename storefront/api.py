@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from core.events import Outbox
-from core.http import JSON, path_id, read_body, read_json, require, resources
+from core.http import JSON, path_id, read_body, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.ratelimit import Limit, address_subject, limiter_of
 from core.resources import Resources
@@ -28,12 +28,15 @@ from storefront.views import (
     NewProduct,
     OrderView,
     PaymentStarted,
+    ProductPage,
+    ProductQuery,
     ProductView,
     RefundRequest,
     WebhookAck,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+BUY_ROUTE = "/api/drops/{id}/buy"
 TAG = "storefront"
 
 
@@ -51,6 +54,19 @@ async def create_product(request: Request) -> Response:
             created_by=who.user_id,
         )
     return JSON(product, 201)
+
+
+async def list_products(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    query = read_query(request, ProductQuery)
+    async with resources(request).pool.acquire() as conn:
+        page = await catalog.list_products(
+            conn,
+            created_by=who.user_id if query.mine else None,
+            limit=query.limit,
+            before=None if query.before is None else int(query.before),
+        )
+    return JSON(page)
 
 
 async def get_product(request: Request) -> Response:
@@ -111,8 +127,9 @@ async def close_drop(request: Request) -> Response:
     return JSON(view)
 
 
-def _idempotency_key(request: Request) -> str:
-    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+def idempotency_key(raw: str | None) -> str:
+    """The Idempotency-Key header's value, or IdempotencyKeyRequired."""
+    key = (raw or "").strip()
     if not key or len(key) > 255 or not key.isprintable():
         raise IdempotencyKeyRequired()
     return key
@@ -133,7 +150,7 @@ async def _rate_limit_buy(request: Request, res: Resources, user_id: str) -> Non
 async def buy(request: Request) -> Response:
     who = require(request, "viewer")
     drop_id = path_id(request)
-    key = _idempotency_key(request)
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
     res = resources(request)
     await _rate_limit_buy(request, res, who.user_id)
     body = await read_json(request, BuyRequest)
@@ -207,6 +224,17 @@ def routes() -> list[BaseRoute]:
             tag=TAG,
         ),
         api_route(
+            "/api/products",
+            list_products,
+            methods=["GET"],
+            summary="the catalog newest first, a page at a time (mine=1: the caller's own)",
+            query=ProductQuery,
+            response=ProductPage,
+            roles=("host", "admin"),
+            errors=(401, 403, 422),
+            tag=TAG,
+        ),
+        api_route(
             "/api/products/{id}",
             get_product,
             methods=["GET"],
@@ -247,7 +275,7 @@ def routes() -> list[BaseRoute]:
             tag=TAG,
         ),
         api_route(
-            "/api/drops/{id}/buy",
+            BUY_ROUTE,
             buy,
             methods=["POST"],
             summary="buy from a live drop: a held order, or 409 sold_out / drop_not_active, "

@@ -18,7 +18,7 @@ from storefront.errors import (
 )
 from storefront.events import DropClosed, DropScheduled, DropSoldOut, DropStarted, StockChanged
 from storefront.rooms import fetch_room
-from storefront.views import DropStatus, DropView, ProductView
+from storefront.views import DropStatus, DropView, ProductPage, ProductView
 
 PRODUCT_COLUMNS = "id, sku, title, price_cents, commission_bps, image_url"
 
@@ -64,6 +64,23 @@ async def insert_product(
 async def fetch_product(conn: Conn, product_id: int) -> ProductView | None:
     row = await conn.fetchrow(f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id)
     return product_from_row(row) if row is not None else None
+
+
+async def list_products(
+    conn: Conn, *, created_by: str | None, limit: int, before: int | None
+) -> ProductPage:
+    """Products newest first (those `created_by` made, when given), at most `limit`, older than
+    the product id `before` when given."""
+    rows = await conn.fetch(
+        f"""SELECT {PRODUCT_COLUMNS} FROM products
+            WHERE ($1::text IS NULL OR created_by = $1) AND ($2::bigint IS NULL OR id < $2)
+            ORDER BY id DESC LIMIT $3""",
+        created_by,
+        before,
+        limit + 1,
+    )
+    page = [product_from_row(row) for row in rows[:limit]]
+    return ProductPage(products=page, next_before=page[-1].id if len(rows) > limit else None)
 
 
 # --- drops ---

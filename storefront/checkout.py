@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 
 import attribution
+from core.errors import LivesellError
 from core.events import Outbox
 from core.resources import Resources
 from storefront.catalog import announce_stock
@@ -90,15 +91,24 @@ async def buy(
                 if stored_fp != fp.hex():
                     raise IdempotencyMismatch(key)
                 return await _replay(res, buyer_id, key, fp)
-            case Refused(reason="not_active", detail=(status, *_)):
-                raise DropNotActive(drop_id, status)
-            case Refused(reason="limit_reached", detail=(holding, limit, *_)):
-                raise LimitReached(drop_id, int(limit), int(holding))
-            case Refused(reason="sold_out", detail=(free, *_)):
-                raise SoldOut(drop_id, int(free))
             case _:
-                raise RuntimeError(f"unexpected gate reply {outcome!r}")
+                error = refusal_error(drop_id, outcome)
+                if error is None:
+                    raise RuntimeError(f"unexpected gate reply {outcome!r}")
+                raise error
     raise GateBusy(drop_id)
+
+
+def refusal_error(drop_id: int, refused: Refused) -> LivesellError | None:
+    """The error a loser gets for a final refusal of the gate (None for any other reply)."""
+    match refused:
+        case Refused(reason="not_active", detail=(status, *_)):
+            return DropNotActive(drop_id, status)
+        case Refused(reason="limit_reached", detail=(holding, limit, *_)):
+            return LimitReached(drop_id, int(limit), int(holding))
+        case Refused(reason="sold_out", detail=(free, *_)):
+            return SoldOut(drop_id, int(free))
+    return None
 
 
 async def _replay(res: Resources, buyer_id: str, key: str, fp: bytes) -> StoredResponse:

@@ -33,6 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from storefront.errors import DropNotFound, GateBusy
+from storefront.refusals import RecentRefusals
 
 log = logging.getLogger("livesell.storefront.gate")
 
@@ -273,6 +274,8 @@ class Gate:
         self._unlock = client.register_script(UNLOCK_SCRIPT)
         self._probe = client.register_script(PROBE_SCRIPT)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        # refusals proven by a recent snapshot are answered without a Redis call
+        self.recent = RecentRefusals(client, gate_keys)
 
     async def acquire(
         self,
@@ -284,15 +287,24 @@ class Gate:
         fingerprint: str = "",
         mode: str = "buy",
     ) -> Granted | Refused:
+        if mode == "buy":
+            known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
+            if known is None and await self.recent.settled(drop_id):
+                known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
+            if known is not None:
+                return Refused(*known)
         token = secrets.token_hex(8)
+        keys = gate_keys(drop_id)
         async with self._slots:
             reply = await self._acquire(
-                keys=gate_keys(drop_id),
-                args=[buyer_id, quantity, digest, fingerprint, token, mode],
+                keys=keys, args=[buyer_id, quantity, digest, fingerprint, token, mode]
             )
         verdict = _text(reply[0])
         if verdict == "ok":
             return Granted(gen=_text(reply[1]), units=[int(u) for u in reply[2:]], token=token)
+        if mode == "buy" and verdict in ("sold_out", "not_active"):
+            async with self._slots:
+                await self.recent.learn(drop_id)
         return Refused(verdict, tuple(_text(x) for x in reply[1:]))
 
     async def commit(
@@ -316,11 +328,22 @@ class Gate:
     ) -> bool:
         """Put `units` back on sale and take `count` (default: len(units)) off the buyer."""
         token, gen = (granted.token, granted.gen) if granted is not None else ("", "")
-        async with self._slots:
-            done = await self._release(
-                keys=gate_keys(drop_id),
-                args=[token, gen, buyer_id, len(units) if count is None else count, digest, *units],
-            )
+        try:
+            async with self._slots:
+                done = await self._release(
+                    keys=gate_keys(drop_id),
+                    args=[
+                        token,
+                        gen,
+                        buyer_id,
+                        len(units) if count is None else count,
+                        digest,
+                        *units,
+                    ],
+                )
+        finally:
+            # snapshots read before the units were back must not refuse attempts on them
+            self.recent.forget(drop_id)
         return bool(done)
 
     async def close(self, drop_id: int) -> None:
@@ -328,6 +351,7 @@ class Gate:
         gate = gate_keys(drop_id)[0]
         if await self.redis.exists(gate):
             await self.redis.hset(gate, "closed", "1")
+        self.recent.forget(drop_id)
 
     async def probe(self, drop_id: int) -> Probe:
         gen, version, free, in_flight, oldest = await self._probe(keys=gate_keys(drop_id), args=[])
@@ -366,6 +390,7 @@ class Gate:
                     args=["fresh", "", "", secrets.token_hex(6), *snapshot.args(0)],
                 )
                 if _text(reply[0]) == "built":
+                    self.recent.forget(drop_id)
                     log.info("gate of drop %d built from PostgreSQL", drop_id)
                 return True
             finally:
@@ -401,6 +426,8 @@ class Gate:
             ],
         )
         verdict = _text(reply[0])
+        if verdict == "built":
+            self.recent.forget(drop_id)
         if verdict == "built" and int(reply[2]):
             log.warning("drop %d: %d abandoned attempts healed", drop_id, int(reply[2]))
         return verdict

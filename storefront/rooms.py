@@ -1,27 +1,19 @@
-"""The little storefront needs to know about rooms, read with plain SQL (rooms belong to live)."""
+"""Rooms as storefront sees them: `core.rooms` lookups turned into storefront's errors."""
 
 from __future__ import annotations
 
-import msgspec
-
 from core.auth import Principal
+from core.rooms import Room, get_room
 from storefront.conn import Conn
 from storefront.errors import NotRoomHost, RoomNotFound
 
 
-class Room(msgspec.Struct, frozen=True):
-    id: int
-    host_id: str
-    status: str
-
-
 async def fetch_room(conn: Conn, room_id: int, *, lock: bool = False) -> Room:
     """The room, or RoomNotFound. `lock` takes a share lock for the rest of the transaction."""
-    sql = "SELECT id, host_id, status FROM rooms WHERE id = $1"
-    row = await conn.fetchrow(sql + (" FOR SHARE" if lock else ""), room_id)
-    if row is None:
+    room = await get_room(conn, room_id, for_share=lock)
+    if room is None:
         raise RoomNotFound(room_id)
-    return Room(id=row["id"], host_id=row["host_id"], status=row["status"])
+    return room
 
 
 def check_host(room: Room, who: Principal) -> None:

@@ -17,6 +17,8 @@ OrderStatus = Literal["held", "paid", "delivered", "expired", "refunded"]
 MAX_QUANTITY = 100_000
 MAX_STARTS_IN_S = 7 * 86_400
 MAX_DURATION_S = 7 * 86_400
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
 
 
 class ProductView(msgspec.Struct, kw_only=True):
@@ -67,6 +69,14 @@ class OrderView(msgspec.Struct, kw_only=True):
     refund_reason: str | None = None
 
 
+class ProductPage(msgspec.Struct, kw_only=True):
+    """Products newest first; `next_before` is the `before` of the next (older) page, null on
+    the last page."""
+
+    products: list[ProductView]
+    next_before: str | None
+
+
 # --- inbound bodies ---
 
 Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
@@ -101,6 +111,15 @@ class RefundRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # units to refund; absent = everything not yet refunded
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
     reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class ProductQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`GET /api/products` query: `mine=1` keeps the caller's own products; `before` continues
+    from the previous page's `next_before`."""
+
+    mine: bool = False
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE
+    before: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | None = None
 
 
 # --- outbound results ---

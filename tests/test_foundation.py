@@ -339,7 +339,7 @@ def test_serve_embedded_becomes_healthy_and_stops_cleanly(tmp_path: Path) -> Non
     assert elapsed < 60
     assert "livesell is up" in output and "Bearer" in output
     pg_pid = tmp_path / "data" / "pg" / "postmaster.pid"
-    assert not pg_pid.exists(), "embedded PostgreSQL stopped with livesell"
+    assert not pg_pid.exists(), f"embedded PostgreSQL still running after exit:\n{output}"
 
     # a second run on the same data dir reuses the data (demo seeded once, not twice)
     process = _serve(env, api_port, hub_port)

@@ -1,125 +1,112 @@
-"""What storefront will do around attribution, done with plain SQL so attribution is testable
-on its own: rooms, products, drops and orders, with the order hooks called inside the same
-transactions exactly as storefront calls them. Once storefront lands, each method maps to one
-HTTP call (buy, pay webhook, deliver, refund) and these helpers can be swapped for those calls.
+"""The shop around attribution, driven through storefront's public HTTP API exactly as a host
+and buyers use it: rooms, products, drops, buys with Idempotency-Key, payment through the
+simulated provider's signed webhook, delivery and unit refunds. Only time is simulated (moving
+`delivered_at` back past the return window, a hold past its expiry), because tests cannot wait
+seven days.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import msgspec
 
 import attribution
+from core.auth import mint_token
 from core.events import Outbox
 from core.resources import Resources
 from core.settings import Settings
+from livesell.app import create_app
+from storefront.billing import gate_of
+from storefront.orders import expire_holds
+
+HOST = "host-1"
 
 
 class Shop:
     def __init__(self, res: Resources, settings: Settings | None = None) -> None:
+        if settings is not None:
+            res = dataclasses.replace(res, settings=settings)
         self.res = res
-        self.settings = settings or res.settings
+        self.settings = res.settings
+        transport = httpx.ASGITransport(app=create_app(self.settings, res))
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://shop.test")
+        self.prices: dict[int, int] = {}
 
     def under(self, **changes: object) -> Shop:
         """The same shop deciding attribution under other settings (e.g. attribution="first")."""
         return Shop(self.res, msgspec.structs.replace(self.settings, **changes))
 
-    async def room(self, host: str = "host-1", title: str = "room") -> int:
-        async with self.res.pool.acquire() as conn:
-            return int(
-                await conn.fetchval(
-                    """INSERT INTO rooms (host_id, title, status, live_at)
-                       VALUES ($1, $2, 'live', now()) RETURNING id""",
-                    host,
-                    title,
-                )
-            )
+    def _as(self, user: str, *roles: str) -> dict[str, str]:
+        token = mint_token(self.settings.secret, user, roles or ("viewer",))
+        return {"Authorization": f"Bearer {token}"}
+
+    async def _call(self, method: str, path: str, user: str, *roles: str, **kw: Any) -> Any:
+        response = await self.http.request(method, path, headers=self._as(user, *roles), **kw)
+        assert response.status_code in (200, 201), f"{method} {path}: {response.text}"
+        return response.json()
+
+    async def room(self, host: str = HOST, title: str = "room") -> int:
+        room = await self._call("POST", "/api/rooms", host, "host", json={"title": title})
+        await self._call("POST", f"/api/rooms/{room['id']}/live", host, "host")
+        return int(room["id"])
 
     async def product(self, price_cents: int, commission_bps: int, sku: str | None = None) -> int:
-        async with self.res.pool.acquire() as conn:
-            count = await conn.fetchval("SELECT count(*) FROM products")
-            return int(
-                await conn.fetchval(
-                    """INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
-                       VALUES ($1, $2, $3, $4, 'host-1') RETURNING id""",
-                    sku or f"SKU-{count + 1}",
-                    "product",
-                    price_cents,
-                    commission_bps,
-                )
-            )
+        body = {
+            "sku": sku or f"SKU-{uuid.uuid4().hex[:10]}",
+            "title": "product",
+            "price_cents": price_cents,
+            "commission_bps": commission_bps,
+        }
+        product = await self._call("POST", "/api/products", HOST, "host", json=body)
+        return int(product["id"])
 
     async def drop(self, room_id: int, product_id: int, quantity: int = 1000) -> int:
-        async with self.res.pool.acquire() as conn:
-            price = await conn.fetchval(
-                "SELECT price_cents FROM products WHERE id = $1", product_id
-            )
-            return int(
-                await conn.fetchval(
-                    """INSERT INTO drops (room_id, product_id, price_cents, quantity,
-                                          per_buyer_limit, starts_at, ends_at)
-                       VALUES ($1, $2, $3, $4, 10, now() - interval '1 minute',
-                               now() + interval '1 hour') RETURNING id""",
-                    room_id,
-                    product_id,
-                    price,
-                    quantity,
-                )
-            )
+        product = await self._call("GET", f"/api/products/{product_id}", HOST, "host")
+        body = {
+            "product_id": str(product_id),
+            "price_cents": product["price_cents"],
+            "quantity": quantity,
+            "per_buyer_limit": 10,
+            "starts_in_s": 0,
+            "duration_s": 3600,
+        }
+        drop = await self._call("POST", f"/api/rooms/{room_id}/drops", HOST, "host", json=body)
+        self.prices[int(drop["id"])] = int(product["price_cents"])
+        return int(drop["id"])
+
+    async def close(self, drop_id: int) -> None:
+        await self._call("POST", f"/api/drops/{drop_id}/close", HOST, "host")
 
     async def place(self, buyer: str, drop_id: int, quantity: int = 1) -> int:
-        """A won buy: the held order, credited in the same transaction (storefront's buy path)."""
-        async with self.res.pool.acquire() as conn:
-            async with conn.transaction():
-                drop = await conn.fetchrow(
-                    """SELECT d.room_id, d.product_id, d.price_cents, p.commission_bps
-                       FROM drops d JOIN products p ON p.id = d.product_id WHERE d.id = $1""",
-                    drop_id,
-                )
-                assert drop is not None
-                order = await conn.fetchrow(
-                    """INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity,
-                                           unit_price_cents, amount_cents, commission_bps,
-                                           hold_expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + interval '15 minutes')
-                       RETURNING id, created_at""",
-                    drop_id,
-                    drop["room_id"],
-                    drop["product_id"],
-                    buyer,
-                    quantity,
-                    drop["price_cents"],
-                    drop["price_cents"] * quantity,
-                    drop["commission_bps"],
-                )
-                assert order is not None
-                await attribution.credit_order(
-                    conn,
-                    Outbox(),
-                    self.settings,
-                    order_id=order["id"],
-                    room_id=drop["room_id"],
-                    product_id=drop["product_id"],
-                    buyer_id=buyer,
-                    amount_cents=drop["price_cents"] * quantity,
-                    commission_bps=drop["commission_bps"],
-                    placed_at=order["created_at"],
-                )
-        return int(order["id"])
+        """A won buy: the held order, credited by attribution inside storefront's transaction."""
+        held = await self._buy(buyer, drop_id, quantity)
+        return int(held["order_id"])
+
+    async def _buy(self, buyer: str, drop_id: int, quantity: int) -> Any:
+        headers = {**self._as(buyer, "viewer"), "Idempotency-Key": uuid.uuid4().hex}
+        response = await self.http.post(
+            f"/api/drops/{drop_id}/buy", json={"quantity": quantity}, headers=headers
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "held"
+        return response.json()
 
     async def pay(self, order_id: int) -> None:
-        """The payment webhook: the order becomes paid and the commission pending."""
-        outbox = Outbox()
-        async with self.res.pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(
-                    """UPDATE orders SET status = 'paid', paid_at = coalesce(paid_at, now())
-                       WHERE id = $1 AND status IN ('held', 'paid')""",
-                    order_id,
-                )
-                await attribution.order_paid(conn, outbox, order_id=order_id)
-        await outbox.flush(self.res.publisher)
+        """The buyer pays; the simulated provider calls the signed webhook; the order is paid."""
+        order = await self._call("GET", f"/api/orders/{order_id}", "admin-1", "admin")
+        await self._call("POST", f"/api/orders/{order_id}/pay", order["buyer_id"], "viewer")
+        paid = await self._call("GET", f"/api/orders/{order_id}", "admin-1", "admin")
+        assert paid["status"] == "paid", paid
+
+    async def replay_paid_hook(self, order_id: int) -> None:
+        """The payment hook called again for an order already paid (a replayed provider event)."""
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await attribution.order_paid(conn, Outbox(), order_id=order_id)
 
     async def buy(self, buyer: str, drop_id: int, quantity: int = 1) -> int:
         order_id = await self.place(buyer, drop_id, quantity)
@@ -127,47 +114,45 @@ class Shop:
         return order_id
 
     async def deliver(self, order_id: int, days_ago: float = 0) -> None:
-        async with self.res.pool.acquire() as conn:
-            await conn.execute(
-                """UPDATE orders SET status = 'delivered', delivered_at = $2
-                   WHERE id = $1 AND status = 'paid'""",
-                order_id,
-                datetime.now(UTC) - timedelta(days=days_ago),
-            )
+        await self._call("POST", f"/api/orders/{order_id}/deliver", HOST, "host")
+        if days_ago:
+            await self._shift_delivery(order_id, timedelta(days=days_ago))
 
     async def deliver_past_window(self, order_id: int) -> None:
         await self.deliver(order_id, days_ago=self.settings.return_window_s / 86_400 + 1)
 
-    async def refund(self, order_id: int, cents: int) -> None:
-        """A refund: storefront updates the order, then calls the hook in the same transaction."""
-        outbox = Outbox()
-        async with self.res.pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(
-                    """UPDATE orders SET refunded_cents = refunded_cents + $2,
-                           refunded_at = now(),
-                           status = CASE WHEN refunded_cents + $2 = amount_cents
-                                         THEN 'refunded' ELSE status END
-                       WHERE id = $1""",
-                    order_id,
-                    cents,
-                )
-                await attribution.order_refunded(
-                    conn, outbox, order_id=order_id, refund_cents=cents
-                )
-        await outbox.flush(self.res.publisher)
+    async def refund(self, order_id: int, cents: int, *, by_admin: bool = False) -> None:
+        """Refund whole units worth `cents`: by the buyer (before delivery or inside the return
+        window) or, any time, by an admin."""
+        order = await self._call("GET", f"/api/orders/{order_id}", "admin-1", "admin")
+        unit = int(order["amount_cents"]) // int(order["quantity"])
+        assert cents % unit == 0, f"refunds are whole units of {unit} cents"
+        who = ("admin-1", "admin") if by_admin else (order["buyer_id"], "viewer")
+        await self._call(
+            "POST", f"/api/orders/{order_id}/refund", *who, json={"quantity": cents // unit}
+        )  # fmt: skip
 
     async def expire(self, order_id: int) -> None:
+        """The hold runs out: its expiry moves into the past and the worker's expiry step runs."""
         async with self.res.pool.acquire() as conn:
             await conn.execute(
-                "UPDATE orders SET status = 'expired', expired_at = now() WHERE id = $1", order_id
+                "UPDATE orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
+                order_id,
             )
+        await expire_holds(self.res, gate_of(self.res))
+        order = await self._call("GET", f"/api/orders/{order_id}", "admin-1", "admin")
+        assert order["status"] == "expired", order
 
     async def window_passes(self, order_id: int) -> None:
         """Move a delivered order's delivery back past the return window."""
+        await self._shift_delivery(
+            order_id, timedelta(seconds=self.settings.return_window_s, days=1)
+        )
+
+    async def _shift_delivery(self, order_id: int, back: timedelta) -> None:
         async with self.res.pool.acquire() as conn:
             await conn.execute(
                 "UPDATE orders SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NOT NULL",
                 order_id,
-                datetime.now(UTC) - timedelta(seconds=self.settings.return_window_s, days=1),
+                datetime.now(UTC) - back,
             )

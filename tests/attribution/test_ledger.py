@@ -107,12 +107,12 @@ async def test_ledger_refuses_edits_deletes_imbalance_and_second_distributors(
 async def test_replayed_hooks_and_repeated_runs_post_nothing_twice(
     shop: Shop, people: People, resources: Resources, invariants: Callable[[], Any]
 ) -> None:
-    _, drop = await _credited_world(shop, people)
-    order = await shop.buy("buyer", drop, quantity=2)  # 20000 → 2000 pending
-    await shop.pay(order)  # the payment webhook replayed
+    _, drop = await _credited_world(shop, people, price=5_000)
+    order = await shop.buy("buyer", drop, quantity=4)  # 20000 → 2000 pending
+    await shop.replay_paid_hook(order)  # the payment event replayed
     await invariants()
     await shop.deliver(order)
-    await shop.refund(order, 5_000)  # 15000 left → 1500: 500 reversed
+    await shop.refund(order, 5_000)  # one unit: 15000 left → 1500: 500 reversed
     async with resources.pool.acquire() as conn:  # the same refund replayed
         async with conn.transaction():
             await attribution.order_refunded(conn, Outbox(), order_id=order, refund_cents=5_000)
@@ -157,7 +157,7 @@ async def test_clawback_after_payout_nets_into_next_payout(
     paid = await client.post("/api/admin/payouts", headers=admin)
     assert paid.status_code == 201 and paid.json()["total_cents"] == 1_000
 
-    await shop.refund(first, 10_000)  # after payout: claw back the whole 1000
+    await shop.refund(first, 10_000, by_admin=True)  # after payout: claw back the whole 1000
     await invariants()
     me = await people.dashboard("dist-a")
     assert me["balance_cents"] == -1_000

@@ -18,7 +18,9 @@ from tests.attribution.conftest import Auth, People
 from tests.attribution.shop import Shop
 
 # Tea: 100.00 at 10%. Silk: 33.33 at 15% (33.33 × 3 × 15% = 14.9985 → 14.99, rounded down).
+# Tea samples: 25.00 at tea's 10%, sold by four so one can be refunded alone.
 TEA_CENTS, TEA_BPS = 10_000, 1_000
+SAMPLE_CENTS = 2_500
 SILK_CENTS, SILK_BPS = 3_333, 1_500
 
 # Per rule: distributor → (confirmed, pending, reversed) in cents, worked out by hand below.
@@ -28,8 +30,9 @@ TRUTH = {
         "dist-a": (1_000, 0, 0),
         # v2 (A then B) silk×3: 9999 × 15% = 1499.85 → 1499
         "dist-b": (1_499, 0, 0),
-        # v5 tea, 25.00 refunded: 1000 → 750 (250 reversed); v4 (B then C) tea×2 fully refunded:
-        # 2000 reversed; v8 (A then C) silk, paid not delivered: 499 pending
+        # v5 4 tea samples, one (25.00) refunded: 1000 → 750 (250 reversed);
+        # v4 (B then C) tea×2 fully refunded: 2000 reversed;
+        # v8 (A then C) silk, paid not delivered: 499 pending
         "dist-c": (750, 499, 2_250),
     },
     "first": {
@@ -57,8 +60,9 @@ async def test_confirmed_commission_matches_ground_truth(
 ) -> None:
     shop = Shop(resources).under(attribution=rule)
     room = await shop.room()
-    tea = await shop.drop(room, await shop.product(TEA_CENTS, TEA_BPS))
-    silk = await shop.drop(room, await shop.product(SILK_CENTS, SILK_BPS))
+    tea_product = await shop.product(TEA_CENTS, TEA_BPS)
+    silk_product = await shop.product(SILK_CENTS, SILK_BPS)
+    samples_product = await shop.product(SAMPLE_CENTS, TEA_BPS)
     await people.distributor("dist-a", team="red")
     await people.distributor("dist-b", team="red")
     await people.distributor("dist-c", team="blue")
@@ -66,46 +70,50 @@ async def test_confirmed_commission_matches_ground_truth(
     lb = await people.link("dist-b", room)
     lc = await people.link("dist-c", room)
 
-    # v1: one link
-    await people.click("v1", la)
+    # How each viewer came in (a room runs one drop at a time, so entries come first).
+    await people.click("v1", la)  # v1: one link
+    await people.click("v2", la)  # v2: two links in sequence, the second through the app
+    await people.enter("v2", room, lb)
+    await people.enter("v3", room)  # v3: no link, only a plain visit
+    await people.click("v4", lb)  # v4: two links
+    await people.click("v4", lc)
+    await people.click("v5", lc)  # v5: one link
+    await people.click("dist-a", la)  # dist-a buys through their own link
+    await people.click("v7", lb)  # v7 will hold and never pay
+    await people.click("v8", la)  # v8: two links
+    await people.click("v8", lc)
+
+    # The tea drop: v1 and v3 pass their window, v4 is refunded in full, v7 never pays.
+    tea = await shop.drop(room, tea_product)
     v1 = await shop.buy("v1", tea)
     await shop.deliver_past_window(v1)
-    # v2: two links in sequence (the second through the app's enter call)
-    await people.click("v2", la)
-    await people.enter("v2", room, lb)
-    v2 = await shop.buy("v2", silk, quantity=3)
-    await shop.deliver_past_window(v2)
-    # v3: no link, only a plain visit
-    await people.enter("v3", room)
     v3 = await shop.buy("v3", tea)
     await shop.deliver_past_window(v3)
     await invariants()
-    # v4: two links, then a full refund inside the window
-    await people.click("v4", lb)
-    await people.click("v4", lc)
     v4 = await shop.buy("v4", tea, quantity=2)
     await shop.deliver(v4)
     await shop.refund(v4, 2 * TEA_CENTS)
     await invariants()
-    # v5: a partial refund inside the window, then the window passes
-    await people.click("v5", lc)
-    v5 = await shop.buy("v5", tea)
-    await shop.deliver(v5)
-    await shop.refund(v5, 2_500)
-    await shop.window_passes(v5)
-    await invariants()
-    # v6 is dist-a, buying through their own link
-    await people.click("dist-a", la)
-    v6 = await shop.buy("dist-a", silk)
-    await shop.deliver_past_window(v6)
-    # v7 holds but never pays
-    await people.click("v7", lb)
     v7 = await shop.place("v7", tea)
     await shop.expire(v7)
-    # v8: two links, paid, not yet delivered
-    await people.click("v8", la)
-    await people.click("v8", lc)
+    await shop.close(tea)
+
+    # The silk drop: v2 passes its window, the self-referral too, v8 is paid, not delivered.
+    silk = await shop.drop(room, silk_product)
+    v2 = await shop.buy("v2", silk, quantity=3)
+    await shop.deliver_past_window(v2)
+    v6 = await shop.buy("dist-a", silk)
+    await shop.deliver_past_window(v6)
     v8 = await shop.buy("v8", silk)
+    await invariants()
+    await shop.close(silk)
+
+    # The samples drop: v5 refunds one of four inside the window, then the window passes.
+    samples = await shop.drop(room, samples_product)
+    v5 = await shop.buy("v5", samples, quantity=4)
+    await shop.deliver(v5)
+    await shop.refund(v5, SAMPLE_CENTS)
+    await shop.window_passes(v5)
     await invariants()
 
     assert await attribution.settle(resources) == 3, "v1, v2 and v5 pass their window"

@@ -1,0 +1,354 @@
+"""Cheap WebSocket viewers: raw asyncio protocols on uvloop, thousands per process.
+
+A viewer does what a real client does on the wire (HTTP upgrade, join handshake, answering
+pings) and nothing more. It counts delivered events by the stamp every benchmark event carries
+(`"bt":<send time ns>`), so the count works on any framing: one push per frame, several joined
+by `\\n`, or socket.io packets. One viewer in `sample_every` also records the latency of every
+event it receives (receive time minus the stamp; all processes share the machine's clock).
+
+Viewer processes are driven by `Fleet` (in `fleet.py`) over a pipe; see `serve_commands`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import cast
+
+STAMP = re.compile(rb'"bt":(\d+)')
+STAMP_MARK = b'"bt":'
+# latest-value events carry a run-wide sequence number: the highest one a viewer saw tells how
+# many coalescable events it is up to date with, even when the server merged some of them
+COALESCE_MARK = b'"cq":'
+ZERO_MASK = b"\x00\x00\x00\x00"  # a legal client mask that leaves the payload as it is
+
+
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One masked client → server frame."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x80 | opcode, 0x80 | length))
+    elif length < 65_536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+    return header + ZERO_MASK + payload
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one kind of server is joined: the path and the (frame to send, reply to await) steps."""
+
+    name: str
+    path: str
+    steps: tuple[tuple[bytes | None, bytes], ...]
+    ping: bytes
+    pong: bytes
+    error: bytes  # in a join reply: contained (Centrifugo) or leading (socket.io)
+    error_leads: bool = False
+
+    def is_error(self, payload: bytes) -> bool:
+        return payload.startswith(self.error) if self.error_leads else self.error in payload
+
+
+def dialect(name: str, channel: str) -> Dialect:
+    if name == "centrifugo":
+        subscribe = b'{"id":2,"subscribe":{"channel":"' + channel.encode() + b'"}}'
+        return Dialect(
+            name=name,
+            path="/connection/websocket",
+            steps=(
+                (b'{"id":1,"connect":{"name":"bench"}}', b'"id":1'),
+                (subscribe, b'"id":2'),
+            ),
+            ping=b"{}",
+            pong=client_frame(b"{}"),
+            error=b'"error"',
+        )
+    if name == "socketio":
+        join = b'421["join","' + channel.encode() + b'"]'
+        return Dialect(
+            name=name,
+            path="/socket.io/?EIO=4&transport=websocket",
+            steps=((None, b"0{"), (b"40", b"40"), (join, b"431[")),
+            ping=b"2",
+            pong=client_frame(b"3"),
+            error=b"44",
+            error_leads=True,
+        )
+    raise ValueError(f"unknown dialect {name!r}")
+
+
+@dataclass
+class Counters:
+    events: int = 0  # stamps seen
+    coalescable: int = 0  # of which latest-value events
+    latencies_us: list[int] = field(default_factory=list)
+    joined: int = 0
+    failed: int = 0
+    dropped: int = 0  # joined, then closed by the server or the network
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, reason: str) -> None:
+        self.failed += 1
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+
+class Viewer(asyncio.Protocol):
+    """One WebSocket connection; frames are parsed only as far as counting needs."""
+
+    def __init__(self, host: str, d: Dialect, counters: Counters, sampled: bool) -> None:
+        self.request = (
+            f"GET {d.path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.d = d
+        self.counters = counters
+        self.sampled = sampled
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.upgraded = False
+        self.step = 0
+        self.max_cq = 0
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    @property
+    def joined(self) -> bool:
+        return self.step >= len(self.d.steps)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+            self.counters.error("closed during join")
+        elif self.joined and self.transport is not None:
+            self.counters.dropped += 1
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.abort()
+
+    def _advance(self) -> None:
+        send, _ = self.d.steps[self.step]
+        if send is not None and self.transport is not None:
+            self.transport.write(client_frame(send))
+
+    def _fail(self, reason: str) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+            self.counters.error(reason)
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self._fail(buf[: buf.find(b"\r\n")].decode(errors="replace"))
+                return
+            self.upgraded = True
+            buf = buf[end + 4 :]
+            self._advance()
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            end = pos + head + length
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = buf[pos + head : end]
+            pos = end
+            if opcode <= 0x2:
+                self._message(payload)
+            elif opcode == 0x9 and self.transport is not None:
+                self.transport.write(client_frame(payload, 0xA))
+            elif opcode == 0x8:
+                self._fail("close frame during join")
+                return
+        self.buffer = buf[pos:] if pos < size else b""
+
+    def _message(self, payload: bytes) -> None:
+        if payload == self.d.ping:
+            if self.transport is not None:
+                self.transport.write(self.d.pong)
+            return
+        if not self.joined:
+            _, expect = self.d.steps[self.step]
+            if expect not in payload:
+                return
+            if self.d.is_error(payload):
+                self._fail(payload[:120].decode(errors="replace"))
+                return
+            self.step += 1
+            if self.joined:
+                self.counters.joined += 1
+                self.done.set_result(True)
+            else:
+                self._advance()
+            return
+        counters = self.counters
+        events = payload.count(STAMP_MARK)
+        if not events:
+            return
+        counters.events += events
+        cq = payload.rfind(COALESCE_MARK)
+        if cq >= 0:
+            counters.coalescable += payload.count(COALESCE_MARK)
+            start = cq + len(COALESCE_MARK)
+            stop = start
+            while stop < len(payload) and 48 <= payload[stop] <= 57:
+                stop += 1
+            self.max_cq = max(self.max_cq, int(payload[start:stop]))
+        if self.sampled:
+            now = time.time_ns()
+            counters.latencies_us.extend((now - int(m)) // 1000 for m in STAMP.findall(payload))
+
+
+class ViewerProcess:
+    """The viewers of one process and the commands that drive them."""
+
+    def __init__(self, sample_every: int) -> None:
+        self.sample_every = sample_every
+        self.viewers: list[Viewer] = []
+        self.counters = Counters()
+        self.opened = 0
+
+    async def connect(
+        self, host: str, port: int, dialect_name: str, channel: str, count: int, parallel: int
+    ) -> dict[str, object]:
+        loop = asyncio.get_running_loop()
+        d = dialect(dialect_name, channel)
+        gate = asyncio.Semaphore(parallel)
+        before = self.counters.joined, self.counters.failed
+        started = time.time()
+
+        async def one() -> None:
+            async with gate:
+                sampled = self.opened % self.sample_every == 0
+                self.opened += 1
+                try:
+                    _, viewer = await asyncio.wait_for(
+                        loop.create_connection(
+                            lambda: Viewer(f"{host}:{port}", d, self.counters, sampled),
+                            host,
+                            port,
+                        ),
+                        timeout=10,
+                    )
+                except (OSError, TimeoutError) as exc:
+                    self.counters.error(f"connect: {type(exc).__name__}")
+                    return
+                try:
+                    ok = await asyncio.wait_for(asyncio.shield(viewer.done), timeout=20)
+                except TimeoutError:
+                    viewer._fail("join timed out")
+                    return
+                if ok:
+                    self.viewers.append(viewer)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {
+            "joined": self.counters.joined - before[0],
+            "failed": self.counters.failed - before[1],
+            "started": started,
+            "finished": time.time(),
+            "errors": dict(self.counters.errors),
+        }
+
+    def trim(self, keep: int) -> int:
+        for viewer in self.viewers[keep:]:
+            viewer.close()
+        del self.viewers[keep:]
+        return len(self.viewers)
+
+    def reset(self) -> None:
+        self.counters.events = self.counters.coalescable = 0
+        self.counters.latencies_us = []
+        for viewer in self.viewers:
+            viewer.max_cq = 0
+
+    def stats(self, latencies: bool) -> dict[str, object]:
+        c = self.counters
+        alive = [v for v in self.viewers if v.transport is not None]
+        return {
+            "viewers": len(alive),
+            "events": c.events,
+            "coalescable": c.coalescable,
+            "covered": c.events - c.coalescable + sum(v.max_cq for v in alive),
+            "latencies_us": c.latencies_us if latencies else [],
+            "dropped": c.dropped,
+        }
+
+
+def raise_open_files_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        return soft
+    return want
+
+
+def serve_commands(pipe: Connection, sample_every: int, cpus: list[int] | None) -> None:
+    """Entry point of a viewer process: run commands from the pipe until `exit`."""
+    import uvloop
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    raise_open_files_limit()
+    uvloop.run(_command_loop(pipe, ViewerProcess(sample_every)))
+
+
+async def _command_loop(pipe: Connection, process: ViewerProcess) -> None:
+    loop = asyncio.get_running_loop()
+    # commands are read by a thread: a pipe watched by the event loop is made non-blocking,
+    # and a large stats reply would then fail to send
+    while True:
+        try:
+            name, args = await loop.run_in_executor(None, pipe.recv)
+        except EOFError:
+            name, args = "exit", ()
+        reply: object
+        if name == "connect":
+            reply = await process.connect(*args)  # type: ignore[arg-type]
+        elif name == "trim":
+            reply = process.trim(*args)  # type: ignore[arg-type]
+        elif name == "reset":
+            process.reset()
+            reply = True
+        elif name == "stats":
+            reply = process.stats(*args)  # type: ignore[arg-type]
+        elif name == "exit":
+            process.trim(0)
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(OSError):
+                pipe.send(True)
+            return
+        else:
+            reply = ValueError(f"unknown command {name!r}")
+        pipe.send(reply)

@@ -1,0 +1,96 @@
+"""Routes serving the pages, their static modules, and the small config the pages start from."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from core.http import JSON, resources
+from core.openapi import api_route
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# Pages load only their own modules and styles; the hub listens on its own port, hence ws:/wss:.
+# Product images may live anywhere, so images are the one thing allowed from other origins.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data: blob: https: http:; connect-src 'self' ws: wss:; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; object-src 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class WebConfig(msgspec.Struct, kw_only=True):
+    """What a page needs before it can talk to the hub."""
+
+    hub_url: str
+    hub_port: int
+    dev: bool
+
+
+@cache
+def _page(name: str) -> bytes:
+    return (STATIC_DIR / name).read_bytes()
+
+
+def _html(name: str, status: int = 200) -> Response:
+    return HTMLResponse(_page(name), status_code=status, headers=PAGE_HEADERS)
+
+
+def _room_page(name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        raw = request.path_params["room_id"]
+        if not raw.isdigit() or len(raw) > 18:
+            return _html("notfound.html", status=404)
+        return _html(name)
+
+    endpoint.__name__ = name.removesuffix(".html") + "_page"
+    return endpoint
+
+
+async def distributor_page(request: Request) -> Response:
+    return _html("distributor.html")
+
+
+async def web_config(request: Request) -> Response:
+    settings = resources(request).settings
+    return JSON(WebConfig(hub_url=settings.hub_url, hub_port=settings.hub_port, dev=settings.dev))
+
+
+class _Static(StaticFiles):
+    """Static modules, revalidated on every load so a new deploy is picked up at once."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/host/{room_id}", _room_page("host.html"), methods=["GET"]),
+        Route("/r/{room_id}", _room_page("room.html"), methods=["GET"]),
+        Route("/d", distributor_page, methods=["GET"]),
+        api_route(
+            "/api/config",
+            web_config,
+            methods=["GET"],
+            summary="where the pages find the hub",
+            response=WebConfig,
+            tag="web",
+        ),
+        Mount("/static", app=_Static(directory=STATIC_DIR), name="static"),
+    ]

@@ -1,0 +1,109 @@
+// The public HTTP API, as the pages use it. Every failure becomes an ApiError carrying the
+// server's `{"error": {"code", "message"}}`, so pages show friendly text, never a JSON blob.
+
+export class ApiError extends Error {
+  constructor(status, code, message, details = {}) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+
+  // worth retrying with the same idempotency key: the server may not have seen the request
+  get retryable() {
+    return this.status === 0 || this.status === 502 || this.status === 503 || this.status === 504;
+  }
+}
+
+let token = null;
+
+export function setToken(value) {
+  token = value || null;
+}
+
+export async function request(method, path, { body, headers = {}, timeoutMs = 15000 } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  init.signal = abort.signal;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, "network", String(err && err.message ? err.message : err));
+  } finally {
+    clearTimeout(timer);
+  }
+  let payload = null;
+  const text = await response.text().catch(() => "");
+  if (text) {
+    try {
+      payload = JSON.parse(text);
+    } catch {
+      payload = null;
+    }
+  }
+  if (!response.ok) {
+    const error = payload && payload.error ? payload.error : {};
+    const { code, message, ...details } = error;
+    throw new ApiError(response.status, code || `http_${response.status}`, message || "", details);
+  }
+  return payload;
+}
+
+// "?limit=…&before=…" for a newest-first list; `before` is the previous page's `next_before`
+function page(params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== false) query.set(key, String(value));
+  }
+  const text = query.toString();
+  return text ? `?${text}` : "";
+}
+
+export const api = {
+  config: () => request("GET", "/api/config"),
+  devToken: (sub, roles) => request("POST", "/api/dev/token", { body: { sub, roles } }),
+
+  room: (roomId) => request("GET", `/api/rooms/${roomId}`),
+  goLive: (roomId) => request("POST", `/api/rooms/${roomId}/live`),
+  endRoom: (roomId) => request("POST", `/api/rooms/${roomId}/end`),
+  pin: (roomId, productId) =>
+    request("POST", `/api/rooms/${roomId}/pin`, { body: { product_id: String(productId) } }),
+  unpin: (roomId) => request("DELETE", `/api/rooms/${roomId}/pin`),
+  startDrop: (roomId, drop) => request("POST", `/api/rooms/${roomId}/drops`, { body: drop }),
+  closeDrop: (dropId) => request("POST", `/api/drops/${dropId}/close`),
+  leaderboard: (roomId) => request("GET", `/api/rooms/${roomId}/leaderboard`),
+
+  // the caller's own products, newest first: {products, next_before}
+  myProducts: ({ limit, before } = {}) =>
+    request("GET", `/api/products${page({ mine: 1, limit, before })}`),
+  product: (productId) => request("GET", `/api/products/${productId}`),
+  createProduct: (product) => request("POST", "/api/products", { body: product }),
+
+  buy: (dropId, quantity, idempotencyKey) =>
+    request("POST", `/api/drops/${dropId}/buy`, {
+      body: { quantity },
+      headers: { "Idempotency-Key": idempotencyKey },
+    }),
+  order: (orderId) => request("GET", `/api/orders/${orderId}`),
+  pay: (orderId) => request("POST", `/api/orders/${orderId}/pay`),
+
+  enter: (roomId, linkCode) =>
+    request("POST", `/api/rooms/${roomId}/enter`, { body: linkCode ? { link_code: linkCode } : {} }),
+  becomeDistributor: (team) =>
+    request("POST", "/api/distributors", { body: team ? { team } : {} }),
+  me: () => request("GET", "/api/distributors/me"),
+  createLink: (roomId) => request("POST", "/api/links", { body: { room_id: String(roomId) } }),
+  // newest first: {links: [{code, url, room_id, product_id, created_at, clicks}], next_before}
+  myLinks: ({ limit, before } = {}) =>
+    request("GET", `/api/distributors/me/links${page({ limit, before })}`),
+  // newest first: {payouts: [{batch_id, amount_cents, created_at, state}], next_before}
+  payouts: ({ limit, before } = {}) =>
+    request("GET", `/api/distributors/me/payouts${page({ limit, before })}`),
+};

@@ -1,0 +1,346 @@
+// The host console: go live / end, pin products, start and close drops, and watch stock, orders,
+// viewers and the distributor leaderboard move. Every action goes through the public API; every
+// update arrives through the hub.
+
+import { api } from "./api.js";
+import { config, openHub } from "./config.js";
+import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
+import { leaderboardTable, teamsTable } from "./leaderboard.js";
+import { RoomState } from "./roomstate.js";
+import { claims, devSignIn, signOut, takeToken } from "./session.js";
+import { $, clock, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
+
+const SLOT = "host";
+const roomId = window.location.pathname.split("/").filter(Boolean)[1];
+const state = new RoomState(roomId);
+const products = new Map(); // id → product
+let productsNext = null; // next_before of the host's own products (GET /api/products?mine=1)
+let token = takeToken(SLOT);
+let user = token ? claims(token) : null;
+
+function addProduct(product) {
+  if (!product || product.id === undefined || product.id === null) return;
+  products.set(String(product.id), product);
+}
+
+// Products added by id on this device (another host's, say): the listing holds only the host's own.
+function addedKey() {
+  return user ? `livesell.products.${user.sub}` : null;
+}
+
+function addedIds() {
+  const key = addedKey();
+  try {
+    return key ? JSON.parse(localStorage.getItem(key) || "[]") : [];
+  } catch {
+    return [];
+  }
+}
+
+function rememberAdded(product) {
+  addProduct(product);
+  const key = addedKey();
+  if (!key || !product) return;
+  const ids = new Set(addedIds());
+  ids.add(String(product.id));
+  localStorage.setItem(key, JSON.stringify([...ids].slice(-200)));
+}
+
+const mayList = () => Boolean(user && (user.roles.includes("host") || user.roles.includes("admin")));
+
+// The host's own products, newest first: the first page, or (more) the page after the last shown.
+async function loadMyProducts(more = false) {
+  if (!mayList()) return;
+  const found = await api.myProducts({ before: more ? productsNext : undefined });
+  for (const product of found.products) addProduct(product);
+  productsNext = found.next_before;
+}
+
+async function loadProducts() {
+  await loadMyProducts().catch((err) => toast(errorText(err), "error"));
+  const known = addedIds();
+  // `?products=1,2,3` (the demo's link) adds products the console has not seen yet
+  const linked = (new URLSearchParams(window.location.search).get("products") || "")
+    .split(",")
+    .filter((id) => /^[0-9]{1,18}$/.test(id));
+  const wanted = new Set([...known, ...linked]);
+  if (state.pinned) addProduct(state.pinned);
+  if (state.drop && state.drop.product_id) wanted.add(state.drop.product_id);
+  await Promise.all(
+    [...wanted]
+      .filter((id) => !products.has(String(id)))
+      .map((id) => api.product(id).then(addProduct, () => null)),
+  );
+  renderProducts();
+}
+
+// --- rendering ---
+
+function isHost() {
+  if (!user) return false;
+  if (user.roles.includes("admin")) return true;
+  const hostId = state.room && state.room.host_id;
+  return hostId ? hostId === user.sub : user.roles.includes("host");
+}
+
+function renderRoom() {
+  const notice = $("#room-notice");
+  if (state.missing) {
+    notice.textContent = t("room.notFound");
+    show(notice, true);
+    show("#console", false);
+    return;
+  }
+  const room = state.room;
+  show(notice, !room);
+  if (!room) return;
+  setText("#room-title", `${room.title || "#" + roomId} · ${t("host.title")}`);
+  document.title = `${room.title || roomId} · ${t("host.title")}`;
+  const pill = $("#room-status");
+  pill.dataset.status = room.status;
+  setText(pill, t(`room.status.${room.status}`));
+  setText("#viewers", t("room.viewers", { n: state.viewers }));
+  const allowed = isHost();
+  show("#console", allowed);
+  show("#signin", !allowed);
+  $("#go-live").disabled = room.status !== "scheduled";
+  $("#end-room").disabled = room.status === "ended";
+  const viewerUrl = `${window.location.origin}/r/${roomId}`;
+  const link = $("#viewer-link");
+  link.href = viewerUrl;
+  setText(link, viewerUrl);
+  renderDrop();
+  renderProducts();
+  renderTicker();
+  renderLeaderboard();
+}
+
+function renderDrop() {
+  const drop = state.drop;
+  const phase = state.dropPhase();
+  show("#drop-empty", !drop);
+  show("#drop-live", Boolean(drop));
+  if (!drop) return;
+  const product = products.get(drop.product_id);
+  setText("#drop-price", money(drop.price_cents));
+  setText("#drop-product", product ? product.title : `#${drop.product_id}`);
+  const countdown = $("#drop-countdown");
+  countdown.dataset.phase = phase;
+  if (phase === "upcoming") setText(countdown, t("drop.startsIn", { t: clock(state.msUntilStart()) }));
+  else if (phase === "live") setText(countdown, t("drop.endsIn", { t: clock(state.msUntilEnd()) }));
+  else if (phase === "sold_out") setText(countdown, t("drop.soldOut"));
+  else if (phase === "closed") setText(countdown, t("drop.closed"));
+  else setText(countdown, t("drop.ended"));
+  const remaining = Math.max(0, drop.remaining);
+  $("#stock-fill").style.width = `${drop.quantity ? ((remaining * 100) / drop.quantity).toFixed(2) : 0}%`;
+  $("#stock").setAttribute("aria-valuemax", String(drop.quantity));
+  $("#stock").setAttribute("aria-valuenow", String(remaining));
+  setText("#count-sold", drop.sold);
+  setText("#count-held", drop.held);
+  setText("#count-remaining", remaining);
+  $("#close-drop").disabled = !["upcoming", "live", "sold_out"].includes(phase);
+}
+
+function renderProducts() {
+  const list = $("#products");
+  const pinnedId = state.pinned ? String(state.pinned.id) : null;
+  if (state.pinned) products.set(pinnedId, state.pinned);
+  const items = [...products.values()].sort((a, b) => Number(b.id) - Number(a.id));
+  show("#products-empty", items.length === 0);
+  show("#products-more", Boolean(productsNext));
+  list.replaceChildren(
+    ...items.map((product) => {
+      const pinned = String(product.id) === pinnedId;
+      const image = h("div", { class: "product-image", "aria-hidden": "true" });
+      if (product.image_url) image.append(h("img", { src: product.image_url, alt: "" }));
+      else image.textContent = Array.from(product.title || "?")[0];
+      return h(
+        "li",
+        { class: pinned ? "pinned" : null, dataset: { productId: String(product.id) } },
+        image,
+        h(
+          "div",
+          { class: "grow" },
+          h("strong", {}, product.title),
+          h("span", { class: "muted" }, `${money(product.price_cents)} · ${product.sku} · #${product.id}`),
+        ),
+        pinned
+          ? h("button", { type: "button", class: "secondary", onclick: () => act(() => api.unpin(roomId)) }, t("host.unpin"))
+          : h("button", { type: "button", class: "primary", onclick: () => act(() => api.pin(roomId, product.id)) }, t("host.pin")),
+      );
+    }),
+  );
+  const select = $("#drop-product-id");
+  const chosen = select.value || pinnedId || "";
+  select.replaceChildren(
+    ...items.map((product) => h("option", { value: String(product.id) }, `${product.title} (${money(product.price_cents)})`)),
+  );
+  if (chosen && products.has(chosen)) select.value = chosen;
+  const price = $("#drop-price-input");
+  const selected = products.get(select.value);
+  if (!price.value && selected) price.value = (selected.price_cents / 100).toFixed(2);
+}
+
+function renderTicker() {
+  const list = $("#ticker");
+  const items = state.ticker.map((entry) =>
+    h(
+      "li",
+      {},
+      h("span", { class: "ticker-time" }, timeOfDay(entry.at || entry.placed_at || new Date(entry.seen_at).toISOString())),
+      " ",
+      t("ticker.bought", {
+        who: entry.buyer || entry.buyer_masked || t("ticker.someone"),
+        n: entry.quantity || 1,
+        what: (products.get(String(entry.product_id)) || state.product(entry.product_id) || {}).title || "",
+      }),
+      entry.amount_cents ? ` · ${money(entry.amount_cents)}` : "",
+    ),
+  );
+  if (!items.length) items.push(h("li", { class: "muted" }, t("host.ordersWaiting")));
+  list.replaceChildren(...items);
+}
+
+function renderLeaderboard() {
+  const box = $("#leaderboard");
+  box.replaceChildren(leaderboardTable(state.leaderboard), teamsTable(state.leaderboard) || "");
+}
+
+function renderSession() {
+  setText("#whoami", user ? t("common.signedInAs", { name: user.sub }) : "");
+  show("#signout", Boolean(token));
+}
+
+// --- actions ---
+
+async function act(action, errorBox = "#controls-error") {
+  const box = $(errorBox);
+  show(box, false);
+  try {
+    return await action();
+  } catch (err) {
+    box.textContent = errorText(err);
+    show(box, true);
+    return null;
+  }
+}
+
+const cents = (value) => Math.round(Number(value) * 100);
+
+function wireControls() {
+  $("#go-live").addEventListener("click", () => act(() => api.goLive(roomId)));
+  $("#end-room").addEventListener("click", () => {
+    if (window.confirm(t("host.endConfirm"))) act(() => api.endRoom(roomId));
+  });
+  $("#close-drop").addEventListener("click", () => state.drop && act(() => api.closeDrop(state.drop.id)));
+  $("#drop-product-id").addEventListener("change", () => {
+    const product = products.get($("#drop-product-id").value);
+    if (product) $("#drop-price-input").value = (product.price_cents / 100).toFixed(2);
+  });
+  $("#drop-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("#start-drop");
+    button.disabled = true;
+    const drop = await act(
+      () =>
+        api.startDrop(roomId, {
+          product_id: $("#drop-product-id").value,
+          price_cents: cents($("#drop-price-input").value),
+          quantity: Number($("#drop-quantity").value),
+          per_buyer_limit: Number($("#drop-limit").value),
+          starts_in_s: Number($("#drop-delay").value),
+          duration_s: Number($("#drop-duration").value),
+        }),
+      "#drop-error",
+    );
+    button.disabled = false;
+    if (drop) toast(t("host.dropStarted"), "success");
+  });
+  $("#product-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const product = await act(
+      () =>
+        api.createProduct({
+          sku: $("#product-sku").value.trim(),
+          title: $("#product-title").value.trim(),
+          price_cents: cents($("#product-price").value),
+          commission_bps: Math.round(Number($("#product-commission").value) * 100),
+        }),
+      "#product-error",
+    );
+    if (product) {
+      addProduct(product); // the host's own: listed from the API from now on
+      event.target.reset();
+      toast(t("host.productCreated"), "success");
+      renderProducts();
+    }
+  });
+  $("#existing-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const product = await act(() => api.product($("#existing-id").value.trim()));
+    if (product) {
+      rememberAdded(product);
+      event.target.reset();
+      renderProducts();
+    }
+  });
+  $("#products-more").addEventListener("click", async () => {
+    await act(() => loadMyProducts(true));
+    renderProducts();
+  });
+  $("#signout").addEventListener("click", () => {
+    signOut(SLOT);
+    token = null;
+    user = null;
+    renderSession();
+    renderRoom();
+  });
+  $("#signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("#signin-name").value.trim() || (state.room && state.room.host_id) || "host";
+    try {
+      token = await devSignIn(SLOT, name, ["host"]);
+      user = claims(token);
+      renderSession();
+      renderRoom();
+      await loadProducts();
+    } catch (err) {
+      toast(errorText(err), "error");
+    }
+  });
+}
+
+async function main() {
+  installLangSwitch();
+  onLangChange(() => {
+    renderRoom();
+    renderSession();
+  });
+  wireControls();
+  renderSession();
+  state.onChange((what) => {
+    if (what === "card.pinned" && state.pinned) addProduct(state.pinned);
+    renderRoom();
+  });
+  hubBadge("connecting");
+  const found = await config().catch(() => ({ dev: false }));
+  show("#signin-form", Boolean(found.dev));
+  openHub({ token, onState: hubBadge })
+    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+    .catch((err) => {
+      hubBadge("failed");
+      toast(errorText(err), "error");
+    });
+  await state.reload().catch((err) => toast(errorText(err), "error"));
+  api.leaderboard(roomId).then(
+    (view) => {
+      if (!state.leaderboard) state.leaderboard = view;
+      renderLeaderboard();
+    },
+    () => {},
+  );
+  await loadProducts();
+  setInterval(renderDrop, 250);
+}
+
+main();

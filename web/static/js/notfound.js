@@ -1,0 +1,3 @@
+import { applyI18n } from "./i18n.js";
+
+applyI18n();

@@ -1,0 +1,264 @@
+// The viewer's room: pinned card, flash drop with a countdown on the server's clock, live stock,
+// a buy button safe against double taps, the hold countdown, payment and the buyers ticker.
+
+import { api } from "./api.js";
+import { config, openHub } from "./config.js";
+import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
+import { RoomState } from "./roomstate.js";
+import { claims, devSignIn, signOut, takeToken } from "./session.js";
+import { BuyButton, OrderTracker } from "./checkout.js";
+import { $, clock, h, hubBadge, money, newKey, setText, show, timeOfDay, toast } from "./ui.js";
+
+const SLOT = "viewer";
+const roomId = window.location.pathname.split("/").filter(Boolean)[1];
+const via = new URLSearchParams(window.location.search).get("via");
+const state = new RoomState(roomId);
+let token = takeToken(SLOT);
+let user = token ? claims(token) : null;
+
+const orders = new OrderTracker({
+  roomId,
+  userId: () => (user ? user.sub : null),
+  clock: state.clock,
+  onChange: renderOrder,
+});
+
+const buyButton = new BuyButton({
+  button: $("#buy"),
+  errorBox: $("#buy-error"),
+  quantity: () => Number($("#qty").value) || 1,
+  dropId: () => (state.drop ? state.drop.id : null),
+  onOrder: (order) => {
+    orders.track(order);
+    toast(t("buy.ok"), "success");
+  },
+  canBuy: () => Boolean(token) && state.dropPhase() === "live",
+  onNeedSignIn: () => $("#signin-name").focus(),
+});
+
+// --- rendering ---
+
+function renderRoom() {
+  const room = state.room;
+  const notice = $("#room-notice");
+  if (state.missing) {
+    notice.textContent = t("room.notFound");
+    show(notice, true);
+    return;
+  }
+  if (!room) return;
+  setText("#room-title", room.title || `#${roomId}`);
+  document.title = `${room.title || roomId} · livesell`;
+  const pill = $("#room-status");
+  pill.dataset.status = room.status;
+  setText(pill, t(`room.status.${room.status}`));
+  setText("#viewers", t("room.viewers", { n: state.viewers }));
+  if (room.status === "ended") notice.textContent = t("room.ended");
+  else if (!state.pinned && !state.drop) notice.textContent = t("room.waiting");
+  show(notice, room.status === "ended" || (!state.pinned && !state.drop));
+  renderPinned();
+  renderDrop();
+  renderTicker();
+}
+
+function productImage(node, product) {
+  node.replaceChildren();
+  if (product && product.image_url) {
+    node.append(h("img", { src: product.image_url, alt: "" }));
+  } else {
+    node.textContent = product && product.title ? Array.from(product.title)[0] : "🛍";
+  }
+}
+
+function renderPinned() {
+  const product = state.pinned;
+  show("#pinned", Boolean(product));
+  if (!product) return;
+  const image = $("#pinned-image");
+  if (image.dataset.product !== String(product.id)) {
+    image.dataset.product = String(product.id);
+    productImage(image, product);
+  }
+  setText("#pinned-title", product.title);
+  setText("#pinned-price", money(product.price_cents));
+}
+
+function renderDrop() {
+  const drop = state.drop;
+  const phase = state.dropPhase();
+  show("#drop", Boolean(drop));
+  if (!drop) return;
+  const product = state.product(drop.product_id);
+  setText("#drop-price", money(drop.price_cents));
+  setText("#drop-list-price", product && product.price_cents > drop.price_cents ? money(product.price_cents) : "");
+  const pinnedSame = state.pinned && String(state.pinned.id) === drop.product_id;
+  setText("#drop-product", product && !pinnedSame ? product.title : "");
+  const countdown = $("#drop-countdown");
+  countdown.dataset.phase = phase;
+  if (phase === "upcoming") setText(countdown, t("drop.startsIn", { t: clock(state.msUntilStart()) }));
+  else if (phase === "live") setText(countdown, t("drop.endsIn", { t: clock(state.msUntilEnd()) }));
+  else if (phase === "sold_out") setText(countdown, t("drop.soldOut"));
+  else if (phase === "closed") setText(countdown, t("drop.closed"));
+  else setText(countdown, t("drop.ended"));
+
+  const remaining = Math.max(0, drop.remaining);
+  const percent = drop.quantity ? (remaining * 100) / drop.quantity : 0;
+  $("#stock-fill").style.width = `${percent.toFixed(2)}%`;
+  const bar = $("#stock");
+  bar.setAttribute("aria-valuemax", String(drop.quantity));
+  bar.setAttribute("aria-valuenow", String(remaining));
+  bar.dataset.low = percent <= 20 ? "1" : "0";
+  setText("#stock-text", t("drop.left", { n: remaining, q: drop.quantity }));
+  setText("#drop-limit", t("drop.limit", { n: drop.per_buyer_limit }));
+
+  const qty = $("#qty");
+  const most = Math.max(1, Math.min(drop.per_buyer_limit || 1, remaining || 1));
+  qty.max = String(most);
+  if (Number(qty.value) > most) qty.value = String(most);
+  buyButton.render(phase);
+}
+
+function renderTicker() {
+  const list = $("#ticker");
+  const items = state.ticker.map((entry) => {
+    const who = entry.buyer || entry.buyer_masked || entry.buyer_name || t("ticker.someone");
+    const product = state.product(entry.product_id);
+    const what = product ? product.title : "";
+    return h(
+      "li",
+      { dataset: { key: `${entry.order_id || ""}-${entry.seen_at}` } },
+      h("span", { class: "ticker-time" }, timeOfDay(entry.at || entry.placed_at || new Date(entry.seen_at).toISOString())),
+      " ",
+      t("ticker.bought", { who, n: entry.quantity || 1, what }),
+    );
+  });
+  if (!items.length) items.push(h("li", { class: "muted" }, t("common.none")));
+  const keys = items.map((li) => li.dataset.key || "").join("|");
+  if (list.dataset.keys !== keys || list.dataset.lang !== document.documentElement.lang) {
+    list.dataset.keys = keys;
+    list.dataset.lang = document.documentElement.lang;
+    list.replaceChildren(...items);
+  }
+}
+
+function renderOrder() {
+  const order = orders.current;
+  show("#order", Boolean(order));
+  if (!order) return;
+  const status = orders.paying && order.status === "held" ? "paying" : order.status;
+  const statusNode = $("#order-status");
+  statusNode.dataset.status = status;
+  setText(statusNode, t(`order.status.${status}`));
+  setText("#order-amount", money(order.amount_cents));
+  setText("#order-id", `#${order.order_id}`);
+  const holdLeft = order.status === "held" ? orders.msUntilHoldExpires() : 0;
+  setText("#order-hold", order.status === "held" ? t("buy.held", { t: clock(holdLeft) }) : "");
+  const pay = $("#pay");
+  show(pay, order.status === "held");
+  pay.disabled = orders.paying;
+  setText(pay, orders.paying ? t("order.payPending") : t("order.pay", { amount: money(order.amount_cents) }));
+}
+
+function renderSession() {
+  show("#signin", !token);
+  setText("#whoami", user ? t("common.signedInAs", { name: user.sub }) : "");
+  show("#signout", Boolean(token));
+}
+
+function renderAll() {
+  renderRoom();
+  renderOrder();
+  renderSession();
+}
+
+// --- actions ---
+
+async function enterThroughLink() {
+  if (!via || !token || !user) return;
+  const key = `livesell.entered.${roomId}.${via}.${user.sub}`;
+  if (localStorage.getItem(key)) return;
+  try {
+    await api.enter(roomId, via);
+    localStorage.setItem(key, String(Date.now()));
+  } catch (err) {
+    // a stale or foreign link must not stop anyone from watching and buying
+    if (err.status && err.status < 500) localStorage.setItem(key, "refused");
+  }
+}
+
+async function onSignedIn(newToken) {
+  token = newToken;
+  user = claims(token);
+  renderAll();
+  await enterThroughLink();
+  await orders.restore();
+}
+
+function wireControls() {
+  $("#qty-minus").addEventListener("click", () => {
+    const qty = $("#qty");
+    qty.value = String(Math.max(1, Number(qty.value) - 1));
+  });
+  $("#qty-plus").addEventListener("click", () => {
+    const qty = $("#qty");
+    qty.value = String(Math.min(Number(qty.max) || 1, Number(qty.value) + 1));
+  });
+  $("#pay").addEventListener("click", () => orders.pay().catch((err) => showError("#pay-error", err)));
+  $("#order-dismiss").addEventListener("click", () => orders.dismiss());
+  $("#signout").addEventListener("click", () => {
+    signOut(SLOT);
+    token = null;
+    user = null;
+    orders.forget();
+    renderAll();
+  });
+  $("#signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = $("#signin-name").value.trim() || `viewer-${newKey().slice(0, 6)}`;
+    try {
+      await onSignedIn(await devSignIn(SLOT, name, ["viewer"]));
+    } catch (err) {
+      toast(errorText(err), "error");
+    }
+  });
+}
+
+function showError(selector, err) {
+  const box = $(selector);
+  box.textContent = errorText(err);
+  show(box, true);
+  setTimeout(() => show(box, false), 6000);
+}
+
+async function main() {
+  installLangSwitch();
+  onLangChange(renderAll);
+  wireControls();
+  state.onChange(() => renderRoom());
+  renderAll();
+
+  const found = await config().catch(() => ({ dev: false }));
+  if (found.dev) {
+    show("#signin-form", true);
+    $("#signin-text").dataset.i18n = "common.signIn";
+    setText("#signin-text", t("common.signIn"));
+  }
+  hubBadge("connecting");
+  const loading = state.reload().catch((err) => toast(errorText(err), "error"));
+  openHub({ token, onState: hubBadge })
+    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+    .catch((err) => {
+      hubBadge("failed");
+      toast(errorText(err), "error");
+    });
+  await loading;
+  await enterThroughLink();
+  await orders.restore();
+  // countdowns tick on the server's clock
+  setInterval(() => {
+    renderDrop();
+    renderOrder();
+  }, 250);
+}
+
+main();
