@@ -10,13 +10,13 @@
    loopback address; uvicorn trusts the header from 127.0.0.1), as it would behind a load
    balancer. Reported: clicks/s over the whole phase, per-click latency, and how many entries
    PostgreSQL holds afterwards.
-2. Purchase to dashboard: buyers who entered through a link place an order and pay it the way
-   storefront does (the order row, `credit_order`, then `order_paid` in the payment transaction,
-   then the outbox flush), while the worker's dashboard refresh loop runs alongside. The clock
-   starts when the payment transaction begins and stops when `commission.pending` for that order
-   arrives on the distributor's channel. Until the hub is merged this subscribes to the Redis
-   pub/sub channel the hub relays (`{dashboard#USER}:events`); a WebSocket subscriber adds the
-   hub's relay hop on top.
+2. Purchase to dashboard: a `livesell hub` process joins the API. Every distributor watches
+   `dashboard#USER` over a WebSocket (the Centrifugo protocol, as the SDKs speak it). Buyers who
+   entered through a link buy through the API (`POST /api/drops/{id}/buy`) and pay
+   (`POST /api/orders/{id}/pay`: the simulated provider calls the signed webhook, which settles
+   the order and posts the pending commission). The clock starts when the pay request is sent
+   (so it includes the webhook's processing) and stops when `commission.pending` for that order
+   arrives on the distributor's WebSocket.
 
 Everything runs on loopback only; every loop is bounded by count and by time.
 """
@@ -40,16 +40,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
+import websockets
 
-import attribution
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
-from core.events import Outbox
-from core.loops import run_periodically
-from core.resources import open_resources
-from core.settings import load_settings
 
 SECRET = "load-test-secret-0123456789abcdef"
 TARGET_CLICKS_PER_S = 3_000
@@ -184,88 +179,108 @@ async def _progress(name: str, stats: ClickStats, total: int) -> None:
         print(f"  {name}: {len(stats.latencies_ms)}/{total}", file=sys.stderr, flush=True)
 
 
-async def purchase_phase(
-    settings: Any, room_id: int, drop_id: int, buyers: list[tuple[str, str]], rate: float,
-    max_s: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Place and pay one order per buyer at `rate` per second; time paid → commission.pending."""
-    async with open_resources(settings, pool_max=10) as res:
-        listener = aioredis.Redis.from_url(str(settings.redis_url))
-        pubsub = listener.pubsub()
-        channels = sorted({"{dashboard#" + d + "}:events" for _, d in buyers})
-        await pubsub.subscribe(*channels)
-        started_at: dict[str, float] = {}
-        latencies: list[float] = []
-        done = asyncio.Event()
-
-        async def listen() -> None:
-            async for message in pubsub.listen():
-                if message["type"] != "message":
+async def _watch_dashboard(
+    hub_port: int, user: str, started_at: dict[str, float], latencies: list[float],
+    ready: asyncio.Event, subscribed: list[str], expected: int, done: asyncio.Event,
+) -> None:  # fmt: skip
+    """One distributor's dashboard over the hub; records paid → commission.pending latency."""
+    token = mint_token(SECRET, user, ["distributor"])
+    url = f"ws://127.0.0.1:{hub_port}/connection/websocket"
+    async with websockets.connect(url, compression=None) as ws:
+        await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": f"dashboard#{user}"}}))
+        async for frame in ws:
+            for line in str(frame).split("\n"):
+                if line == "{}":
+                    await ws.send("{}")
                     continue
-                data = message["data"].split(b"\n", 3)[3]
-                event = json.loads(data)
-                if event.get("type") == "commission.pending":
-                    began = started_at.pop(event["order_id"], None)
+                message = json.loads(line)
+                if message.get("id") == 2:
+                    if "error" in message:
+                        raise RuntimeError(f"subscribe refused: {message['error']}")
+                    subscribed.append(user)
+                    ready.set()
+                pub = message.get("push", {}).get("pub")
+                if pub and pub["data"].get("type") == "commission.pending":
+                    began = started_at.pop(str(pub["data"]["order_id"]), None)
                     if began is not None:
                         latencies.append((time.perf_counter() - began) * 1000)
-                        if len(latencies) == len(buyers):
+                        if len(latencies) == expected:
                             done.set()
 
-        async def buy(buyer: str) -> None:
-            async with res.pool.acquire() as conn:
-                async with conn.transaction():
-                    order = await conn.fetchrow(
-                        """INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity,
-                               unit_price_cents, amount_cents, commission_bps, hold_expires_at)
-                           SELECT d.id, d.room_id, d.product_id, $2, 1, d.price_cents,
-                                  d.price_cents, p.commission_bps, now() + interval '15 minutes'
-                           FROM drops d JOIN products p ON p.id = d.product_id WHERE d.id = $1
-                           RETURNING id, room_id, product_id, amount_cents, commission_bps,
-                                     created_at""",
-                        drop_id,
-                        buyer,
-                    )
-                    assert order is not None
-                    await attribution.credit_order(
-                        conn, Outbox(), settings, order_id=order["id"], room_id=order["room_id"],
-                        product_id=order["product_id"], buyer_id=buyer,
-                        amount_cents=order["amount_cents"],
-                        commission_bps=order["commission_bps"], placed_at=order["created_at"],
-                    )  # fmt: skip
-            outbox = Outbox()
-            started_at[str(order["id"])] = time.perf_counter()
-            async with res.pool.acquire() as conn:
-                async with conn.transaction():
-                    await conn.execute(
-                        "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1",
-                        order["id"],
-                    )
-                    await attribution.order_paid(conn, outbox, order_id=order["id"])
-            await outbox.flush(res.publisher)
 
-        listening = asyncio.create_task(listen())
-        # the worker's refresh loop runs alongside, as in production: its cost is included
-        refreshing = asyncio.create_task(
-            run_periodically("refresh", lambda: attribution.refresh_stats(res), 0.2)
-        )
+async def purchase_phase(
+    api_port: int, hub_port: int, drop_id: int, buyers: list[tuple[str, str]], rate: float,
+    max_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Buy and pay one order per buyer at `rate` per second through the API; time pay →
+    `commission.pending` on the distributor's WebSocket."""
+    distributors = sorted({d for _, d in buyers})
+    started_at: dict[str, float] = {}
+    latencies: list[float] = []
+    subscribed: list[str] = []
+    ready, done = asyncio.Event(), asyncio.Event()
+    watchers = [
+        asyncio.create_task(
+            _watch_dashboard(
+                hub_port, d, started_at, latencies, ready, subscribed, len(buyers), done
+            )
+        )  # fmt: skip
+        for d in distributors
+    ]
+    deadline = time.monotonic() + 30
+    while len(subscribed) < len(distributors):
+        failed = [w for w in watchers if w.done()]
+        if failed:
+            failed[0].result()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(subscribed)} of {len(distributors)} dashboards subscribed")
+        await asyncio.sleep(0.05)
+    failures: dict[str, int] = {}
+    pay_ms: list[float] = []
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", limits=limits) as http:
+
+        async def buy(buyer: str, index: int) -> None:
+            headers = {"Authorization": "Bearer " + mint_token(SECRET, buyer, ["viewer"])}
+            held = await http.post(
+                f"/api/drops/{drop_id}/buy", json={"quantity": 1},
+                headers={**headers, "Idempotency-Key": f"load-{index}"},
+            )  # fmt: skip
+            if held.status_code != 201:
+                failures[f"buy {held.status_code}"] = failures.get(f"buy {held.status_code}", 0) + 1
+                return
+            order_id = str(held.json()["order_id"])
+            started_at[order_id] = sent = time.perf_counter()
+            paid = await http.post(f"/api/orders/{order_id}/pay", headers=headers)
+            pay_ms.append((time.perf_counter() - sent) * 1000)
+            if paid.status_code != 200:
+                started_at.pop(order_id, None)
+                failures[f"pay {paid.status_code}"] = failures.get(f"pay {paid.status_code}", 0) + 1
+
         began = time.perf_counter()
         tasks = []
         for i, (buyer, _) in enumerate(buyers):
             delay = began + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(buy(buyer)))
+            tasks.append(asyncio.create_task(buy(buyer, i)))
         await asyncio.gather(*tasks)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout=max(1.0, max_s))
-        listening.cancel()
-        refreshing.cancel()
-        await pubsub.aclose()
-        await listener.aclose()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout=max(1.0, max_s))
+    for watcher in watchers:
+        watcher.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
     return {
         "purchases": len(buyers),
         "observed": len(latencies),
+        "failures": failures,
         "rate_per_s": rate,
+        "path": "HTTP buy + pay (simulated provider, signed webhook) → hub WebSocket",
+        "pay_response_ms": {
+            "p50": round(percentile(pay_ms, 50), 2),
+            "p99": round(percentile(pay_ms, 99), 2),
+        },
         "latency_ms": {
             "p50": round(percentile(latencies, 50), 2),
             "p99": round(percentile(latencies, 99), 2),
@@ -276,8 +291,18 @@ async def purchase_phase(
 
 @contextlib.asynccontextmanager
 async def api_process(env: dict[str, str], port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    async with livesell_process(env, ["api", "--api-port", str(port)], port) as process:
+        yield process
+
+
+@contextlib.asynccontextmanager
+async def livesell_process(
+    env: dict[str, str], args: list[str], port: int
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`livesell ARGS` as a subprocess, ready once `port` accepts connections (and, for the API,
+    /healthz answers)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)],
+        [sys.executable, "-m", "livesell.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -287,12 +312,17 @@ async def api_process(env: dict[str, str], port: int) -> AsyncIterator[subproces
         async with httpx.AsyncClient() as http:
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError("livesell api exited: " + process.stderr.read().decode())  # type: ignore[union-attr]
-                with contextlib.suppress(httpx.HTTPError):
+                    stderr = process.stderr.read().decode() if process.stderr else ""
+                    raise RuntimeError(f"livesell {args[0]} exited: {stderr}")
+                with contextlib.suppress(httpx.HTTPError, OSError):
+                    if args[0] != "api":
+                        _, writer = await asyncio.open_connection("127.0.0.1", port)
+                        writer.close()
+                        break
                     if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError("livesell api did not become healthy in 60 s")
+                    raise RuntimeError(f"livesell {args[0]} did not become ready in 60 s")
                 await asyncio.sleep(0.3)
         yield process
     finally:
@@ -372,10 +402,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             stack.callback(valkey.stop)
         await migrate_url(database_url)
         env = dict(os.environ)
+        # dev mode: the simulated payment provider pays orders through the signed webhook
         env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LIVESELL_SECRET=SECRET,
-                   LIVESELL_DATA_DIR=str(root / "data"), LIVESELL_LOG_LEVEL="warning")  # fmt: skip
-        settings = load_settings(environ=env, dotenv=None)
-        port = free_port()
+                   LIVESELL_DATA_DIR=str(root / "data"), LIVESELL_LOG_LEVEL="warning",
+                   LIVESELL_DEV="1")  # fmt: skip
+        port, hub_port = free_port(), free_port()
         async with api_process(env, port) as api:
             print("seeding…", file=sys.stderr, flush=True)
             room_id, drop_id, codes, buyers = await seed(
@@ -393,10 +424,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
             finally:
                 await conn.close()
-        print(f"purchases: {args.purchases} at {args.purchase_rate}/s…", file=sys.stderr)
-        purchases = await purchase_phase(
-            settings, room_id, drop_id, buyers, args.purchase_rate, args.max_seconds
-        )
+            print(f"purchases: {args.purchases} at {args.purchase_rate}/s…", file=sys.stderr)
+            async with livesell_process(env, ["hub", "--hub-port", str(hub_port)], hub_port):
+                purchases = await purchase_phase(
+                    port, hub_port, drop_id, buyers, args.purchase_rate, args.max_seconds
+                )
     return {
         "clicks": clicks,
         "purchase_to_dashboard": purchases,
