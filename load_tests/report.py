@@ -125,7 +125,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets for livesell, each with the measured value and whether it is met."""
+    """livesell's benchmark targets, each with the measured value and whether it is met."""
     systems = results.get("hubs", {}).get("systems", {})
     ours = systems.get(LIVESELL)
     checks: list[dict[str, Any]] = []
@@ -218,7 +218,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for key, met in attribution.get("met", {}).items():
         checks.append(
             {
-                "target": f"attribution {key} (its issue's target)",
+                "target": f"attribution {key} (its own target)",
                 "met": bool(met),
                 "note": f"targets {attribution.get('targets')}",
             }
