@@ -102,10 +102,13 @@ async def test_a_lasting_storm_stays_off_redis(
     elapsed = time.monotonic() - started
     calls = await _gate_calls(resources) - before
     assert set(statuses) == {409}
-    # a snapshot refreshed in the background every half period, and no attempt sent on (one
-    # wave's worth of slack, should a busy machine delay a refresh past its snapshot's end)
+    # a snapshot refreshed in the background every half period, and no attempt sent on. On a
+    # busy machine a refresh can land after its snapshot ended and let a wave through, so the
+    # bound allows twice the refreshes plus a wave; any per-attempt Redis call would blow it
+    # (and the 1-in-20 bound) by far.
     refreshes = int(elapsed / (refusals.MEMORY_S / 2)) + 2
-    assert calls <= refreshes + len(tokens), (calls, refreshes, len(statuses))
+    assert calls <= 2 * refreshes + len(tokens), (calls, refreshes, len(statuses))
+    assert calls * 20 <= len(statuses), (calls, len(statuses))
 
 
 async def test_replay_of_a_winning_key_after_sell_out_gets_the_stored_order(
