@@ -29,11 +29,12 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import websockets
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests.measure import ProcessMeter
 
 SECRET = "load-test-secret-0123456789abcdef"
 TARGET_CLICKS_PER_S = 3_000
@@ -209,9 +211,69 @@ async def _watch_dashboard(
                             done.set()
 
 
+class PhaseCost:
+    """What the purchase phase cost the servers: CPU seconds per process tree (PostgreSQL's
+    backends are the postmaster's children) and PostgreSQL's committed transactions."""
+
+    def __init__(self, database_url: str, pids: dict[str, int | None]) -> None:
+        self.database_url = database_url
+        self.meters = {name: ProcessMeter(pid) for name, pid in pids.items() if pid}
+        self.cpu: dict[str, float] = {}
+        self.commits = 0
+
+    async def _commits(self) -> int:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                )
+            )
+        finally:
+            await conn.close()
+
+    async def start(self) -> None:
+        self.commits = await self._commits()
+        self.cpu = {name: meter.cpu_seconds() for name, meter in self.meters.items()}
+
+    async def per_purchase(self, purchases: int) -> dict[str, Any]:
+        cpu = {name: meter.cpu_seconds() - self.cpu[name] for name, meter in self.meters.items()}
+        # pg_stat_database is updated when a backend reports (at most every second or so)
+        await asyncio.sleep(1.2)
+        commits = await self._commits() - self.commits
+        n = max(purchases, 1)
+        return {
+            "cpu_us_per_purchase": {name: round(s * 1e6 / n) for name, s in cpu.items()},
+            # includes the few the measurement itself and the hub's subscribe checks make
+            "postgres_commits_per_purchase": round(commits / n, 2),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample `pid` with py-spy into `out` (collapsed stacks) while the block runs."""
+    if out is None:
+        yield
+        return
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = subprocess.Popen(
+        [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid), "--format",
+         "raw", "--rate", "250", "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # let it attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"  py-spy samples of the API in {out}", file=sys.stderr)
+
+
 async def purchase_phase(
     api_port: int, hub_port: int, drop_id: int, buyers: list[tuple[str, str]], rate: float,
-    max_s: float,
+    max_s: float, cost: PhaseCost | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Buy and pay one order per buyer at `rate` per second through the API; time pay →
     `commission.pending` on the distributor's WebSocket."""
@@ -239,6 +301,8 @@ async def purchase_phase(
     failures: dict[str, int] = {}
     pay_ms: list[float] = []
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    if cost is not None:
+        await cost.start()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", limits=limits) as http:
 
         async def buy(buyer: str, index: int) -> None:
@@ -276,6 +340,7 @@ async def purchase_phase(
         "observed": len(latencies),
         "failures": failures,
         "rate_per_s": rate,
+        **(await cost.per_purchase(len(buyers)) if cost is not None else {}),
         "path": "HTTP buy + pay (simulated provider, signed webhook) → hub WebSocket",
         "pay_response_ms": {
             "p50": round(percentile(pay_ms, 50), 2),
@@ -392,6 +457,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livesell-load-")))
+        pg = None
         if not database_url:
             pg = EmbeddedPostgres(root / "pg", durable=True)
             database_url = pg.start()
@@ -401,6 +467,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             redis_url = valkey.start()
             stack.callback(valkey.stop)
         await migrate_url(database_url)
+        postgres_pid = _pid_in(pg.pgdata / "postmaster.pid") if pg is not None else None
         env = dict(os.environ)
         # dev mode: the simulated payment provider pays orders through the signed webhook
         env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LIVESELL_SECRET=SECRET,
@@ -425,10 +492,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await conn.close()
             print(f"purchases: {args.purchases} at {args.purchase_rate}/s…", file=sys.stderr)
-            async with livesell_process(env, ["hub", "--hub-port", str(hub_port)], hub_port):
-                purchases = await purchase_phase(
-                    port, hub_port, drop_id, buyers, args.purchase_rate, args.max_seconds
+            hub_args = ["hub", "--hub-port", str(hub_port)]
+            async with livesell_process(env, hub_args, hub_port) as hub:
+                cost = PhaseCost(
+                    database_url, {"api": api.pid, "hub": hub.pid, "postgres": postgres_pid}
                 )
+                with py_spy(api.pid, args.profile):
+                    purchases = await purchase_phase(
+                        port, hub_port, drop_id, buyers, args.purchase_rate, args.max_seconds,
+                        cost,
+                    )  # fmt: skip
     return {
         "clicks": clicks,
         "purchase_to_dashboard": purchases,
@@ -438,6 +511,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "purchase_p99": purchases["latency_ms"]["p99"] <= TARGET_P99_MS,
         },
     }
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-seconds", type=float, default=90.0, help="cap per phase (90)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the API with py-spy during the purchase phase (collapsed stacks to FILE)",
+    )
     return parser
 
 

@@ -251,8 +251,19 @@ async def announce_stock(conn: Conn, outbox: Outbox, drop_id: int, *, sale: bool
     """Queue `stock.changed` with PostgreSQL's counts; after a sale that took the last unit,
     `drop.sold_out` once (whoever flips `sold_out_at` announces it); when stock came back,
     clear the flag so the next sell-out is announced again."""
-    row = must(await conn.fetchrow("SELECT room_id, quantity FROM drops WHERE id = $1", drop_id))
-    counts = await stock_counts(conn, drop_id, row["quantity"])
+    row = must(
+        await conn.fetchrow(
+            """SELECT d.room_id, d.quantity,
+                      count(*) FILTER (WHERE c.state = 'held') AS held,
+                      count(*) FILTER (WHERE c.state = 'sold') AS sold
+               FROM drops d
+               LEFT JOIN stock_claims c ON c.drop_id = d.id AND c.state <> 'released'
+               WHERE d.id = $1
+               GROUP BY d.id""",
+            drop_id,
+        )
+    )
+    counts = StockCounts(row["quantity"], row["held"], row["sold"])
     outbox.room(
         row["room_id"],
         StockChanged(
