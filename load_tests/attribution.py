@@ -183,7 +183,8 @@ async def _progress(name: str, stats: ClickStats, total: int) -> None:
 
 async def _watch_dashboard(
     hub_port: int, user: str, started_at: dict[str, float], latencies: list[float],
-    ready: asyncio.Event, subscribed: list[str], expected: int, done: asyncio.Event,
+    sent_at: list[float], ready: asyncio.Event, subscribed: list[str], expected: int,
+    done: asyncio.Event,
 ) -> None:  # fmt: skip
     """One distributor's dashboard over the hub; records paid → commission.pending latency."""
     token = mint_token(SECRET, user, ["distributor"])
@@ -207,8 +208,61 @@ async def _watch_dashboard(
                     began = started_at.pop(str(pub["data"]["order_id"]), None)
                     if began is not None:
                         latencies.append((time.perf_counter() - began) * 1000)
+                        sent_at.append(began)
                         if len(latencies) == expected:
                             done.set()
+
+
+class KeepAliveClient:
+    """Keep-alive HTTP/1.1 POSTs on raw asyncio streams, at most `max_connections` at once.
+
+    The purchase phase's client: a general-purpose client's bookkeeping per request (httpx
+    scans its whole pool for each queued request) would cost the load generator more CPU than
+    the API spends on the purchase, and the benchmark would time its own queue."""
+
+    def __init__(self, port: int, max_connections: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(max_connections)
+        self.opened: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> KeepAliveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.opened:
+            writer.close()
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one POST; returns (status, body)."""
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        async with self.slots:
+            if self.idle:
+                try:
+                    return await self._exchange(*self.idle.pop(), request)
+                except (OSError, asyncio.IncompleteReadError):
+                    pass  # the server closed the idle connection before reading: a new one
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.opened.append(writer)
+            return await self._exchange(reader, writer, request)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        data = await reader.readexactly(length) if length else b""
+        self.idle.append((reader, writer))
+        return int(head[9:12]), data
 
 
 class PhaseCost:
@@ -235,9 +289,11 @@ class PhaseCost:
     async def start(self) -> None:
         self.commits = await self._commits()
         self.cpu = {name: meter.cpu_seconds() for name, meter in self.meters.items()}
+        self.cpu["load_generator"] = time.process_time()
 
     async def per_purchase(self, purchases: int) -> dict[str, Any]:
         cpu = {name: meter.cpu_seconds() - self.cpu[name] for name, meter in self.meters.items()}
+        cpu["load_generator"] = time.process_time() - self.cpu["load_generator"]
         # pg_stat_database is updated when a backend reports (at most every second or so)
         await asyncio.sleep(1.2)
         commits = await self._commits() - self.commits
@@ -280,12 +336,13 @@ async def purchase_phase(
     distributors = sorted({d for _, d in buyers})
     started_at: dict[str, float] = {}
     latencies: list[float] = []
+    sent_at: list[float] = []  # when each observed purchase's pay was sent, as in `latencies`
     subscribed: list[str] = []
     ready, done = asyncio.Event(), asyncio.Event()
     watchers = [
         asyncio.create_task(
             _watch_dashboard(
-                hub_port, d, started_at, latencies, ready, subscribed, len(buyers), done
+                hub_port, d, started_at, latencies, sent_at, ready, subscribed, len(buyers), done
             )
         )  # fmt: skip
         for d in distributors
@@ -300,27 +357,26 @@ async def purchase_phase(
         await asyncio.sleep(0.05)
     failures: dict[str, int] = {}
     pay_ms: list[float] = []
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     if cost is not None:
         await cost.start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", limits=limits) as http:
+    async with KeepAliveClient(api_port, max_connections=64) as http:
 
         async def buy(buyer: str, index: int) -> None:
-            headers = {"Authorization": "Bearer " + mint_token(SECRET, buyer, ["viewer"])}
-            held = await http.post(
-                f"/api/drops/{drop_id}/buy", json={"quantity": 1},
-                headers={**headers, "Idempotency-Key": f"load-{index}"},
+            auth = "Bearer " + mint_token(SECRET, buyer, ["viewer"])
+            status, body = await http.post(
+                f"/api/drops/{drop_id}/buy", b'{"quantity":1}',
+                {"Authorization": auth, "Idempotency-Key": f"load-{index}"},
             )  # fmt: skip
-            if held.status_code != 201:
-                failures[f"buy {held.status_code}"] = failures.get(f"buy {held.status_code}", 0) + 1
+            if status != 201:
+                failures[f"buy {status}"] = failures.get(f"buy {status}", 0) + 1
                 return
-            order_id = str(held.json()["order_id"])
+            order_id = str(json.loads(body)["order_id"])
             started_at[order_id] = sent = time.perf_counter()
-            paid = await http.post(f"/api/orders/{order_id}/pay", headers=headers)
+            status, _ = await http.post(f"/api/orders/{order_id}/pay", b"", {"Authorization": auth})
             pay_ms.append((time.perf_counter() - sent) * 1000)
-            if paid.status_code != 200:
+            if status != 200:
                 started_at.pop(order_id, None)
-                failures[f"pay {paid.status_code}"] = failures.get(f"pay {paid.status_code}", 0) + 1
+                failures[f"pay {status}"] = failures.get(f"pay {status}", 0) + 1
 
         began = time.perf_counter()
         tasks = []
@@ -351,7 +407,18 @@ async def purchase_phase(
             "p99": round(percentile(latencies, 99), 2),
             "max": round(max(latencies, default=float("nan")), 2),
         },
+        # p99 of the purchases paid in each second of the phase: a warm-up or a backlog shows
+        "latency_p99_ms_by_second": _p99_by_second(sent_at, latencies, began),
     }
+
+
+def _p99_by_second(sent_at: list[float], latencies: list[float], began: float) -> list[float]:
+    seconds: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_at, latencies, strict=True):
+        seconds.setdefault(int(sent - began), []).append(latency)
+    return [
+        round(percentile(seconds.get(s, []), 99), 1) for s in range(max(seconds, default=-1) + 1)
+    ]
 
 
 @contextlib.asynccontextmanager
