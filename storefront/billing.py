@@ -15,7 +15,6 @@ from core.auth import Principal
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
-from storefront.catalog import announce_stock
 from storefront.conn import Conn, must
 from storefront.errors import (
     OrderNotFound,
@@ -33,6 +32,7 @@ from storefront.payments import (
     verify,
     webhook_key,
 )
+from storefront.stock import announcer_of
 from storefront.views import OrderStatus, PaymentStarted, WebhookAck
 
 log = logging.getLogger("livesell.storefront.billing")
@@ -209,12 +209,12 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
                 event.id,
                 settlement.outcome,
             )
-        # committed
-        if settlement.granted is not None:
-            await gate.commit(settlement.drop_id, settlement.granted)
-        if settlement.stock_moved:
-            await announce_stock(conn, settlement.outbox, settlement.drop_id, sale=True)
+    # committed
+    if settlement.granted is not None:
+        await gate.commit(settlement.drop_id, settlement.granted)
     await settlement.outbox.flush(res.publisher)
+    if settlement.stock_moved:
+        await announcer_of(res).changed(res, settlement.drop_id, sold=True)
     if settlement.refund is not None:
         await _refund_at_provider(res, *settlement.refund)
     settled = _settled_here.get()
