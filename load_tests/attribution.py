@@ -468,7 +468,8 @@ async def livesell_process(
 async def seed(
     database_url: str, port: int, distributors: int, buyers: int
 ) -> tuple[int, int, list[str], list[tuple[str, str]]]:
-    """A room with a drop, distributors with links (through the API), buyers who entered."""
+    """A room with a drop (started by its host through the API), distributors with links (through
+    the API), buyers who entered."""
     conn = await asyncpg.connect(database_url)
     try:
         room_id = await conn.fetchval(
@@ -480,24 +481,22 @@ async def seed(
             "VALUES ($1, 'load', 9900, 1200, 'load-host') RETURNING id",
             f"LOAD-{time.time_ns()}",
         )
-        drop_id = await conn.fetchval(
-            """INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit,
-                                  starts_at, ends_at, created_by, started_at)
-               VALUES ($1, $2, 9900, 100000, 5, now(), now() + interval '1 day', 'load-host',
-                       now()) RETURNING id""",
-            room_id,
-            product_id,
-        )
-        # the storefront sells a drop's units one claim each
-        await conn.execute(
-            "INSERT INTO drop_units (drop_id, unit_no) SELECT $1, generate_series(1, 100000)",
-            drop_id,
-        )
     finally:
         await conn.close()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        # the host starts the drop as in production: the API builds its flash-sale gate in Redis
+        host = {"Authorization": "Bearer " + mint_token(SECRET, "load-host", ["host"])}
+        made = await http.post(
+            f"/api/rooms/{room_id}/drops",
+            json={"product_id": str(product_id), "price_cents": 9900, "quantity": 100_000,
+                  "per_buyer_limit": 5, "duration_s": 86_400},
+            headers=host, timeout=60,
+        )  # fmt: skip
+        made.raise_for_status()
+        drop_id = int(made.json()["id"])
     codes: list[str] = []
     pairs: list[tuple[str, str]] = []
-    base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base) as http:
         for d in range(distributors):
             user = f"load-dist-{d}"
