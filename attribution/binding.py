@@ -17,8 +17,24 @@ WHERE e.user_id = $1 AND e.room_id = $2 AND e.link_id IS NOT NULL
 ORDER BY e.created_at {direction}, e.id {direction}
 LIMIT 1
 """
-_LAST = _CANDIDATE.format(direction="DESC")
-_FIRST = _CANDIDATE.format(direction="ASC")
+
+# Decide and store in one statement: the candidate entry (if any) and the attribution row.
+# $1 buyer, $2 room, $3 window start, $4 order time (the decision time), $5 order, $6 the rule
+# in force, $7 the order's commission rate.
+_CREDIT = """
+WITH entry AS ({candidate})
+INSERT INTO order_attributions
+    (order_id, room_id, buyer_id, distributor_id, entry_id, rule, commission_bps, self_referral,
+     decided_at)
+SELECT $5, $2, $1, entry.distributor_id, entry.id,
+       CASE WHEN entry.id IS NULL THEN 'none' ELSE $6 END, $7,
+       coalesce(entry.distributor_user_id = $1, false), $4
+FROM (VALUES (1)) AS one LEFT JOIN entry ON true
+ON CONFLICT (order_id) DO NOTHING
+RETURNING distributor_id
+"""
+_CREDIT_LAST = _CREDIT.format(candidate=_CANDIDATE.format(direction="DESC"))
+_CREDIT_FIRST = _CREDIT.format(candidate=_CANDIDATE.format(direction="ASC"))
 
 
 async def credit_order(
@@ -33,31 +49,15 @@ async def credit_order(
 ) -> int | None:
     """Snapshot the order's attribution; returns the credited distributor id (None: no credit).
 
-    Idempotent: a second call for the same order keeps the first decision.
+    Idempotent: a second call for the same order keeps (and returns) the first decision.
     """
     since = placed_at - timedelta(seconds=settings.attribution_window_s)
-    query = _LAST if settings.attribution == "last" else _FIRST
-    entry = await conn.fetchrow(query, buyer_id, room_id, since, placed_at)
-    if entry is None:
-        distributor_id, entry_id, rule, self_referral = None, None, "none", False
-    else:
-        distributor_id, entry_id = entry["distributor_id"], entry["id"]
-        rule = settings.attribution
-        self_referral = entry["distributor_user_id"] == buyer_id
-    await conn.execute(
-        """INSERT INTO order_attributions
-               (order_id, room_id, buyer_id, distributor_id, entry_id, rule, commission_bps,
-                self_referral, decided_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (order_id) DO NOTHING""",
-        order_id,
-        room_id,
-        buyer_id,
-        distributor_id,
-        entry_id,
-        rule,
-        commission_bps,
-        self_referral,
-        placed_at,
+    query = _CREDIT_LAST if settings.attribution == "last" else _CREDIT_FIRST
+    row = await conn.fetchrow(
+        query, buyer_id, room_id, since, placed_at, order_id, settings.attribution, commission_bps
     )
-    return distributor_id
+    if row is None:  # decided before
+        return await conn.fetchval(
+            "SELECT distributor_id FROM order_attributions WHERE order_id = $1", order_id
+        )
+    return row["distributor_id"]

@@ -18,7 +18,7 @@ from attribution.events import (
     CommissionPending,
     CommissionReversed,
 )
-from attribution.refresh import mark_dashboard, mark_leaderboard
+from attribution.refresh import mark, mark_dashboard
 from attribution.sql import Conn
 from core.events import Outbox
 from core.resources import Resources
@@ -47,9 +47,12 @@ def commission_of(amount_cents: int, commission_bps: int, self_referral: bool) -
 
 
 async def _mark(conn: Conn, row: asyncpg.Record) -> None:
-    await mark_dashboard(conn, row["distributor_id"])
-    if not row["self_referral"]:
-        await mark_leaderboard(conn, row["room_id"])
+    """The distributor's dashboard moved; so did the room's leaderboard, unless self-referred."""
+    await mark(
+        conn,
+        dashboard=row["distributor_id"],
+        leaderboard=None if row["self_referral"] else row["room_id"],
+    )
 
 
 async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:

@@ -1,7 +1,8 @@
 """The double-entry commission ledger: open accounts, post balanced transactions, read balances.
 
 Balances are never stored: an account's balance is the sum of its entries. The database refuses
-unbalanced transactions, edits and deletions (see migration 0005).
+unbalanced transactions, edits and deletions (see migration 0005); a posting is one call of the
+`ledger_post` SQL function (migration 0007).
 """
 
 from __future__ import annotations
@@ -13,26 +14,6 @@ from attribution.sql import Conn
 
 TransactionKind = Literal["accrue", "reverse", "confirm", "payout", "clawback"]
 AccountKind = Literal["pending", "payable", "commission_expense", "payouts"]
-
-DISTRIBUTOR_ACCOUNTS: tuple[AccountKind, ...] = ("pending", "payable")
-PLATFORM_ACCOUNTS: tuple[AccountKind, ...] = ("commission_expense", "payouts")
-
-
-async def accounts(conn: Conn, distributor_id: int) -> dict[AccountKind, int]:
-    """Account ids of the distributor's and the platform's accounts, opening any missing."""
-    query = """SELECT kind, id FROM ledger_accounts
-               WHERE distributor_id = $1 OR distributor_id IS NULL"""
-    found = {r["kind"]: r["id"] for r in await conn.fetch(query, distributor_id)}
-    if len(found) < len(DISTRIBUTOR_ACCOUNTS) + len(PLATFORM_ACCOUNTS):
-        await conn.execute(
-            """INSERT INTO ledger_accounts (distributor_id, kind)
-               SELECT * FROM unnest($1::bigint[], $2::text[])
-               ON CONFLICT (distributor_id, kind) DO NOTHING""",
-            [distributor_id, distributor_id, None, None],
-            [*DISTRIBUTOR_ACCOUNTS, *PLATFORM_ACCOUNTS],
-        )
-        found = {r["kind"]: r["id"] for r in await conn.fetch(query, distributor_id)}
-    return found
 
 
 async def post(
@@ -53,33 +34,20 @@ async def post(
     """
     if sum(entries.values()) != 0:
         raise ValueError(f"unbalanced {kind} posting {entries}")
+    moving = {k: v for k, v in entries.items() if v != 0}
+    # one round trip: the transaction, its accounts opened if need be, its entries
     transaction_id = await conn.fetchval(
-        """INSERT INTO ledger_transactions
-               (kind, idempotency_key, distributor_id, order_id, payout_batch_id,
-                refunded_total_cents)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (idempotency_key) DO NOTHING
-           RETURNING id""",
+        "SELECT ledger_post($1, $2, $3, $4, $5, $6, $7::text[], $8::bigint[])",
         kind,
         key,
         distributor_id,
         order_id,
         payout_batch_id,
         refunded_total_cents,
+        list(moving),
+        list(moving.values()),
     )
-    if transaction_id is None:
-        return None
-    moving = {k: v for k, v in entries.items() if v != 0}
-    if moving:
-        ids = await accounts(conn, distributor_id)
-        await conn.execute(
-            """INSERT INTO ledger_entries (transaction_id, account_id, amount_cents)
-               SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])""",
-            transaction_id,
-            [ids[k] for k in moving],
-            list(moving.values()),
-        )
-    return int(transaction_id)
+    return None if transaction_id is None else int(transaction_id)
 
 
 async def order_balances(conn: Conn, order_id: int) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Latest-value publications: `stats.changed` to dashboards and `leaderboard.changed` to rooms.
 
-Money and click changes only append a mark (`mark_dashboard`, `mark_leaderboard`) in their own
+Money and click changes only append a mark (`mark`, `mark_dashboard`) in their own
 transaction, which keeps the payment path short and its cost independent of how busy the room
 is. `refresh_stats` (a worker loop every REFRESH_INTERVAL_S) takes the marks, recomputes each
 touched dashboard and leaderboard once, and publishes them: however many viewers a distributor
@@ -25,14 +25,18 @@ REFRESH_BATCH = 5_000
 
 
 async def mark_dashboard(conn: Conn, distributor_id: int) -> None:
-    await conn.execute(
-        "INSERT INTO attribution_dirty (kind, target) VALUES ('dashboard', $1)", distributor_id
-    )
+    await mark(conn, dashboard=distributor_id)
 
 
-async def mark_leaderboard(conn: Conn, room_id: int) -> None:
+async def mark(conn: Conn, *, dashboard: int | None = None, leaderboard: int | None = None) -> None:
+    """Mark a distributor's dashboard and/or a room's leaderboard as moved, in one statement."""
     await conn.execute(
-        "INSERT INTO attribution_dirty (kind, target) VALUES ('leaderboard', $1)", room_id
+        """INSERT INTO attribution_dirty (kind, target)
+           SELECT kind, target FROM (VALUES ('dashboard', $1::bigint), ('leaderboard', $2::bigint))
+                                    AS marks (kind, target)
+           WHERE target IS NOT NULL""",
+        dashboard,
+        leaderboard,
     )
 
 

@@ -18,7 +18,12 @@ Pool = asyncpg.Pool
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, command_timeout=30, init=_init_connection
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        init=_init_connection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
@@ -26,6 +31,12 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (a round trip on every release): livesell
+    leaves no session state behind (only transaction-scoped advisory locks, no LISTEN, no SET
+    after `_init_connection`). asyncpg still rolls back a transaction left open."""
 
 
 def migration_files() -> list[tuple[int, str, str]]:

@@ -125,11 +125,13 @@ class Outbox:
         self.pending.append((dashboard_channel(user_id), event))
 
     async def flush(self, publisher: Publisher) -> None:
-        """Publish in order. The command already committed, so a Redis outage is logged, not
-        raised: viewers resynchronise from the snapshot when they next recover."""
+        """Publish in order, in one round trip. The command already committed, so a Redis outage
+        is logged, not raised: viewers resynchronise from the snapshot when they next recover."""
         pending, self.pending = self.pending, []
-        for channel, event in pending:
-            try:
-                await publisher.publish(channel, event)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("event %s to %s not published: %s", type(event).__name__, channel, exc)
+        if not pending:
+            return
+        try:
+            await publisher.publish_many(pending)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            names = ", ".join(f"{type(event).__name__} to {channel}" for channel, event in pending)
+            log.warning("events not published (%s): %s", names, exc)

@@ -29,11 +29,12 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import websockets
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests.measure import ProcessMeter
 
 SECRET = "load-test-secret-0123456789abcdef"
 TARGET_CLICKS_PER_S = 3_000
@@ -181,7 +183,8 @@ async def _progress(name: str, stats: ClickStats, total: int) -> None:
 
 async def _watch_dashboard(
     hub_port: int, user: str, started_at: dict[str, float], latencies: list[float],
-    ready: asyncio.Event, subscribed: list[str], expected: int, done: asyncio.Event,
+    sent_at: list[float], ready: asyncio.Event, subscribed: list[str], expected: int,
+    done: asyncio.Event,
 ) -> None:  # fmt: skip
     """One distributor's dashboard over the hub; records paid → commission.pending latency."""
     token = mint_token(SECRET, user, ["distributor"])
@@ -205,25 +208,141 @@ async def _watch_dashboard(
                     began = started_at.pop(str(pub["data"]["order_id"]), None)
                     if began is not None:
                         latencies.append((time.perf_counter() - began) * 1000)
+                        sent_at.append(began)
                         if len(latencies) == expected:
                             done.set()
 
 
+class KeepAliveClient:
+    """Keep-alive HTTP/1.1 POSTs on raw asyncio streams, at most `max_connections` at once.
+
+    The purchase phase's client: a general-purpose client's bookkeeping per request (httpx
+    scans its whole pool for each queued request) would cost the load generator more CPU than
+    the API spends on the purchase, and the benchmark would time its own queue."""
+
+    def __init__(self, port: int, max_connections: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(max_connections)
+        self.opened: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> KeepAliveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.opened:
+            writer.close()
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one POST; returns (status, body)."""
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        async with self.slots:
+            if self.idle:
+                try:
+                    return await self._exchange(*self.idle.pop(), request)
+                except (OSError, asyncio.IncompleteReadError):
+                    pass  # the server closed the idle connection before reading: a new one
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.opened.append(writer)
+            return await self._exchange(reader, writer, request)
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, bytes]:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        data = await reader.readexactly(length) if length else b""
+        self.idle.append((reader, writer))
+        return int(head[9:12]), data
+
+
+class PhaseCost:
+    """What the purchase phase cost the servers: CPU seconds per process tree (PostgreSQL's
+    backends are the postmaster's children) and PostgreSQL's committed transactions."""
+
+    def __init__(self, database_url: str, pids: dict[str, int | None]) -> None:
+        self.database_url = database_url
+        self.meters = {name: ProcessMeter(pid) for name, pid in pids.items() if pid}
+        self.cpu: dict[str, float] = {}
+        self.commits = 0
+
+    async def _commits(self) -> int:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                )
+            )
+        finally:
+            await conn.close()
+
+    async def start(self) -> None:
+        self.commits = await self._commits()
+        self.cpu = {name: meter.cpu_seconds() for name, meter in self.meters.items()}
+        self.cpu["load_generator"] = time.process_time()
+
+    async def per_purchase(self, purchases: int) -> dict[str, Any]:
+        cpu = {name: meter.cpu_seconds() - self.cpu[name] for name, meter in self.meters.items()}
+        cpu["load_generator"] = time.process_time() - self.cpu["load_generator"]
+        # pg_stat_database is updated when a backend reports (at most every second or so)
+        await asyncio.sleep(1.2)
+        commits = await self._commits() - self.commits
+        n = max(purchases, 1)
+        return {
+            "cpu_us_per_purchase": {name: round(s * 1e6 / n) for name, s in cpu.items()},
+            # includes the few the measurement itself and the hub's subscribe checks make
+            "postgres_commits_per_purchase": round(commits / n, 2),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample `pid` with py-spy into `out` (collapsed stacks) while the block runs."""
+    if out is None:
+        yield
+        return
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = subprocess.Popen(
+        [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid), "--format",
+         "raw", "--rate", "250", "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # let it attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print(f"  py-spy samples of the API in {out}", file=sys.stderr)
+
+
 async def purchase_phase(
     api_port: int, hub_port: int, drop_id: int, buyers: list[tuple[str, str]], rate: float,
-    max_s: float,
+    max_s: float, cost: PhaseCost | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Buy and pay one order per buyer at `rate` per second through the API; time pay →
     `commission.pending` on the distributor's WebSocket."""
     distributors = sorted({d for _, d in buyers})
     started_at: dict[str, float] = {}
     latencies: list[float] = []
+    sent_at: list[float] = []  # when each observed purchase's pay was sent, as in `latencies`
     subscribed: list[str] = []
     ready, done = asyncio.Event(), asyncio.Event()
     watchers = [
         asyncio.create_task(
             _watch_dashboard(
-                hub_port, d, started_at, latencies, ready, subscribed, len(buyers), done
+                hub_port, d, started_at, latencies, sent_at, ready, subscribed, len(buyers), done
             )
         )  # fmt: skip
         for d in distributors
@@ -238,25 +357,26 @@ async def purchase_phase(
         await asyncio.sleep(0.05)
     failures: dict[str, int] = {}
     pay_ms: list[float] = []
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", limits=limits) as http:
+    if cost is not None:
+        await cost.start()
+    async with KeepAliveClient(api_port, max_connections=64) as http:
 
         async def buy(buyer: str, index: int) -> None:
-            headers = {"Authorization": "Bearer " + mint_token(SECRET, buyer, ["viewer"])}
-            held = await http.post(
-                f"/api/drops/{drop_id}/buy", json={"quantity": 1},
-                headers={**headers, "Idempotency-Key": f"load-{index}"},
+            auth = "Bearer " + mint_token(SECRET, buyer, ["viewer"])
+            status, body = await http.post(
+                f"/api/drops/{drop_id}/buy", b'{"quantity":1}',
+                {"Authorization": auth, "Idempotency-Key": f"load-{index}"},
             )  # fmt: skip
-            if held.status_code != 201:
-                failures[f"buy {held.status_code}"] = failures.get(f"buy {held.status_code}", 0) + 1
+            if status != 201:
+                failures[f"buy {status}"] = failures.get(f"buy {status}", 0) + 1
                 return
-            order_id = str(held.json()["order_id"])
+            order_id = str(json.loads(body)["order_id"])
             started_at[order_id] = sent = time.perf_counter()
-            paid = await http.post(f"/api/orders/{order_id}/pay", headers=headers)
+            status, _ = await http.post(f"/api/orders/{order_id}/pay", b"", {"Authorization": auth})
             pay_ms.append((time.perf_counter() - sent) * 1000)
-            if paid.status_code != 200:
+            if status != 200:
                 started_at.pop(order_id, None)
-                failures[f"pay {paid.status_code}"] = failures.get(f"pay {paid.status_code}", 0) + 1
+                failures[f"pay {status}"] = failures.get(f"pay {status}", 0) + 1
 
         began = time.perf_counter()
         tasks = []
@@ -276,6 +396,7 @@ async def purchase_phase(
         "observed": len(latencies),
         "failures": failures,
         "rate_per_s": rate,
+        **(await cost.per_purchase(len(buyers)) if cost is not None else {}),
         "path": "HTTP buy + pay (simulated provider, signed webhook) → hub WebSocket",
         "pay_response_ms": {
             "p50": round(percentile(pay_ms, 50), 2),
@@ -286,7 +407,18 @@ async def purchase_phase(
             "p99": round(percentile(latencies, 99), 2),
             "max": round(max(latencies, default=float("nan")), 2),
         },
+        # p99 of the purchases paid in each second of the phase: a warm-up or a backlog shows
+        "latency_p99_ms_by_second": _p99_by_second(sent_at, latencies, began),
     }
+
+
+def _p99_by_second(sent_at: list[float], latencies: list[float], began: float) -> list[float]:
+    seconds: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_at, latencies, strict=True):
+        seconds.setdefault(int(sent - began), []).append(latency)
+    return [
+        round(percentile(seconds.get(s, []), 99), 1) for s in range(max(seconds, default=-1) + 1)
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -336,7 +468,8 @@ async def livesell_process(
 async def seed(
     database_url: str, port: int, distributors: int, buyers: int
 ) -> tuple[int, int, list[str], list[tuple[str, str]]]:
-    """A room with a drop, distributors with links (through the API), buyers who entered."""
+    """A room with a drop (started by its host through the API), distributors with links (through
+    the API), buyers who entered."""
     conn = await asyncpg.connect(database_url)
     try:
         room_id = await conn.fetchval(
@@ -348,24 +481,22 @@ async def seed(
             "VALUES ($1, 'load', 9900, 1200, 'load-host') RETURNING id",
             f"LOAD-{time.time_ns()}",
         )
-        drop_id = await conn.fetchval(
-            """INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit,
-                                  starts_at, ends_at, created_by, started_at)
-               VALUES ($1, $2, 9900, 100000, 5, now(), now() + interval '1 day', 'load-host',
-                       now()) RETURNING id""",
-            room_id,
-            product_id,
-        )
-        # the storefront sells a drop's units one claim each
-        await conn.execute(
-            "INSERT INTO drop_units (drop_id, unit_no) SELECT $1, generate_series(1, 100000)",
-            drop_id,
-        )
     finally:
         await conn.close()
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        # the host starts the drop as in production: the API builds its flash-sale gate in Redis
+        host = {"Authorization": "Bearer " + mint_token(SECRET, "load-host", ["host"])}
+        made = await http.post(
+            f"/api/rooms/{room_id}/drops",
+            json={"product_id": str(product_id), "price_cents": 9900, "quantity": 100_000,
+                  "per_buyer_limit": 5, "duration_s": 86_400},
+            headers=host, timeout=60,
+        )  # fmt: skip
+        made.raise_for_status()
+        drop_id = int(made.json()["id"])
     codes: list[str] = []
     pairs: list[tuple[str, str]] = []
-    base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base) as http:
         for d in range(distributors):
             user = f"load-dist-{d}"
@@ -392,6 +523,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="livesell-load-")))
+        pg = None
         if not database_url:
             pg = EmbeddedPostgres(root / "pg", durable=True)
             database_url = pg.start()
@@ -401,6 +533,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             redis_url = valkey.start()
             stack.callback(valkey.stop)
         await migrate_url(database_url)
+        postgres_pid = _pid_in(pg.pgdata / "postmaster.pid") if pg is not None else None
         env = dict(os.environ)
         # dev mode: the simulated payment provider pays orders through the signed webhook
         env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, LIVESELL_SECRET=SECRET,
@@ -425,10 +558,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await conn.close()
             print(f"purchases: {args.purchases} at {args.purchase_rate}/s…", file=sys.stderr)
-            async with livesell_process(env, ["hub", "--hub-port", str(hub_port)], hub_port):
-                purchases = await purchase_phase(
-                    port, hub_port, drop_id, buyers, args.purchase_rate, args.max_seconds
+            hub_args = ["hub", "--hub-port", str(hub_port)]
+            async with livesell_process(env, hub_args, hub_port) as hub:
+                cost = PhaseCost(
+                    database_url, {"api": api.pid, "hub": hub.pid, "postgres": postgres_pid}
                 )
+                with py_spy(api.pid, args.profile):
+                    purchases = await purchase_phase(
+                        port, hub_port, drop_id, buyers, args.purchase_rate, args.max_seconds,
+                        cost,
+                    )  # fmt: skip
     return {
         "clicks": clicks,
         "purchase_to_dashboard": purchases,
@@ -438,6 +577,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "purchase_p99": purchases["latency_ms"]["p99"] <= TARGET_P99_MS,
         },
     }
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-seconds", type=float, default=90.0, help="cap per phase (90)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the API with py-spy during the purchase phase (collapsed stacks to FILE)",
+    )
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -14,7 +15,6 @@ from core.auth import Principal
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
-from storefront.catalog import announce_stock
 from storefront.conn import Conn, must
 from storefront.errors import (
     OrderNotFound,
@@ -24,7 +24,6 @@ from storefront.errors import (
 )
 from storefront.events import OrderPlaced, mask_buyer
 from storefront.gate import Gate, Granted
-from storefront.orders import visible_order
 from storefront.payments import (
     Checkout,
     PaymentEvent,
@@ -33,7 +32,8 @@ from storefront.payments import (
     verify,
     webhook_key,
 )
-from storefront.views import PaymentStarted, WebhookAck
+from storefront.stock import announcer_of
+from storefront.views import OrderStatus, PaymentStarted, WebhookAck
 
 log = logging.getLogger("livesell.storefront.billing")
 
@@ -69,31 +69,55 @@ def set_provider(res: Resources, provider: PaymentProvider) -> None:
     _providers[res] = provider
 
 
+# A provider may deliver the outcome before `start` returns (the simulated provider does, in this
+# task): the webhook leaves the order's new status here, so the answer to the buyer needs no read.
+_settled_here: ContextVar[dict[int, OrderStatus] | None] = ContextVar("settled_here", default=None)
+
+
+# Start paying a held order, in one statement: lock the order and, when its buyer asks while
+# the hold lasts, record the payment. The row tells why nothing was recorded.
+# $1 order, $2 the asking user, $3 provider, $4 the provider's payment id
+START_PAYMENT_SQL = """
+WITH target AS (
+    SELECT id, buyer_id, status, amount_cents, now() < hold_expires_at AS open
+    FROM orders WHERE id = $1 FOR UPDATE
+), started AS (
+    INSERT INTO payments (order_id, provider, provider_payment_id, amount_cents)
+    SELECT id, $3, $4, amount_cents FROM target WHERE buyer_id = $2 AND status = 'held' AND open
+    RETURNING id
+)
+SELECT buyer_id, status, amount_cents, open, EXISTS (SELECT 1 FROM started) AS started
+FROM target
+"""
+
+
 async def start_payment(res: Resources, order_id: int, who: Principal) -> PaymentStarted:
     provider = provider_of(res)
-    async with res.pool.acquire() as conn, conn.transaction():
-        row = await visible_order(conn, order_id, who, lock=True)
-        if row["buyer_id"] != who.user_id:
-            raise OrderNotFound(order_id)  # only the buyer pays
-        if row["status"] != "held":
-            raise OrderStateConflict(order_id, row["status"], "pay")
-        if not await conn.fetchval("SELECT now() < $1::timestamptz", row["hold_expires_at"]):
-            raise OrderStateConflict(order_id, "expired", "pay")
-        payment_id = provider.new_payment_id()
-        await conn.execute(
-            """INSERT INTO payments (order_id, provider, provider_payment_id, amount_cents)
-               VALUES ($1, $2, $3, $4)""",
-            order_id,
-            provider.name,
-            payment_id,
-            row["amount_cents"],
-        )
-    await provider.start(
-        payment_id,
-        Checkout(order_id=order_id, amount_cents=row["amount_cents"], buyer_id=row["buyer_id"]),
-    )
+    payment_id = provider.new_payment_id()
     async with res.pool.acquire() as conn:
-        status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+        row = await conn.fetchrow(
+            START_PAYMENT_SQL, order_id, who.user_id, provider.name, payment_id
+        )
+    if row is None or row["buyer_id"] != who.user_id:
+        raise OrderNotFound(order_id)  # only the buyer pays; anyone else learns nothing
+    if row["status"] != "held":
+        raise OrderStateConflict(order_id, row["status"], "pay")
+    if not row["open"]:
+        raise OrderStateConflict(order_id, "expired", "pay")
+    assert row["started"], "a held order within its hold records the payment"
+    settled: dict[int, OrderStatus] = {}
+    token = _settled_here.set(settled)
+    try:
+        await provider.start(
+            payment_id,
+            Checkout(order_id=order_id, amount_cents=row["amount_cents"], buyer_id=who.user_id),
+        )
+    finally:
+        _settled_here.reset(token)
+    status = settled.get(order_id)
+    if status is None:  # the outcome comes later (or came by another path): as it stands now
+        async with res.pool.acquire() as conn:
+            status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
     return PaymentStarted(
         order_id=str(order_id), payment_id=payment_id, provider=provider.name, order_status=status
     )
@@ -107,6 +131,42 @@ class _Settlement:
     drop_id: int = 0
     stock_moved: bool = False
     refund: tuple[str, int] | None = None
+    # the order's status after settling, when this settlement set it
+    order_status: OrderStatus | None = None
+
+
+# Record a provider event and settle its payment, in one statement. Nothing changes unless the
+# event is new (its key makes a concurrent delivery of the same event wait for this one) and names
+# the payment exactly (order and amount). A succeeded payment then moves a held order to paid and
+# its held claims to sold; an order in any other state is left to `_settle_unheld`.
+# $1 provider, $2 event id, $3 event type, $4 order id as the event says, $5 the provider's
+# payment id, $6 amount
+SETTLE_SQL = """
+WITH event AS (
+    INSERT INTO payment_events (provider, event_id, event_type, order_id, outcome)
+    VALUES ($1, $2, $3, $4, 'processing')
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING true AS first
+), payment AS (
+    UPDATE payments
+    SET status = CASE WHEN $3 = 'payment.failed' THEN 'failed' ELSE 'succeeded' END,
+        settled_at = now()
+    WHERE provider = $1 AND provider_payment_id = $5 AND order_id = $4 AND amount_cents = $6
+      AND EXISTS (SELECT 1 FROM event)
+    RETURNING order_id, status
+), paid AS (
+    UPDATE orders SET status = 'paid', paid_at = now()
+    WHERE id = (SELECT order_id FROM payment WHERE status = 'succeeded') AND status = 'held'
+    RETURNING id, drop_id, room_id, product_id, buyer_id, quantity
+), sold AS (
+    UPDATE stock_claims SET state = 'sold'
+    WHERE order_id = (SELECT id FROM paid) AND state = 'held'
+)
+SELECT EXISTS (SELECT 1 FROM event) AS first, payment.status AS payment_status,
+       paid.id AS paid_order_id, paid.drop_id, paid.room_id, paid.product_id, paid.buyer_id,
+       paid.quantity, now() AS now
+FROM (VALUES (1)) AS one LEFT JOIN payment ON true LEFT JOIN paid ON true
+"""
 
 
 async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> WebhookAck:
@@ -116,38 +176,50 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
     gate = gate_of(res)
     async with res.pool.acquire() as conn:
         async with conn.transaction():
-            # the unique key makes a concurrent delivery of the same event wait for this one
-            first = await conn.fetchval(
-                """INSERT INTO payment_events (provider, event_id, event_type, order_id, outcome)
-                   VALUES ($1, $2, $3, $4, 'processing')
-                   ON CONFLICT (provider, event_id) DO NOTHING RETURNING true""",
-                event.provider,
-                event.id,
-                event.type,
-                int(event.data.order_id),
+            data = event.data
+            row = must(
+                await conn.fetchrow(
+                    SETTLE_SQL,
+                    event.provider,
+                    event.id,
+                    event.type,
+                    int(data.order_id),
+                    data.payment_id,
+                    data.amount_cents,
+                )
             )
-            if first is None:
+            if not row["first"]:
                 stored = await conn.fetchval(
                     "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2",
                     event.provider,
                     event.id,
                 )
                 return WebhookAck(received=True, duplicate=True, outcome=stored)
-            settlement = await _settle(conn, res, gate, event)
+            if row["payment_status"] is None:
+                raise await _mismatch(conn, event)
+            if row["payment_status"] == "failed":
+                settlement = _Settlement("failed")
+            elif row["paid_order_id"] is not None:
+                settlement = await _settle_paid(conn, row)
+            else:
+                settlement = await _settle_unheld(conn, res, gate, event)
             await conn.execute(
                 "UPDATE payment_events SET outcome = $3 WHERE provider = $1 AND event_id = $2",
                 event.provider,
                 event.id,
                 settlement.outcome,
             )
-        # committed
-        if settlement.granted is not None:
-            await gate.commit(settlement.drop_id, settlement.granted)
-        if settlement.stock_moved:
-            await announce_stock(conn, settlement.outbox, settlement.drop_id, sale=True)
+    # committed
+    if settlement.granted is not None:
+        await gate.commit(settlement.drop_id, settlement.granted)
     await settlement.outbox.flush(res.publisher)
+    if settlement.stock_moved:
+        await announcer_of(res).changed(res, settlement.drop_id, sold=True)
     if settlement.refund is not None:
         await _refund_at_provider(res, *settlement.refund)
+    settled = _settled_here.get()
+    if settled is not None and settlement.order_status is not None:
+        settled[int(event.data.order_id)] = settlement.order_status
     return WebhookAck(received=True, outcome=settlement.outcome)
 
 
@@ -171,41 +243,56 @@ async def _refund_at_provider(res: Resources, payment_id: str, cents: int) -> No
         log.error("provider refund of %s (%d cents) failed: %r", payment_id, cents, exc)
 
 
-async def _settle(conn: Conn, res: Resources, gate: Gate, event: PaymentEvent) -> _Settlement:
+async def _mismatch(conn: Conn, event: PaymentEvent) -> PaymentMismatch:
+    """Why the event names no payment of ours (the transaction is about to roll back)."""
     data = event.data
     payment = await conn.fetchrow(
-        """SELECT * FROM payments WHERE provider = $1 AND provider_payment_id = $2 FOR UPDATE""",
+        """SELECT order_id, amount_cents FROM payments
+           WHERE provider = $1 AND provider_payment_id = $2""",
         event.provider,
         data.payment_id,
     )
     if payment is None or str(payment["order_id"]) != data.order_id:
-        raise PaymentMismatch(f"no payment {data.payment_id} for order {data.order_id}")
-    if payment["amount_cents"] != data.amount_cents:
-        raise PaymentMismatch(
-            f"payment {data.payment_id} is for {payment['amount_cents']} cents, "
-            f"the event says {data.amount_cents}"
-        )
-    if event.type == "payment.failed":
-        await conn.execute(
-            "UPDATE payments SET status = 'failed', settled_at = now() WHERE id = $1",
-            payment["id"],
-        )
-        return _Settlement("failed")
-    await conn.execute(
-        "UPDATE payments SET status = 'succeeded', settled_at = now() WHERE id = $1",
-        payment["id"],
+        return PaymentMismatch(f"no payment {data.payment_id} for order {data.order_id}")
+    return PaymentMismatch(
+        f"payment {data.payment_id} is for {payment['amount_cents']} cents, "
+        f"the event says {data.amount_cents}"
     )
+
+
+async def _settle_paid(conn: Conn, paid: asyncpg.Record) -> _Settlement:
+    """The held order is paid now (SETTLE_SQL moved it): post the commission, tell the room."""
+    order_id = paid["paid_order_id"]
+    settlement = _Settlement("paid", drop_id=paid["drop_id"], stock_moved=True, order_status="paid")
+    await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order_id)
+    settlement.outbox.room(
+        paid["room_id"],
+        OrderPlaced(
+            drop_id=str(paid["drop_id"]),
+            product_id=str(paid["product_id"]),
+            buyer=mask_buyer(paid["buyer_id"]),
+            quantity=paid["quantity"],
+            placed_at=paid["now"],
+        ),
+    )
+    return settlement
+
+
+async def _settle_unheld(
+    conn: Conn, res: Resources, gate: Gate, event: PaymentEvent
+) -> _Settlement:
+    """A succeeded payment for an order no longer held: re-claim stock for an expired hold (or
+    refund when there is none left); refund a second payment of an order already paid."""
+    data = event.data
     order = must(
-        await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", payment["order_id"])
+        await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", int(data.order_id))
     )
+    payment = (data.payment_id, data.amount_cents)
     settlement = _Settlement("paid", drop_id=order["drop_id"])
     match order["status"]:
         case "held":
-            await conn.execute(
-                """UPDATE stock_claims SET state = 'sold'
-                   WHERE order_id = $1 AND state = 'held'""",
-                order["id"],
-            )
+            # SETTLE_SQL moves a held order; no path leads back to held
+            raise RuntimeError(f"order {order['id']} still held after its payment settled")
         case "expired":
             granted = await _reclaim(conn, res, gate, order)
             if granted is None:
@@ -215,13 +302,15 @@ async def _settle(conn: Conn, res: Resources, gate: Gate, event: PaymentEvent) -
         case _:
             # paid twice (or paid after a refund): give this payment's money back
             settlement.outcome = "duplicate_payment_refunded"
-            settlement.refund = (payment["provider_payment_id"], payment["amount_cents"])
+            settlement.refund = payment
             return settlement
-    await conn.execute(
-        "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1", order["id"]
+    placed_at = await conn.fetchval(
+        "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1 RETURNING paid_at",
+        order["id"],
     )
     await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order["id"])
     settlement.stock_moved = True
+    settlement.order_status = "paid"
     settlement.outbox.room(
         order["room_id"],
         OrderPlaced(
@@ -229,7 +318,7 @@ async def _settle(conn: Conn, res: Resources, gate: Gate, event: PaymentEvent) -
             product_id=str(order["product_id"]),
             buyer=mask_buyer(order["buyer_id"]),
             quantity=order["quantity"],
-            placed_at=await conn.fetchval("SELECT now()"),
+            placed_at=placed_at,
         ),
     )
     return settlement
@@ -276,7 +365,7 @@ async def _reclaim(conn: Conn, res: Resources, gate: Gate, order: asyncpg.Record
 async def _refund_unfillable(
     conn: Conn,
     order: asyncpg.Record,
-    payment: asyncpg.Record,
+    payment: tuple[str, int],
     settlement: _Settlement,
 ) -> _Settlement:
     """The hold expired and its stock is gone: the order is refunded in full, automatically."""
@@ -298,5 +387,6 @@ async def _refund_unfillable(
         reason,
     )
     settlement.outcome = "refunded_no_stock"
-    settlement.refund = (payment["provider_payment_id"], payment["amount_cents"])
+    settlement.order_status = "refunded"
+    settlement.refund = payment
     return settlement

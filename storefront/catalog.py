@@ -16,7 +16,7 @@ from storefront.errors import (
     SkuTaken,
     UnknownProduct,
 )
-from storefront.events import DropClosed, DropScheduled, DropSoldOut, DropStarted, StockChanged
+from storefront.events import DropClosed, DropScheduled, DropStarted
 from storefront.rooms import fetch_room
 from storefront.views import DropStatus, DropView, ProductPage, ProductView
 
@@ -245,46 +245,6 @@ async def close_drop_row(conn: Conn, outbox: Outbox, drop_id: int, reason: str) 
         ),
     )
     return view
-
-
-async def announce_stock(conn: Conn, outbox: Outbox, drop_id: int, *, sale: bool) -> StockCounts:
-    """Queue `stock.changed` with PostgreSQL's counts; after a sale that took the last unit,
-    `drop.sold_out` once (whoever flips `sold_out_at` announces it); when stock came back,
-    clear the flag so the next sell-out is announced again."""
-    row = must(await conn.fetchrow("SELECT room_id, quantity FROM drops WHERE id = $1", drop_id))
-    counts = await stock_counts(conn, drop_id, row["quantity"])
-    outbox.room(
-        row["room_id"],
-        StockChanged(
-            drop_id=str(drop_id),
-            quantity=counts.quantity,
-            remaining=counts.remaining,
-            sold=counts.sold,
-            held=counts.held,
-        ),
-    )
-    if sale and counts.remaining == 0:
-        flipped = await conn.fetchval(
-            "UPDATE drops SET sold_out_at = now() WHERE id = $1 AND sold_out_at IS NULL "
-            "RETURNING id",
-            drop_id,
-        )
-        if flipped is not None:
-            outbox.room(
-                row["room_id"],
-                DropSoldOut(
-                    drop_id=str(drop_id),
-                    quantity=counts.quantity,
-                    sold=counts.sold,
-                    held=counts.held,
-                ),
-            )
-    elif not sale and counts.remaining > 0:
-        await conn.execute(
-            "UPDATE drops SET sold_out_at = NULL WHERE id = $1 AND sold_out_at IS NOT NULL",
-            drop_id,
-        )
-    return counts
 
 
 async def start_due_drops(conn: Conn, outbox: Outbox) -> list[int]:

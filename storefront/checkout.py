@@ -24,7 +24,6 @@ import attribution
 from core.errors import LivesellError
 from core.events import Outbox
 from core.resources import Resources
-from storefront.catalog import announce_stock
 from storefront.conn import Conn
 from storefront.errors import (
     DropNotActive,
@@ -36,6 +35,8 @@ from storefront.errors import (
     SoldOut,
 )
 from storefront.gate import Gate, Granted, Refused, idempotency_digest
+from storefront.stock import announcer_of, in_background
+from storefront.stock import drain_background as drain_stock_work
 from storefront.views import BuyRequest, BuyResult
 
 log = logging.getLogger("livesell.storefront.checkout")
@@ -188,14 +189,8 @@ async def _place_order(
             await _give_back(gate, drop_id, buyer_id, granted, digest)
         raise
     # the order is committed: answer now; telling the gate and the room can follow
-    task = asyncio.create_task(_after_commit(res, gate, drop_id, granted, digest, fp, outbox))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    in_background(_after_commit(res, gate, drop_id, granted, digest, fp, outbox))
     return response
-
-
-# after-commit work in flight (kept referenced until done)
-_background: set[asyncio.Task[None]] = set()
 
 
 async def _after_commit(
@@ -209,18 +204,19 @@ async def _after_commit(
 ) -> None:
     try:
         await gate.commit(drop_id, granted, digest=digest, fingerprint=fp.hex())
-        # the counts as PostgreSQL sees them now
-        async with res.pool.acquire() as conn:
-            await announce_stock(conn, outbox, drop_id, sale=True)
     except Exception as exc:  # noqa: BLE001 - the order exists; reconciliation tidies the gate
         log.warning("drop %d: after-commit bookkeeping failed: %r", drop_id, exc)
     await outbox.flush(res.publisher)
+    try:
+        # the counts as PostgreSQL sees them now
+        await announcer_of(res).changed(res, drop_id, sold=True)
+    except Exception as exc:  # noqa: BLE001 - the drop's next change announces again
+        log.warning("drop %d: stock not announced: %r", drop_id, exc)
 
 
 async def drain_background() -> None:
     """Wait for after-commit work still running (tests, shutdown)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
+    await drain_stock_work()
 
 
 # A winner's order in one statement: check the drop still sells (FOR SHARE: a concurrent close

@@ -17,7 +17,6 @@ import attribution
 from core.auth import Principal
 from core.events import Outbox
 from core.resources import Resources
-from storefront.catalog import announce_stock
 from storefront.conn import Conn, must
 from storefront.errors import (
     OrderNotFound,
@@ -27,6 +26,7 @@ from storefront.errors import (
 )
 from storefront.gate import Gate
 from storefront.rooms import check_host, fetch_room
+from storefront.stock import announcer_of
 from storefront.views import OrderView
 
 log = logging.getLogger("livesell.storefront.orders")
@@ -122,9 +122,8 @@ async def after_release(res: Resources, gate: Gate, outbox: Outbox, returned: Re
             await gate.release(returned.drop_id, returned.buyer_id, returned.units)
         except Exception as exc:  # noqa: BLE001 - reconciliation returns them later
             log.warning("drop %d: units not returned to the gate yet: %r", returned.drop_id, exc)
-    async with res.pool.acquire() as conn:
-        await announce_stock(conn, outbox, returned.drop_id, sale=False)
     await outbox.flush(res.publisher)
+    await announcer_of(res).changed(res, returned.drop_id, returned=True)
 
 
 async def expire_holds(res: Resources, gate: Gate) -> int:

@@ -1,0 +1,153 @@
+"""Telling viewers about stock: `stock.changed` with PostgreSQL's counts, `drop.sold_out` once.
+
+`stock.changed` is a latest-value event, so announcements of one drop coalesce within a process:
+while one pass reads a drop's counts and publishes them, changes committed meanwhile are only
+noted, and one more pass after it announces them all. Under a stream of sales the counts are read
+about once per pass instead of once per sale; a lone change is announced at once, by its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from core.events import Outbox
+from core.resources import Resources
+from storefront.catalog import StockCounts
+from storefront.conn import Conn, must
+from storefront.events import DropSoldOut, StockChanged
+
+log = logging.getLogger("livesell.storefront.stock")
+
+# the drop's room and its live claims by state, in one round trip
+_COUNTS = """
+SELECT d.room_id, d.quantity,
+       count(*) FILTER (WHERE c.state = 'held') AS held,
+       count(*) FILTER (WHERE c.state = 'sold') AS sold
+FROM drops d
+LEFT JOIN stock_claims c ON c.drop_id = d.id AND c.state <> 'released'
+WHERE d.id = $1
+GROUP BY d.id
+"""
+
+
+async def announce_stock(
+    conn: Conn, outbox: Outbox, drop_id: int, *, sold: bool, returned: bool
+) -> StockCounts:
+    """Queue `stock.changed` with PostgreSQL's counts. After units were `sold` (claimed) and none
+    remain, `drop.sold_out` once (whoever flips `sold_out_at` announces it); after units were
+    `returned` and some remain, clear the flag so the next sell-out is announced again."""
+    row = must(await conn.fetchrow(_COUNTS, drop_id))
+    counts = StockCounts(row["quantity"], row["held"], row["sold"])
+    outbox.room(
+        row["room_id"],
+        StockChanged(
+            drop_id=str(drop_id),
+            quantity=counts.quantity,
+            remaining=counts.remaining,
+            sold=counts.sold,
+            held=counts.held,
+        ),
+    )
+    if sold and counts.remaining == 0:
+        flipped = await conn.fetchval(
+            "UPDATE drops SET sold_out_at = now() WHERE id = $1 AND sold_out_at IS NULL "
+            "RETURNING id",
+            drop_id,
+        )
+        if flipped is not None:
+            outbox.room(
+                row["room_id"],
+                DropSoldOut(
+                    drop_id=str(drop_id),
+                    quantity=counts.quantity,
+                    sold=counts.sold,
+                    held=counts.held,
+                ),
+            )
+    elif returned and counts.remaining > 0:
+        await conn.execute(
+            "UPDATE drops SET sold_out_at = NULL WHERE id = $1 AND sold_out_at IS NOT NULL",
+            drop_id,
+        )
+    return counts
+
+
+@dataclass
+class _Noted:
+    """Changes to a drop committed while a pass was under way."""
+
+    sold: bool = False
+    returned: bool = False
+
+
+class StockAnnouncer:
+    """Coalesces the stock announcements of a process, per drop (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._passes: dict[int, _Noted] = {}  # drops with a pass under way
+
+    async def changed(
+        self, res: Resources, drop_id: int, *, sold: bool = False, returned: bool = False
+    ) -> None:
+        """Announce the drop's stock after a change that committed. When a pass is already under
+        way it may have read the counts before this change: the change is noted for the pass
+        that follows it, and this returns at once."""
+        noted = self._passes.get(drop_id)
+        if noted is not None:
+            noted.sold |= sold
+            noted.returned |= returned
+            return
+        self._passes[drop_id] = _Noted()
+        await self._pass(res, drop_id, sold, returned)
+
+    async def _pass(self, res: Resources, drop_id: int, sold: bool, returned: bool) -> None:
+        try:
+            outbox = Outbox()
+            async with res.pool.acquire() as conn:
+                await announce_stock(conn, outbox, drop_id, sold=sold, returned=returned)
+            await outbox.flush(res.publisher)
+        finally:
+            noted = self._passes.pop(drop_id)
+            if noted.sold or noted.returned:
+                # changes came in meanwhile: the next pass runs in the background
+                self._passes[drop_id] = _Noted()
+                in_background(self._follow_up(res, drop_id, noted))
+
+    async def _follow_up(self, res: Resources, drop_id: int, noted: _Noted) -> None:
+        try:
+            await self._pass(res, drop_id, noted.sold, noted.returned)
+        except Exception as exc:  # noqa: BLE001 - the next change of the drop announces again
+            log.warning("drop %d: stock not announced: %r", drop_id, exc)
+
+
+_announcers: weakref.WeakKeyDictionary[Resources, StockAnnouncer] = weakref.WeakKeyDictionary()
+
+
+def announcer_of(res: Resources) -> StockAnnouncer:
+    """The process's stock announcer for these resources."""
+    announcer = _announcers.get(res)
+    if announcer is None:
+        announcer = _announcers[res] = StockAnnouncer()
+    return announcer
+
+
+# after-commit work in flight (kept referenced until done)
+_background: set[asyncio.Task[None]] = set()
+
+
+def in_background(work: Coroutine[Any, Any, None]) -> None:
+    """Run after-commit work without making the request wait for it."""
+    task = asyncio.create_task(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def drain_background() -> None:
+    """Wait for after-commit work still running (tests, shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
