@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import (
@@ -57,12 +57,31 @@ EARLY_ANSWERS = Counter(
 Headers = Iterable[tuple[bytes, bytes]]
 
 
-class Answer(NamedTuple):
-    """A complete response: status, headers (lower-case names) and body."""
+class Answer:
+    """A complete response: status, headers (lower-case names) and body. Immutable; an
+    answerer may hand out the same Answer many times (its header block is rendered once)."""
 
-    status: int
-    headers: Headers
-    body: bytes
+    __slots__ = ("status", "headers", "body", "_block", "_closes")
+
+    def __init__(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = tuple((name.lower(), value) for name, value in headers)
+        self.body = body
+        block = []
+        has_length = closes = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                has_length = True
+            elif name == b"connection":
+                closes = b"close" in [token.lower().strip() for token in value.split(b",")]
+            block.append(b"%s: %s\r\n" % (name, value))
+        if not has_length:
+            block.append(b"content-length: %d\r\n" % len(body))
+        self._block = b"".join(block)
+        self._closes = closes
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.headers!r}, {self.body!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +174,8 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             EarlyHttpProtocol._fields_checked = True
         self._candidate: tuple[EarlyAnswerer, re.Match[bytes], float] | None = None
         self._held: _Held | None = None
+        self._defaults: object = None
+        self._defaults_block = b""
 
     # --- parser callbacks ---
 
@@ -231,23 +252,16 @@ class EarlyHttpProtocol(HttpToolsProtocol):
 
     def _write_answer(self, held: _Held, answer: Answer) -> None:
         cycle = held.cycle
-        status, headers, body = answer
-        content = [STATUS_LINE[status]]
-        has_length = has_close = False
-        for name, value in (*cycle.default_headers, *headers):
-            name = name.lower()
-            if name == b"content-length":
-                has_length = True
-            elif name == b"connection":
-                if b"close" in [token.lower().strip() for token in value.split(b",")]:
-                    cycle.keep_alive = False
-                    has_close = True
-            content.extend((name, b": ", value, b"\r\n"))
-        if not has_length:
-            content.append(b"content-length: %d\r\n" % len(body))
-        if not cycle.keep_alive and not has_close:
+        if answer._closes:
+            cycle.keep_alive = False
+        defaults = cycle.default_headers
+        if defaults is not self._defaults:  # a new `date` every second
+            self._defaults = defaults
+            self._defaults_block = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
+        content = [STATUS_LINE[answer.status], self._defaults_block, answer._block]
+        if not cycle.keep_alive and not answer._closes:
             content.append(b"connection: close\r\n")
-        content.extend((b"\r\n", body))
+        content += (b"\r\n", answer.body)
         cycle.response_started = cycle.response_complete = True
         if cycle.access_log:
             scope = cycle.scope
@@ -257,11 +271,12 @@ class EarlyHttpProtocol(HttpToolsProtocol):
                 scope["method"],
                 get_path_with_query_string(scope),
                 scope["http_version"],
-                status,
+                answer.status,
             )
         self.transport.write(b"".join(content))
         route = held.answerer.route
-        observe_request(cycle.scope["method"], route, status, time.perf_counter() - held.started)
+        seconds = time.perf_counter() - held.started
+        observe_request(cycle.scope["method"], route, answer.status, seconds)
         _early_count(route).inc()
         if not cycle.keep_alive:
             self.transport.close()

@@ -51,12 +51,12 @@ def first_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return headers
 
 
-def provable_refusal(
+def provable_verdict(
     res: Resources, drop_id: int, headers: Mapping[bytes, bytes], body: bytes
-) -> LivesellError | None:
-    """The error the buy route would answer this attempt with, when the gate's recent memory
-    proves a refusal and the request holds nothing else the route would answer first
-    (a bad token or role, a missing key, a bad body); else None: the route must answer."""
+) -> tuple[str, tuple[str, ...]] | None:
+    """The gate's refusal of this attempt (reason, detail) when its recent memory proves one
+    and the request holds nothing else the route would answer first (a bad token or role, a
+    missing key, a bad body); else None: the route must answer."""
     try:
         token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
         key = idempotency_key(headers.get(b"idempotency-key", b"").decode("latin-1"))
@@ -75,9 +75,16 @@ def provable_refusal(
         request = decode_json(body if body.strip() else b"{}", BuyRequest)
     except LivesellError:
         return None
-    known = gate_of(res).recent.refusal(
+    return gate_of(res).recent.refusal(
         drop_id, who.user_id, request.quantity, idempotency_digest(who.user_id, key)
     )
+
+
+def provable_refusal(
+    res: Resources, drop_id: int, headers: Mapping[bytes, bytes], body: bytes
+) -> LivesellError | None:
+    """The error the buy route would answer this attempt with, when provable (see above)."""
+    known = provable_verdict(res, drop_id, headers, body)
     return None if known is None else refusal_error(drop_id, Refused(*known))
 
 
@@ -87,14 +94,31 @@ def refusal_answer(error: LivesellError) -> Answer:
     return Answer(response.status_code, response.raw_headers, bytes(response.body))
 
 
+# rendered refusals by (drop, reason, detail): a storm repeats a handful of them
+RENDERED_MAX = 4_096
+
+
 def early_answerer(res: Resources) -> EarlyAnswerer:
     """The buy route's provable refusals, answered at the HTTP protocol layer."""
+    rendered: dict[tuple[int, str, tuple[str, ...]], Answer] = {}
 
     def answer(
         match: re.Match[bytes], raw: Iterable[tuple[bytes, bytes]], body: bytes
     ) -> Answer | None:
-        error = provable_refusal(res, int(match.group(1)), first_headers(raw), body)
-        return None if error is None else refusal_answer(error)
+        drop_id = int(match.group(1))
+        known = provable_verdict(res, drop_id, first_headers(raw), body)
+        if known is None:
+            return None
+        key = (drop_id, *known)
+        found = rendered.get(key)
+        if found is None:
+            error = refusal_error(drop_id, Refused(*known))
+            if error is None:
+                return None
+            if len(rendered) >= RENDERED_MAX:
+                rendered.clear()
+            found = rendered[key] = refusal_answer(error)
+        return found
 
     return EarlyAnswerer(
         method=b"POST", target=BUY_TARGET, route=BUY_ROUTE, answer=answer, max_body=MAX_BODY
