@@ -17,9 +17,10 @@ body, the JSON error shape), and receive the same list of attempts from the same
              gate, so the comparison flatters the baseline.
 
 The client is a minimal keep-alive HTTP/1.1 client (a fixed number of connections, each sending
-its next attempt when the previous answer arrived) so that it spends little of the machine's CPU.
-Reported per contender: units sold and oversold (checked in PostgreSQL), attempts per second,
-p50 / p99 latency per attempt. PostgreSQL and Valkey are embedded (a throwaway data dir, with
+its next attempt when the previous answer arrived; an asyncio.Protocol on uvloop) so that it
+spends little of the CPU it shares with the servers. Reported per contender: units sold and
+oversold (checked in PostgreSQL), attempts per second, p50 / p99 latency per attempt, and CPU µs
+per attempt of the server process, PostgreSQL, Valkey and the client. PostgreSQL and Valkey are embedded (a throwaway data dir, with
 PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
 """
 

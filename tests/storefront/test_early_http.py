@@ -227,16 +227,21 @@ async def test_pipelined_requests_get_their_answers_in_order(
 
 
 async def test_connection_close_is_honoured(
-    early: Served, start_drop: StartDrop, buy: Buy, auth: Auth
+    early: Served, plain: Served, start_drop: StartDrop, buy: Buy, auth: Auth
 ) -> None:
     drop_id = await sold_out(start_drop, buy)
+    request = attempt(drop_id, auth("gus", "viewer"), extra=("Connection: close",))
     counted = early_answers()
-    async with early.connection() as (reader, writer):
-        writer.write(attempt(drop_id, auth("gus", "viewer"), extra=("Connection: close",)))
-        reply = await read_reply(reader)
-        assert reply.status == 409 and reply.header(b"connection") == b"close"
-        assert await asyncio.wait_for(reader.read(), 2) == b"", "the server closed it"
+    replies = []
+    for served in (early, plain):
+        async with served.connection() as (reader, writer):
+            writer.write(request)
+            replies.append(await read_reply(reader))
+            assert await asyncio.wait_for(reader.read(), 2) == b"", "the server closed it"
     assert early_answers() == counted + 1
+    by_protocol, by_asgi = replies
+    assert by_protocol.status == 409 and by_protocol.header(b"connection") == b"close"
+    assert by_protocol.without_date() == by_asgi.without_date()
 
 
 async def test_keep_alive_timeout_and_request_count_after_an_early_answer(
