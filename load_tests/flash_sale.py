@@ -20,8 +20,9 @@ The client is a minimal keep-alive HTTP/1.1 client (a fixed number of connection
 its next attempt when the previous answer arrived; an asyncio.Protocol on uvloop) so that it
 spends little of the CPU it shares with the servers. Reported per contender: units sold and
 oversold (checked in PostgreSQL), attempts per second, p50 / p99 latency per attempt, and CPU µs
-per attempt of the server process, PostgreSQL, Valkey and the client. PostgreSQL and Valkey are embedded (a throwaway data dir, with
-PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
+per attempt of the server process, PostgreSQL, Valkey and the client. PostgreSQL and Valkey are
+embedded (a throwaway data dir, with PostgreSQL durable: fsync on) unless --database-url /
+--redis-url are given.
 """
 
 from __future__ import annotations
