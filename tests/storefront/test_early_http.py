@@ -19,7 +19,8 @@ from core.embedded import free_port
 from core.resources import Resources
 from livesell.runner import api_server
 from storefront import api, billing
-from tests.storefront.conftest import Auth, Buy, StartDrop
+from storefront.checkout import drain_background
+from tests.storefront.conftest import Auth, Buy, StartDrop, stock_truth
 
 HOST = "127.0.0.1"
 
@@ -384,3 +385,27 @@ async def test_a_request_held_for_its_body_through_shutdown_is_answered_and_clos
         assert reply.status == 409 and reply.header(b"connection") == b"close"
         assert await asyncio.wait_for(reader.read(), 2) == b""
     assert early_answers() == counted + 1
+
+
+async def test_a_storm_over_the_early_path_never_oversells(
+    early: Served, start_drop: StartDrop, auth: Auth, resources: Resources
+) -> None:
+    drop = await start_drop(quantity=5, per_buyer_limit=2)
+    buyers = [auth(f"storm-{i}", "viewer") for i in range(24)]
+    counted = early_answers()
+
+    async def keep_buying(n: int) -> list[int]:
+        statuses = []
+        async with early.connection() as (reader, writer):
+            for k in range(12):
+                writer.write(attempt(drop["id"], buyers[n], key=f"s{n}-{k}"))
+                statuses.append((await read_reply(reader)).status)
+        return statuses
+
+    answered = [s for got in await asyncio.gather(*map(keep_buying, range(24))) for s in got]
+    await drain_background()
+    truth = await stock_truth(resources, drop["id"])
+    assert answered.count(201) == truth["held"] == truth["ordered_units"] == 5
+    assert truth["max_per_buyer"] <= 2
+    assert set(answered) <= {201, 409, 429} and answered.count(409) > 200
+    assert early_answers() > counted, "losers were answered early"
