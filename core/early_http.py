@@ -19,8 +19,9 @@ the connection is not kept alive, then the body; the keep-alive timeout, request
 for any other request.
 
 The subclass uses uvicorn internals (`_start_asgi_task`, the cycle's fields): `pyproject.toml`
-pins the uvicorn versions it was tested with, and `check_uvicorn()` refuses to start on one
-whose protocol no longer has the parts it overrides.
+pins the uvicorn versions it was tested with, this module refuses to load (and the protocol to
+serve) on one whose protocol or cycle no longer has the parts it uses, and a test fails when
+the early path stops answering.
 """
 
 from __future__ import annotations
