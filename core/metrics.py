@@ -51,9 +51,16 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            count, latency = _series(scope["method"], _route_template(scope), status)
-            count.inc()
-            latency.observe(time.perf_counter() - started)
+            observe_request(
+                scope["method"], _route_template(scope), status, time.perf_counter() - started
+            )
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request in the HTTP series (by route template, never raw path)."""
+    count, latency = _series(method, route, status)
+    count.inc()
+    latency.observe(seconds)
 
 
 # labelled series by (method, route, status): looking them up through labels() costs more per

@@ -13,6 +13,7 @@ import attribution
 import live
 import storefront
 import web
+from core.early_http import EarlyAnswers
 from core.http import exception_handlers
 from core.metrics import MetricsMiddleware
 from core.resources import Resources, open_resources
@@ -31,17 +32,23 @@ def all_routes() -> list[BaseRoute]:
 
 
 def create_app(settings: Settings, resources: Resources | None = None) -> Starlette:
-    """The API app. Given `resources`, it uses them (tests, `serve`); otherwise it opens its own."""
+    """The API app. Given `resources`, it uses them (tests, `serve`); otherwise it opens its own.
+
+    `app.state.early_answers` holds what a server running core.early_http's protocol may answer
+    before the app sees a request; the lifespan registers it once resources are at hand."""
+    early_answers = EarlyAnswers()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if resources is not None:
             app.state.resources = resources
-            yield
+            with early_answers.serving(storefront.early_answerers(resources)):
+                yield
             return
         async with open_resources(settings) as opened:
             app.state.resources = opened
-            yield
+            with early_answers.serving(storefront.early_answerers(opened)):
+                yield
 
     app = Starlette(
         routes=all_routes(),
@@ -49,6 +56,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.early_answers = early_answers
     if resources is not None:
         app.state.resources = resources
     return app

@@ -16,6 +16,7 @@ import attribution
 import live
 import storefront
 from core.db import migrate_url
+from core.early_http import protocol_class
 from core.embedded import EmbeddedPostgres, EmbeddedValkey
 from core.resources import Resources, open_resources
 from core.settings import Settings
@@ -54,18 +55,29 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _api(res: Resources, stop: asyncio.Event) -> None:
+def api_server(res: Resources, *, port: int | None = None, early: bool = True) -> uvicorn.Server:
+    """The API's uvicorn server (not yet serving), on `port` or the configured one.
+
+    With `early` (always, outside tests comparing the two paths) its HTTP protocol answers
+    what the app registered in `app.state.early_answers` before any ASGI cycle exists
+    (core.early_http); everything else takes uvicorn's ordinary path."""
     settings = res.settings
+    app = create_app(settings, res)
     config = uvicorn.Config(
-        create_app(settings, res),
+        app,
         host=settings.host,
-        port=settings.api_port,
+        port=settings.api_port if port is None else port,
+        http=protocol_class(app.state.early_answers) if early else "httptools",
         log_level="warning",
         access_log=False,
         lifespan="on",
         proxy_headers=True,
     )
-    server = _Server(config)
+    return _Server(config)
+
+
+async def _api(res: Resources, stop: asyncio.Event) -> None:
+    server = api_server(res)
     serving = asyncio.create_task(server.serve())
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     server.should_exit = True

@@ -17,10 +17,12 @@ body, the JSON error shape), and receive the same list of attempts from the same
              gate, so the comparison flatters the baseline.
 
 The client is a minimal keep-alive HTTP/1.1 client (a fixed number of connections, each sending
-its next attempt when the previous answer arrived) so that it spends little of the machine's CPU.
-Reported per contender: units sold and oversold (checked in PostgreSQL), attempts per second,
-p50 / p99 latency per attempt. PostgreSQL and Valkey are embedded (a throwaway data dir, with
-PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
+its next attempt when the previous answer arrived; an asyncio.Protocol on uvloop) so that it
+spends little of the CPU it shares with the servers. Reported per contender: units sold and
+oversold (checked in PostgreSQL), attempts per second, p50 / p99 latency per attempt, and CPU µs
+per attempt of the server process, PostgreSQL, Valkey and the client. PostgreSQL and Valkey are
+embedded (a throwaway data dir, with PostgreSQL durable: fsync on) unless --database-url /
+--redis-url are given.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import psutil
@@ -175,6 +178,8 @@ class Outcome:
     cpu_us: dict[str, float] = field(default_factory=dict)
     # attempts the API refused from its memory of the gate, without a Redis call (/metrics)
     refused_locally: int | None = None
+    # attempts answered at the HTTP protocol layer, without an ASGI cycle (/metrics)
+    answered_early: int | None = None
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -189,6 +194,85 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of `fire`: sends its next attempt when the previous answer
+    is complete. A protocol rather than streams: no coroutine, future or buffer copy per
+    attempt, so the client takes as little as it can of the CPU it shares with the servers."""
+
+    def __init__(self, load: _Load) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.sent_at: float | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send_next()
+
+    def _send_next(self) -> None:
+        assert self.transport is not None
+        request = self.load.next_request()
+        if request is None:
+            self.sent_at = None
+            self.transport.close()
+            return
+        self.sent_at = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while self.sent_at is not None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buffer[:end]).lower()
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                line_end = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
+            if len(buffer) < end + 4 + length:
+                return
+            del buffer[: end + 4 + length]
+            self.load.answered(int(head[9:12]), time.perf_counter() - self.sent_at)
+            self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sent_at is not None:
+            self.load.statuses[0] += 1  # the attempt in flight got no answer
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class _Load:
+    """The attempts `fire` sends, and what came back."""
+
+    def __init__(self, requests: list[bytes], deadline_s: float, label: str) -> None:
+        self.pending = list(reversed(requests))
+        self.total = len(requests)
+        self.step = max(1, self.total // 10)
+        self.latencies: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.label = label
+        self.started = time.perf_counter()
+        self.stop_at = self.started + deadline_s
+
+    def next_request(self) -> bytes | None:
+        if not self.pending or time.perf_counter() >= self.stop_at:
+            return None
+        return self.pending.pop()
+
+    def answered(self, status: int, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.statuses[status] += 1
+        done = len(self.latencies)
+        if done % self.step == 0:
+            rate = done / (time.perf_counter() - self.started)
+            print(f"  {self.label}: {done}/{self.total} attempts, {rate:,.0f}/s", flush=True)
+
+
 async def fire(
     port: int,
     requests: list[bytes],
@@ -197,40 +281,18 @@ async def fire(
     deadline_s: float,
     label: str,
 ) -> tuple[list[float], Counter[int], float]:
-    """Send every request over `concurrency` keep-alive connections; latencies in seconds."""
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    pending = list(reversed(requests))
-    total = len(requests)
-    step = max(1, total // 10)
-    started = time.perf_counter()
-    stop_at = started + deadline_s
+    """Send every request over `concurrency` keep-alive connections; latencies in seconds.
+    A connection the server closes is replaced while attempts remain."""
+    load = _Load(requests, deadline_s, label)
+    loop = asyncio.get_running_loop()
 
     async def connection() -> None:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            while pending and time.perf_counter() < stop_at:
-                request = pending.pop()
-                sent = time.perf_counter()
-                writer.write(request)
-                try:
-                    status, _ = await _read_response(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    statuses[0] += 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                    continue
-                latencies.append(time.perf_counter() - sent)
-                statuses[status] += 1
-                done = len(latencies)
-                if done % step == 0:
-                    rate = done / (time.perf_counter() - started)
-                    print(f"  {label}: {done}/{total} attempts, {rate:,.0f}/s", flush=True)
-        finally:
-            writer.close()
+        while load.pending and time.perf_counter() < load.stop_at:
+            _, conn = await loop.create_connection(lambda: _Connection(load), HOST, port)
+            await conn.lost
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))
-    return latencies, statuses, time.perf_counter() - started
+    return load.latencies, load.statuses, time.perf_counter() - load.started
 
 
 def buy_request(path: str, token: str, key: str | None) -> bytes:
@@ -499,8 +561,8 @@ async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namesp
     await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
 
 
-async def refused_locally(port: int) -> int | None:
-    """livesell_gate_refused_locally_total from the server's /metrics (None if it has none)."""
+async def metric_total(port: int, family: str) -> int | None:
+    """The sum of a counter family's series in the server's /metrics (None if it has none)."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         writer.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
@@ -509,11 +571,18 @@ async def refused_locally(port: int) -> int | None:
         writer.close()
     if status != 200:
         return None
-    total = 0.0
+    total, seen = 0.0, False
     for line in body.decode().splitlines():
-        if line.startswith("livesell_gate_refused_locally_total{"):
+        if line.startswith(family + "{"):
             total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            seen = True
+    return int(total) if seen else None
+
+
+# counters read from livesell's /metrics around the measured run
+REFUSED_LOCALLY = "livesell_gate_refused_locally_total"
+ANSWERED_EARLY = "livesell_http_early_answers_total"
+COUNTED = (REFUSED_LOCALLY, ANSWERED_EARLY)
 
 
 async def contend(
@@ -526,11 +595,11 @@ async def contend(
     found: Servers,
     tokens: list[str],
     args: argparse.Namespace,
-) -> tuple[list[float], Counter[int], float, int, dict[str, float], int | None]:
+) -> tuple[list[float], Counter[int], float, int, dict[str, float], dict[str, int]]:
     """Start one contender, warm it up, and send it the measured attempts."""
     async with process(argv, env, port) as pid:
         await warm_up(port, warmup_path, tokens, args)
-        local_before = await refused_locally(port)
+        counted_before = {name: await metric_total(port, name) for name in COUNTED}
         before = await pg_transactions(found.database_url)
         meter = CpuMeter({"server": pid, "postgres": found.postgres_pid, "redis": found.redis_pid})
         print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
@@ -544,9 +613,11 @@ async def contend(
                 label=name,
             )
             cpu = meter.per_attempt_us(len(lat))
-        local = await refused_locally(port)
-        if local is not None and local_before is not None:
-            local -= local_before
+        local: dict[str, int] = {}
+        for counter, was in counted_before.items():
+            now = await metric_total(port, counter)
+            if now is not None:
+                local[counter] = now - (was or 0)
         pg_load = await pg_transactions(found.database_url) - before
     return lat, statuses, seconds, pg_load, cpu, local
 
@@ -617,7 +688,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
         result.cpu_us = cpu
-        result.refused_locally = local
+        result.refused_locally = local.get(REFUSED_LOCALLY)
+        result.answered_early = local.get(ANSWERED_EARLY)
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
@@ -644,14 +716,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     print()
     print(
-        f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}"
+        f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}{'server µs':>11}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'pg txns':>9}  statuses"
     )
     for r in results:
         print(
             f"{r.name:10}{r.attempts:>10}{r.sold:>7}{r.oversold:>10}{r.attempts_per_s:>10,.0f}"
+            f"{r.cpu_us.get('server', float('nan')):>11.1f}"
             f"{r.p50_ms:>9.1f}{r.p99_ms:>9.1f}{r.max_ms:>9.1f}{r.pg_transactions:>9}  {r.statuses}"
         )
+    print("(server µs: CPU of the contender's HTTP server process per attempt)")
     print("\nCPU µs per attempt (user + system, whole run incl. winners):")
     names = sorted({name for r in results for name in r.cpu_us})
     print(f"{'':10}" + "".join(f"{name:>10}" for name in names) + f"{'servers':>10}")
@@ -665,6 +739,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     for r in results:
         if r.refused_locally is not None:
             print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")
+        if r.answered_early is not None:
+            print(f"{r.name}: {r.answered_early} attempts answered before any ASGI cycle")
     print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     report: dict[str, object] = {
         "attempts": args.attempts,
@@ -718,9 +794,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure a bare ASGI app on the same uvicorn answering a constant 409",
     )
     parser.add_argument(
-        "--client-uvloop",
-        action="store_true",
-        help="run this client on uvloop (less of the shared CPU for the load generator)",
+        "--client-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the load generator's event loop (uvloop: less of the shared CPU for the client)",
     )
     parser.add_argument(
         "--profile",
@@ -746,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
-    if args.client_uvloop:
+    if args.client_loop == "uvloop":
         import uvloop
 
         report = uvloop.run(run(args))

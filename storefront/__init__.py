@@ -9,7 +9,9 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from core.early_http import EarlyAnswerer
 from core.events import Outbox
+from core.resources import Resources
 from storefront import catalog
 from storefront.conn import Conn
 from storefront.views import DropView, OrderView, ProductPage, ProductView
@@ -24,6 +26,7 @@ __all__ = [
     "close_drop",
     "create_drop",
     "create_product",
+    "early_answerers",
     "list_products",
     "middleware",
     "product_view",
@@ -44,6 +47,14 @@ def middleware() -> list[Middleware]:
     from storefront.hot_path import BuyRefusals
 
     return [Middleware(BuyRefusals)]
+
+
+def early_answerers(res: Resources) -> list[EarlyAnswerer]:
+    """Answers the API server gives at the HTTP protocol layer (core.early_http), with these
+    resources: the buy route's refusals that the gate's recent memory proves."""
+    from storefront.hot_path import early_answerer
+
+    return [early_answerer(res)]
 
 
 async def product_view(conn: Conn, product_id: int) -> ProductView | None:

@@ -1,22 +1,31 @@
-"""Buy attempts the gate's memory already refuses, answered before Starlette's routing.
+"""Buy attempts the gate's memory already refuses, answered before the route.
 
 After a sell-out nearly every attempt of a flash sale is refused, and on the loser's path the
-framework costs more than the decision (routing over every route, request objects, raising
-and mapping the error). When the request is ordinary - a valid token with the viewer role, a
-valid Idempotency-Key, a valid body - and RecentRefusals
-proves the refusal, this middleware sends the response the route would send, byte for byte:
-the same error built by the same functions. Everything else, including replays, goes on to
-the route untouched, with the body it read handed on.
+framework costs more than the decision. When the request is ordinary - a valid token with the
+viewer role, a valid Idempotency-Key, a valid body - and RecentRefusals proves the refusal,
+the response the route would send is sent instead, byte for byte: the same error built by the
+same functions. Everything else, including replays, goes on to the route untouched.
+
+One decision (`provable_refusal`) serves two places:
+- `early_answerer`, at the HTTP protocol layer (core.early_http), before any ASGI cycle
+  exists: the API server answers nearly every loser there;
+- `BuyRefusals`, an ASGI middleware in front of the router, for the requests that take the
+  ASGI path anyway: those the protocol layer leaves to the application (pipelined behind
+  another request, a chunked body, HTTP/1.0) and servers without the hook (test transports).
+
+A refusal proven from memory does not count against the buy rate limits: it costs less than
+the limiter's own Redis call, and a limit protects what a refusal never reaches.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import bearer_token, verify_token
+from core.early_http import Answer, EarlyAnswerer
 from core.errors import LivesellError
 from core.http import decode_json, error_response
 from core.resources import Resources
@@ -28,8 +37,92 @@ from storefront.views import BuyRequest
 
 # the path BUY_ROUTE matches, with an id path_id() accepts
 BUY_PATH = re.compile(r"/api/drops/([0-9]{1,18})/buy")
+BUY_TARGET = re.compile(rb"/api/drops/([0-9]{1,18})/buy")
 # a buy body is `{"quantity": n}`; anything longer is left to the route
 MAX_BODY = 1024
+
+
+def first_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Headers by (lower-case) name, the first one winning, as in Starlette's Headers."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name not in headers:
+            headers[name] = value
+    return headers
+
+
+def provable_verdict(
+    res: Resources, drop_id: int, headers: Mapping[bytes, bytes], body: bytes
+) -> tuple[str, tuple[str, ...]] | None:
+    """The gate's refusal of this attempt (reason, detail) when its recent memory proves one
+    and the request holds nothing else the route would answer first (a bad token or role, a
+    missing key, a bad body); else None: the route must answer."""
+    try:
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        key = idempotency_key(headers.get(b"idempotency-key", b"").decode("latin-1"))
+    except LivesellError:
+        return None
+    if not token:
+        return None
+    try:
+        # remembered after the first time (core.auth); a bad token is the route's to refuse
+        who = verify_token(res.settings.secret, token)
+    except LivesellError:
+        return None
+    if not who.has_any(("viewer",)):
+        return None
+    try:
+        request = decode_json(body if body.strip() else b"{}", BuyRequest)
+    except LivesellError:
+        return None
+    return gate_of(res).recent.refusal(
+        drop_id, who.user_id, request.quantity, idempotency_digest(who.user_id, key)
+    )
+
+
+def provable_refusal(
+    res: Resources, drop_id: int, headers: Mapping[bytes, bytes], body: bytes
+) -> LivesellError | None:
+    """The error the buy route would answer this attempt with, when provable (see above)."""
+    known = provable_verdict(res, drop_id, headers, body)
+    return None if known is None else refusal_error(drop_id, Refused(*known))
+
+
+def refusal_answer(error: LivesellError) -> Answer:
+    """The route's response to `error` (core.http.error_response), as status, headers, body."""
+    response = error_response(error)
+    return Answer(response.status_code, response.raw_headers, bytes(response.body))
+
+
+# rendered refusals by (drop, reason, detail): a storm repeats a handful of them
+RENDERED_MAX = 4_096
+
+
+def early_answerer(res: Resources) -> EarlyAnswerer:
+    """The buy route's provable refusals, answered at the HTTP protocol layer."""
+    rendered: dict[tuple[int, str, tuple[str, ...]], Answer] = {}
+
+    def answer(
+        match: re.Match[bytes], raw: Iterable[tuple[bytes, bytes]], body: bytes
+    ) -> Answer | None:
+        drop_id = int(match.group(1))
+        known = provable_verdict(res, drop_id, first_headers(raw), body)
+        if known is None:
+            return None
+        key = (drop_id, *known)
+        found = rendered.get(key)
+        if found is None:
+            error = refusal_error(drop_id, Refused(*known))
+            if error is None:
+                return None
+            if len(rendered) >= RENDERED_MAX:
+                rendered.clear()
+            found = rendered[key] = refusal_answer(error)
+        return found
+
+    return EarlyAnswerer(
+        method=b"POST", target=BUY_TARGET, route=BUY_ROUTE, answer=answer, max_body=MAX_BODY
+    )
 
 
 class BuyRefusals:
@@ -61,24 +154,7 @@ class BuyRefusals:
     async def _refusal(
         self, scope: Scope, receive: Receive, read: list[Message], drop_id: int
     ) -> LivesellError | None:
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name, value)  # the first one wins, as in Starlette's Headers
-        try:
-            token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-            key = idempotency_key(headers.get(b"idempotency-key", b"").decode("latin-1"))
-        except LivesellError:
-            return None
-        if not token:
-            return None
-        res: Resources = scope["app"].state.resources
-        try:
-            # remembered after the first time (core.auth); a bad token is the route's to refuse
-            who = verify_token(res.settings.secret, token)
-        except LivesellError:
-            return None
-        if not who.has_any(("viewer",)):
-            return None
+        headers = first_headers(scope["headers"])
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY:
             return None
@@ -93,14 +169,7 @@ class BuyRefusals:
                 return None
             if not message.get("more_body", False):
                 break
-        try:
-            request = decode_json(body if body.strip() else b"{}", BuyRequest)
-        except LivesellError:
-            return None
-        known = gate_of(res).recent.refusal(
-            drop_id, who.user_id, request.quantity, idempotency_digest(who.user_id, key)
-        )
-        return None if known is None else refusal_error(drop_id, Refused(*known))
+        return provable_refusal(scope["app"].state.resources, drop_id, headers, body)
 
     def _buy_route(self, scope: Scope) -> object | None:
         if self._route is None:

@@ -1,0 +1,347 @@
+"""Answers decided at the HTTP protocol layer, before any ASGI cycle exists.
+
+Some requests are answered the same way every time a cheap local check says so (a flash sale's
+losers after the sell-out), and for those the ASGI cycle (a task, the scope, receive/send,
+the middleware stack, routing) costs several times the decision. An *early answerer*,
+registered in `EarlyAnswers`, names a method and a request-target pattern; for each request
+that matches, `EarlyHttpProtocol` (uvicorn's httptools protocol, through its `Config(http=...)`
+hook) holds the request's ASGI cycle back until the body is complete, asks the answerer, and
+either writes its answer in one `transport.write` or starts the ordinary cycle with the body
+already read, so the application sees exactly the request it would have seen.
+
+Only a plain request is ever held: HTTP/1.1, a registered method and target (no query string),
+a Content-Length of at most the answerer's `max_body` and no Transfer-Encoding, Expect or
+Upgrade, and nothing else in flight or queued on the connection (pipelined answers stay in
+order). An early answer is written as uvicorn's own cycle would write it: the status line,
+uvicorn's default headers (`date`, `server`), the answer's headers, `connection: close` when
+the connection is not kept alive, then the body; the keep-alive timeout, request counting
+(`--limit-max-requests`), graceful shutdown and the HTTP metrics (by route template) behave as
+for any other request.
+
+The subclass uses uvicorn internals (`_start_asgi_task`, the cycle's fields): `pyproject.toml`
+pins the uvicorn versions it was tested with, this module refuses to load (and the protocol to
+serve) on one whose protocol or cycle no longer has the parts it uses, and a test fails when
+the early path stops answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from core.metrics import observe_request
+
+log = logging.getLogger("livesell.early_http")
+
+# the largest body an answerer may ask to see (a request declaring more is never held)
+MAX_BODY = 1024
+
+EARLY_ANSWERS = Counter(
+    "livesell_http_early_answers_total",
+    "requests answered at the HTTP protocol layer, without an ASGI cycle",
+    ["route"],
+)
+
+Headers = Iterable[tuple[bytes, bytes]]
+
+
+class Answer:
+    """A complete response: status, headers (lower-case names) and body. Immutable; an
+    answerer may hand out the same Answer many times (its header block is rendered once)."""
+
+    __slots__ = ("status", "headers", "body", "_block", "_closes")
+
+    def __init__(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = tuple((name.lower(), value) for name, value in headers)
+        self.body = body
+        block = []
+        has_length = closes = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                has_length = True
+            elif name == b"connection":
+                closes = b"close" in [token.lower().strip() for token in value.split(b",")]
+            block.append(b"%s: %s\r\n" % (name, value))
+        if not has_length:
+            block.append(b"content-length: %d\r\n" % len(body))
+        self._block = b"".join(block)
+        self._closes = closes
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.headers!r}, {self.body!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyAnswerer:
+    """Answers some requests to `method` + a target matching `target` (fullmatch, bytes).
+
+    `answer(match, headers, body)` gets the target's match, the request's raw headers (names
+    lower-case, in order, repeats kept) and its complete body; it returns the Answer the
+    application would give, or None to let the application answer. It runs on the event loop
+    inside the protocol's parser callback: it must not block, and an exception it raises only
+    sends the request on to the application (and is logged)."""
+
+    method: bytes
+    target: re.Pattern[bytes]
+    route: str  # the route template the HTTP metrics count the answer under
+    answer: Callable[[re.Match[bytes], Headers, bytes], Answer | None]
+    max_body: int = MAX_BODY
+
+    def __post_init__(self) -> None:
+        if self.method in (b"HEAD", b"GET") or not self.method.isupper():
+            raise ValueError("early answers are for requests with a body, not HEAD or GET")
+        if not 0 <= self.max_body <= MAX_BODY:
+            raise ValueError(f"max_body must be within 0..{MAX_BODY}")
+
+
+class EarlyAnswers:
+    """The answerers a server consults; empty (every request goes to the application) until
+    an application registers some, typically for the span of its lifespan."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[bytes, tuple[EarlyAnswerer, ...]] = {}
+        # the hook's own switch: off, every request takes the ordinary ASGI path
+        self.enabled = True
+
+    def __bool__(self) -> bool:
+        return self.enabled and bool(self._by_method)
+
+    def add(self, answerer: EarlyAnswerer) -> None:
+        self._by_method[answerer.method] = (*self._by_method.get(answerer.method, ()), answerer)
+
+    def remove(self, answerer: EarlyAnswerer) -> None:
+        left = tuple(a for a in self._by_method.get(answerer.method, ()) if a is not answerer)
+        if left:
+            self._by_method[answerer.method] = left
+        else:
+            self._by_method.pop(answerer.method, None)
+
+    @contextmanager
+    def serving(self, answerers: Iterable[EarlyAnswerer]) -> Iterator[None]:
+        """Register `answerers` for the duration of the block."""
+        added = list(answerers)
+        for answerer in added:
+            self.add(answerer)
+        try:
+            yield
+        finally:
+            for answerer in added:
+                self.remove(answerer)
+
+    def find(self, method: bytes, target: bytes) -> tuple[EarlyAnswerer, re.Match[bytes]] | None:
+        for answerer in self._by_method.get(method, ()):
+            match = answerer.target.fullmatch(target)
+            if match is not None:
+                return answerer, match
+        return None
+
+
+@dataclass(slots=True)
+class _Held:
+    """A request whose ASGI cycle waits for its body before the answerer is asked."""
+
+    cycle: RequestResponseCycle
+    app: Any
+    answerer: EarlyAnswerer
+    match: re.Match[bytes]
+    started: float
+
+
+class EarlyHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering what `answers` can answer without the app."""
+
+    answers: EarlyAnswers = EarlyAnswers()
+    _fields_checked: bool = False
+    _cycle_checked: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not EarlyHttpProtocol._fields_checked:
+            _require(self, _PROTOCOL_FIELDS, "httptools protocol")
+            EarlyHttpProtocol._fields_checked = True
+        self._candidate: tuple[EarlyAnswerer, re.Match[bytes], float] | None = None
+        self._held: _Held | None = None
+        self._defaults: object = None
+        self._defaults_block = b""
+
+    # --- parser callbacks ---
+
+    def on_headers_complete(self) -> None:
+        self._candidate = self._early_candidate() if self.answers else None
+        try:
+            super().on_headers_complete()  # builds the cycle, then _start_asgi_task below
+        finally:
+            self._candidate = None
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        candidate = self._candidate
+        # `app` is another one when uvicorn refuses the request (limit_concurrency's 503)
+        if candidate is not None and cycle is self.cycle and app is self.app:
+            self._candidate = None
+            if not EarlyHttpProtocol._cycle_checked:
+                _require(cycle, _CYCLE_FIELDS, "request/response cycle")
+                EarlyHttpProtocol._cycle_checked = True
+            self._held = _Held(cycle, app, *candidate)
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        answer = None
+        cycle = held.cycle
+        if not (cycle.disconnected or self.transport.is_closing() or self.flow.write_paused):
+            try:
+                answer = held.answerer.answer(held.match, cycle.scope["headers"], bytes(cycle.body))
+            except Exception:
+                log.exception(
+                    "early answer for %s failed; the application answers", held.answerer.route
+                )
+        if answer is None:
+            super()._start_asgi_task(cycle, held.app)
+        else:
+            self._write_answer(held, answer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._held = None  # its body will not come: nobody is left to answer
+        super().connection_lost(exc)
+
+    # --- the early path ---
+
+    def _early_candidate(self) -> tuple[EarlyAnswerer, re.Match[bytes], float] | None:
+        if self.root_path or self.pipeline:
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None  # a request in flight: answers must stay in order
+        if self.transport.is_closing() or self.flow.write_paused:
+            return None
+        parser = self.parser
+        if parser.get_http_version() != "1.1" or parser.should_upgrade():
+            return None
+        found = self.answers.find(parser.get_method(), self.url)
+        if found is None:
+            return None
+        answerer, match = found
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if length is not None:
+                    return None
+                length = value
+            elif name in _NEVER_EARLY:
+                return None
+        if length is None or not length.isdigit() or int(length) > answerer.max_body:
+            return None
+        return answerer, match, time.perf_counter()
+
+    def _write_answer(self, held: _Held, answer: Answer) -> None:
+        cycle = held.cycle
+        if answer._closes:
+            cycle.keep_alive = False
+        defaults = cycle.default_headers
+        if defaults is not self._defaults:  # a new `date` every second
+            self._defaults = defaults
+            self._defaults_block = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
+        content = [STATUS_LINE[answer.status], self._defaults_block, answer._block]
+        if not cycle.keep_alive and not answer._closes:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", answer.body)
+        cycle.response_started = cycle.response_complete = True
+        if cycle.access_log:
+            scope = cycle.scope
+            cycle.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                answer.status,
+            )
+        self.transport.write(b"".join(content))
+        route = held.answerer.route
+        seconds = time.perf_counter() - held.started
+        observe_request(cycle.scope["method"], route, answer.status, seconds)
+        _early_count(route).inc()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # counts the request, re-arms keep-alive or the pipeline
+
+
+_NEVER_EARLY = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+_early_counters: dict[str, Any] = {}
+
+
+def _early_count(route: str) -> Any:
+    found = _early_counters.get(route)
+    if found is None:
+        found = _early_counters[route] = EARLY_ANSWERS.labels(route)
+    return found
+
+
+# what EarlyHttpProtocol relies on in uvicorn's protocol and its request/response cycle
+_PROTOCOL_METHODS = (
+    "on_headers_complete",
+    "on_message_complete",
+    "on_response_complete",
+    "_start_asgi_task",
+    "connection_lost",
+    "shutdown",
+)
+_PROTOCOL_FIELDS = ("app", "cycle", "flow", "headers", "parser", "pipeline", "root_path")
+_CYCLE_FIELDS = (
+    "access_log",
+    "access_logger",
+    "body",
+    "default_headers",
+    "disconnected",
+    "keep_alive",
+    "response_complete",
+    "response_started",
+    "scope",
+)
+
+
+def _require(owner: object, names: Iterable[str], what: str) -> None:
+    missing = [name for name in names if not hasattr(owner, name)]
+    if missing:
+        raise RuntimeError(
+            f"uvicorn's {what} lacks {', '.join(missing)}, which the early answer path uses "
+            "(see the uvicorn pin in pyproject.toml)"
+        )
+
+
+_require(HttpToolsProtocol, _PROTOCOL_METHODS, "httptools protocol")
+
+
+def protocol_class(answers: EarlyAnswers) -> type[EarlyHttpProtocol]:
+    """An EarlyHttpProtocol consulting `answers`, for `uvicorn.Config(http=...)`."""
+    return type("EarlyHttpProtocol", (EarlyHttpProtocol,), {"answers": answers})
+
+
+__all__ = [
+    "EARLY_ANSWERS",
+    "MAX_BODY",
+    "Answer",
+    "EarlyAnswerer",
+    "EarlyAnswers",
+    "EarlyHttpProtocol",
+    "protocol_class",
+]
