@@ -23,14 +23,25 @@ class Resources:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings, *, pool_max: int = 20) -> AsyncIterator[Resources]:
-    """Connect to PostgreSQL and Redis (URLs must be resolved) and close both on exit."""
+async def open_resources(
+    settings: Settings, *, pool_max: int = 20, warm: bool = False
+) -> AsyncIterator[Resources]:
+    """Connect to PostgreSQL and Redis (URLs must be resolved) and close both on exit.
+
+    `warm` (servers): keep `settings.db_pool` PostgreSQL connections, all opened now, and open
+    as many Redis connections now, so that the first burst of traffic (a drop going live) does
+    not pay for connecting, which is when it can least afford to."""
     assert settings.database_url and settings.redis_url, "resolve embedded servers first"
     async with AsyncExitStack() as stack:
-        pool = await create_pool(settings.database_url, max_size=pool_max)
+        size = settings.db_pool if warm else None
+        pool = await create_pool(
+            settings.database_url, min_size=size or 2, max_size=size or pool_max
+        )
         stack.push_async_callback(pool.close)
         client = redis_client(settings.redis_url)
         stack.push_async_callback(client.aclose)
+        if size:
+            await _open_redis_connections(client, size)
         publisher = Publisher(client, settings.hub_history_size, settings.hub_history_ttl_s)
         yield Resources(settings=settings, pool=pool, redis=client, publisher=publisher)
 
@@ -43,3 +54,16 @@ def redis_client(url: str) -> aioredis.Redis:
         health_check_interval=10,
         max_connections=200,
     )
+
+
+async def _open_redis_connections(client: aioredis.Redis, count: int) -> None:
+    """Connect `count` of the client's pooled connections now (they stay in the pool)."""
+    pool = client.connection_pool
+    taken = []
+    try:
+        for _ in range(count):
+            connection = await pool.get_connection()
+            taken.append(connection)
+    finally:
+        for connection in taken:
+            await pool.release(connection)

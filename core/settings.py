@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     attribution: AttributionRule = "last"
     attribution_window_s: int = 604_800
     log_level: str = "info"
+    # PostgreSQL connections a server process keeps open (all of them opened at start)
+    db_pool: int = 20
     # hub tuning
     hub_flush_ms: int = 20
     hub_ping_s: int = 25
@@ -146,6 +148,7 @@ def load_settings(
         attribution=attribution,
         attribution_window_s=_int(env, "LIVESELL_ATTRIBUTION_WINDOW_S", 604_800, minimum=1),
         log_level=(env.get("LIVESELL_LOG_LEVEL") or "info").lower(),
+        db_pool=_int(env, "LIVESELL_DB_POOL", 20, minimum=2),
         hub_flush_ms=_int(env, "LIVESELL_HUB_FLUSH_MS", 20, minimum=1),
         hub_ping_s=_int(env, "LIVESELL_HUB_PING_S", 25, minimum=1),
         hub_max_frame_bytes=_int(env, "LIVESELL_HUB_MAX_FRAME_BYTES", 65_536, minimum=1024),

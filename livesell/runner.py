@@ -111,7 +111,7 @@ async def run(
     applied = await migrate_url(settings.database_url)
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
-    async with open_resources(settings, pool_max=30) as res:
+    async with open_resources(settings, warm=True) as res:
         parts = []
         if api:
             parts.append(asyncio.create_task(_api(res, stop), name="api"))
