@@ -214,6 +214,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 most=True,
                 note=f"{outcome.get('attempts_per_s')} attempts/s, p99 {outcome.get('p99_ms')} ms",
             )
+            check("flash sale p99 ≤ 200 ms per attempt", outcome.get("p99_ms"), 200.0, most=True)
+    speedup = results.get("flash_sale", {}).get("speedup")
+    if speedup is not None:
+        check("flash sale ≥ 5× the baseline's attempts/s", speedup, 5.0, most=False)
     attribution = results.get("attribution", {})
     for key, met in attribution.get("met", {}).items():
         checks.append(

@@ -169,6 +169,9 @@ def figures(section: str, section_report: dict[str, Any]) -> dict[str, Any]:
             "click p99 ms": clicks.get("latency_ms", {}).get("p99"),
             "purchase→dashboard p50 ms": latency.get("p50"),
             "purchase→dashboard p99 ms": latency.get("p99"),
+            "first purchases p99 ms": (section_report.get("first_purchases") or {})
+            .get("latency_ms", {})
+            .get("p99"),
         }
     out: dict[str, Any] = {}
     for result in section_report.get("results", []):
@@ -179,6 +182,8 @@ def figures(section: str, section_report: dict[str, Any]) -> dict[str, Any]:
         out[f"{name} oversold"] = result["oversold"]
     if "speedup" in section_report:
         out["livesell / baseline attempts/s"] = section_report["speedup"]
+    if "server_cpu_ratio" in section_report:
+        out["baseline / livesell server CPU per attempt"] = section_report["server_cpu_ratio"]
     return out
 
 
