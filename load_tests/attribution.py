@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from load_tests.measure import ProcessMeter
+from load_tests.profile import recorded
 
 SECRET = "load-test-secret-0123456789abcdef"
 TARGET_CLICKS_PER_S = 3_000
@@ -315,19 +315,9 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
     if out is None:
         yield
         return
-    beside = Path(sys.executable).parent / "py-spy"
-    spy = subprocess.Popen(
-        [str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid), "--format",
-         "raw", "--rate", "250", "--nonblocking", "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)  # let it attach before the load starts
-    try:
+    with recorded(pid, out):
         yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-        print(f"  py-spy samples of the API in {out}", file=sys.stderr)
+    print(f"  py-spy samples of the API in {out}", file=sys.stderr)
 
 
 async def purchase_phase(

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ import psutil
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests.profile import recorded
 
 HOST = "127.0.0.1"
 SECRET = "flash-sale-load-test-secret-0123456789abcdef"
@@ -390,31 +390,9 @@ def py_spy(pid: int, name: str, enabled: bool) -> Iterator[None]:
         return
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"flash_sale_{name}.folded"
-    beside = Path(sys.executable).parent / "py-spy"
-    spy = subprocess.Popen(
-        [
-            str(beside) if beside.exists() else "py-spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--format",
-            "raw",
-            "--rate",
-            "500",
-            "--nonblocking",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)  # let it attach before the load starts
-    try:
+    with recorded(pid, out):
         yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-        print(f"  {name}: py-spy samples in {out}")
+    print(f"  {name}: py-spy samples in {out}")
 
 
 # --- orchestration ---

@@ -11,10 +11,28 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def recorded(pid: int, output: Path) -> Iterator[None]:
+    """Record `pid`'s collapsed stacks (py-spy's raw format) into `output` while the block
+    runs; `python -m load_tests.profile_summary` reads the file."""
+    spy = subprocess.Popen(
+        [py_spy_path() or "py-spy", "record", "--pid", str(pid), "--format", "raw",
+         "--rate", "250", "--nonblocking", "-o", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # let it attach before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
 
 
 def py_spy_path() -> str | None:

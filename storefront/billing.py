@@ -6,6 +6,7 @@ import logging
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
@@ -265,17 +266,22 @@ async def _settle_paid(conn: Conn, paid: asyncpg.Record) -> _Settlement:
     order_id = paid["paid_order_id"]
     settlement = _Settlement("paid", drop_id=paid["drop_id"], stock_moved=True, order_status="paid")
     await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order_id)
-    settlement.outbox.room(
-        paid["room_id"],
+    _order_placed(settlement.outbox, paid, paid["now"])
+    return settlement
+
+
+def _order_placed(outbox: Outbox, order: asyncpg.Record, placed_at: datetime) -> None:
+    """The room's ticker line for a paid order (the buyer masked)."""
+    outbox.room(
+        order["room_id"],
         OrderPlaced(
-            drop_id=str(paid["drop_id"]),
-            product_id=str(paid["product_id"]),
-            buyer=mask_buyer(paid["buyer_id"]),
-            quantity=paid["quantity"],
-            placed_at=paid["now"],
+            drop_id=str(order["drop_id"]),
+            product_id=str(order["product_id"]),
+            buyer=mask_buyer(order["buyer_id"]),
+            quantity=order["quantity"],
+            placed_at=placed_at,
         ),
     )
-    return settlement
 
 
 async def _settle_unheld(
@@ -311,16 +317,7 @@ async def _settle_unheld(
     await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order["id"])
     settlement.stock_moved = True
     settlement.order_status = "paid"
-    settlement.outbox.room(
-        order["room_id"],
-        OrderPlaced(
-            drop_id=str(order["drop_id"]),
-            product_id=str(order["product_id"]),
-            buyer=mask_buyer(order["buyer_id"]),
-            quantity=order["quantity"],
-            placed_at=placed_at,
-        ),
-    )
+    _order_placed(settlement.outbox, order, placed_at)
     return settlement
 
 
