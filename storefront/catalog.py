@@ -97,15 +97,22 @@ class StockCounts:
         return self.quantity - self.held - self.sold
 
 
-async def stock_counts(conn: Conn, drop_id: int, quantity: int) -> StockCounts:
-    row = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE state = 'held') AS held,
-                  count(*) FILTER (WHERE state = 'sold') AS sold
-           FROM stock_claims WHERE drop_id = $1 AND state <> 'released'""",
-        drop_id,
-    )
-    row = must(row)
-    return StockCounts(quantity, row["held"], row["sold"])
+# a drop's room, and its live claims by state (released claims are history), in one round trip
+_STOCK = """
+SELECT d.room_id, d.quantity,
+       count(*) FILTER (WHERE c.state = 'held') AS held,
+       count(*) FILTER (WHERE c.state = 'sold') AS sold
+FROM drops d
+LEFT JOIN stock_claims c ON c.drop_id = d.id AND c.state <> 'released'
+WHERE d.id = $1
+GROUP BY d.id
+"""
+
+
+async def drop_stock(conn: Conn, drop_id: int) -> tuple[int, StockCounts]:
+    """The drop's room id and its stock counts, as PostgreSQL has them."""
+    row = must(await conn.fetchrow(_STOCK, drop_id))
+    return row["room_id"], StockCounts(row["quantity"], row["held"], row["sold"])
 
 
 def drop_status(row: asyncpg.Record, counts: StockCounts, now: datetime) -> DropStatus:
@@ -121,7 +128,7 @@ def drop_status(row: asyncpg.Record, counts: StockCounts, now: datetime) -> Drop
 
 
 async def drop_view_of(conn: Conn, row: asyncpg.Record) -> DropView:
-    counts = await stock_counts(conn, row["id"], row["quantity"])
+    _, counts = await drop_stock(conn, row["id"])
     now = await conn.fetchval("SELECT now()")
     return DropView(
         id=str(row["id"]),

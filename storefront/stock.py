@@ -17,22 +17,11 @@ from typing import Any
 
 from core.events import Outbox
 from core.resources import Resources
-from storefront.catalog import StockCounts
-from storefront.conn import Conn, must
+from storefront.catalog import StockCounts, drop_stock
+from storefront.conn import Conn
 from storefront.events import DropSoldOut, StockChanged
 
 log = logging.getLogger("livesell.storefront.stock")
-
-# the drop's room and its live claims by state, in one round trip
-_COUNTS = """
-SELECT d.room_id, d.quantity,
-       count(*) FILTER (WHERE c.state = 'held') AS held,
-       count(*) FILTER (WHERE c.state = 'sold') AS sold
-FROM drops d
-LEFT JOIN stock_claims c ON c.drop_id = d.id AND c.state <> 'released'
-WHERE d.id = $1
-GROUP BY d.id
-"""
 
 
 async def announce_stock(
@@ -41,10 +30,9 @@ async def announce_stock(
     """Queue `stock.changed` with PostgreSQL's counts. After units were `sold` (claimed) and none
     remain, `drop.sold_out` once (whoever flips `sold_out_at` announces it); after units were
     `returned` and some remain, clear the flag so the next sell-out is announced again."""
-    row = must(await conn.fetchrow(_COUNTS, drop_id))
-    counts = StockCounts(row["quantity"], row["held"], row["sold"])
+    room_id, counts = await drop_stock(conn, drop_id)
     outbox.room(
-        row["room_id"],
+        room_id,
         StockChanged(
             drop_id=str(drop_id),
             quantity=counts.quantity,
@@ -61,7 +49,7 @@ async def announce_stock(
         )
         if flipped is not None:
             outbox.room(
-                row["room_id"],
+                room_id,
                 DropSoldOut(
                     drop_id=str(drop_id),
                     quantity=counts.quantity,
