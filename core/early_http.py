@@ -9,6 +9,12 @@ hook) holds the request's ASGI cycle back until the body is complete, asks the a
 either writes its answer in one `transport.write` or starts the ordinary cycle with the body
 already read, so the application sees exactly the request it would have seen.
 
+When one read from the socket is exactly one whole request, `_WholeRequest` (a second
+httptools parser whose callbacks only collect) reads it before uvicorn's parser sees it, and an
+answered request never gets a scope or a cycle; anything else (part of a request, several, or
+what httptools refuses) goes to uvicorn's parser untouched, which is then between messages as
+before.
+
 Only a plain request is ever held: HTTP/1.1, a registered method and target (no query string),
 a Content-Length of at most the answerer's `max_body` and no Transfer-Encoding, Expect or
 Upgrade, and nothing else in flight or queued on the connection (pipelined answers stay in
@@ -34,13 +40,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.protocols.utils import get_path_with_query_string
 
 from core.metrics import observe_request
 
@@ -175,10 +182,64 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             EarlyHttpProtocol._fields_checked = True
         self._candidate: tuple[EarlyAnswerer, re.Match[bytes], float] | None = None
         self._held: _Held | None = None
+        # uvicorn's parser has begun a request it has not finished
+        self._mid_message = False
+        self._whole: _WholeRequest | None = None
         self._defaults: object = None
         self._defaults_block = b""
 
+    # --- whole requests in one read ---
+
+    def data_received(self, data: bytes) -> None:
+        if self._mid_message or not self.answers:
+            super().data_received(data)
+            return
+        if not self._answer_whole(data):
+            super().data_received(data)
+
+    def _answer_whole(self, data: bytes) -> bool:
+        """Answer `data` early when it is exactly one whole plain request the answerer
+        answers; False leaves all of it to uvicorn's parser, between messages as before."""
+        if self.root_path or self.pipeline or self.transport.is_closing() or self.flow.write_paused:
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # a request in flight: answers must stay in order
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            return False  # uvicorn answers 503
+        whole = self._whole
+        if whole is None:
+            whole = self._whole = _WholeRequest()
+        request = whole.read(data)
+        if request is None:
+            return False
+        found = self.answers.find(request.method, request.url)
+        if found is None:
+            return False
+        answerer, match = found
+        if _plain_length(request.headers) is None or len(request.body) > answerer.max_body:
+            return False
+        started = time.perf_counter()
+        self._unset_keepalive_if_required()
+        try:
+            answer = answerer.answer(match, request.headers, request.body)
+        except Exception:
+            log.exception("early answer for %s failed; the application answers", answerer.route)
+            return False
+        if answer is None:
+            return False
+        method = request.method.decode("ascii")
+        path = request.url.decode("latin-1")
+        self._send(answer, request.keep_alive, method, path, "1.1", answerer.route, started)
+        return True
+
     # --- parser callbacks ---
+
+    def on_message_begin(self) -> None:
+        self._mid_message = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._candidate = self._early_candidate() if self.answers else None
@@ -200,6 +261,7 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def on_message_complete(self) -> None:
+        self._mid_message = False
         super().on_message_complete()
         held = self._held
         if held is None:
@@ -239,52 +301,137 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         if found is None:
             return None
         answerer, match = found
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                if length is not None:
-                    return None
-                length = value
-            elif name in _NEVER_EARLY:
-                return None
-        if length is None or not length.isdigit() or int(length) > answerer.max_body:
+        length = _plain_length(self.headers)
+        if length is None or length > answerer.max_body:
             return None
         return answerer, match, time.perf_counter()
 
     def _write_answer(self, held: _Held, answer: Answer) -> None:
         cycle = held.cycle
+        scope = cycle.scope
+        cycle.response_started = cycle.response_complete = True
+        cycle.keep_alive = self._send(
+            answer,
+            cycle.keep_alive,
+            scope["method"],
+            get_path_with_query_string(scope),
+            scope["http_version"],
+            held.answerer.route,
+            held.started,
+        )
+
+    def _send(
+        self,
+        answer: Answer,
+        keep_alive: bool,
+        method: str,
+        path: str,
+        http_version: str,
+        route: str,
+        started: float,
+    ) -> bool:
+        """Write `answer` as uvicorn's cycle would, count it, and finish the request as
+        uvicorn does; return whether the connection stays open."""
         if answer._closes:
-            cycle.keep_alive = False
-        defaults = cycle.default_headers
+            keep_alive = False
+        defaults = self.server_state.default_headers
         if defaults is not self._defaults:  # a new `date` every second
             self._defaults = defaults
             self._defaults_block = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
         content = [STATUS_LINE[answer.status], self._defaults_block, answer._block]
-        if not cycle.keep_alive and not answer._closes:
+        if not keep_alive and not answer._closes:
             content.append(b"connection: close\r\n")
         content += (b"\r\n", answer.body)
-        cycle.response_started = cycle.response_complete = True
-        if cycle.access_log:
-            scope = cycle.scope
-            cycle.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(scope),
-                scope["method"],
-                get_path_with_query_string(scope),
-                scope["http_version"],
-                answer.status,
+        if self.access_log:
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d', client, method, path, http_version, answer.status
             )
         self.transport.write(b"".join(content))
-        route = held.answerer.route
-        seconds = time.perf_counter() - held.started
-        observe_request(cycle.scope["method"], route, answer.status, seconds)
+        observe_request(method, route, answer.status, time.perf_counter() - started)
         _early_count(route).inc()
-        if not cycle.keep_alive:
+        if not keep_alive:
             self.transport.close()
         self.on_response_complete()  # counts the request, re-arms keep-alive or the pipeline
+        return keep_alive
 
 
 _NEVER_EARLY = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+
+class _WholeRequest:
+    """A second httptools parser, with callbacks that only collect, for data that may be one
+    whole request: `read` returns it when the data is exactly one complete plain request
+    (HTTP/1.1, no upgrade), else None, leaving this parser between messages either way."""
+
+    __slots__ = (
+        "parser",
+        "method",
+        "url",
+        "headers",
+        "body",
+        "keep_alive",
+        "plain",
+        "begun",
+        "complete",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.method = self.url = self.body = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = self.plain = False
+        self.begun = self.complete = 0
+
+    def read(self, data: bytes) -> _WholeRequest | None:
+        self.url = self.body = b""
+        self.headers = []
+        self.begun = self.complete = 0
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self.__init__()  # type: ignore[misc]  # uvicorn's parser answers it its own way
+            return None
+        if self.begun != self.complete:
+            self.__init__()  # type: ignore[misc]  # part of a request: start afresh next time
+            return None
+        return self if self.complete == 1 and self.plain else None
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser  # asked now: the parser forgets once the message is complete
+        self.method = parser.get_method()
+        self.keep_alive = parser.should_keep_alive()
+        self.plain = parser.get_http_version() == "1.1" and not parser.should_upgrade()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+def _plain_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length of a request with one, and no Transfer-Encoding, Expect or
+    Upgrade (lower-case names); else None."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name in _NEVER_EARLY:
+            return None
+    return length
+
 
 _early_counters: dict[str, Any] = {}
 
@@ -298,19 +445,34 @@ def _early_count(route: str) -> Any:
 
 # what EarlyHttpProtocol relies on in uvicorn's protocol and its request/response cycle
 _PROTOCOL_METHODS = (
+    "data_received",
+    "on_message_begin",
     "on_headers_complete",
     "on_message_complete",
     "on_response_complete",
     "_start_asgi_task",
+    "_unset_keepalive_if_required",
     "connection_lost",
     "shutdown",
 )
-_PROTOCOL_FIELDS = ("app", "cycle", "flow", "headers", "parser", "pipeline", "root_path")
-_CYCLE_FIELDS = (
+_PROTOCOL_FIELDS = (
     "access_log",
     "access_logger",
+    "app",
+    "client",
+    "connections",
+    "cycle",
+    "flow",
+    "headers",
+    "limit_concurrency",
+    "parser",
+    "pipeline",
+    "root_path",
+    "server_state",
+    "tasks",
+)
+_CYCLE_FIELDS = (
     "body",
-    "default_headers",
     "disconnected",
     "keep_alive",
     "response_complete",

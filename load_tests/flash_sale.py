@@ -171,6 +171,10 @@ class Outcome:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # the winners' answers (201): latency, and when the last one came, into the run
+    sale_p50_ms: float = float("nan")
+    sale_p99_ms: float = float("nan")
+    last_sale_ms: float = float("nan")
     # PostgreSQL transactions the run caused (pg_stat_database): the load that reached it
     pg_transactions: int = 0
     # CPU time (user + system) per attempt, in µs, of each process taking part in the run: a
@@ -255,9 +259,12 @@ class _Load:
         self.step = max(1, self.total // 10)
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
+        # the winners' answers: latency, and when each came (seconds into the run)
+        self.sales: list[tuple[float, float]] = []
         self.label = label
         self.started = time.perf_counter()
         self.stop_at = self.started + deadline_s
+        self.seconds = 0.0
 
     def next_request(self) -> bytes | None:
         if not self.pending or time.perf_counter() >= self.stop_at:
@@ -267,6 +274,8 @@ class _Load:
     def answered(self, status: int, seconds: float) -> None:
         self.latencies.append(seconds)
         self.statuses[status] += 1
+        if status == 201:
+            self.sales.append((seconds, time.perf_counter() - self.started))
         done = len(self.latencies)
         if done % self.step == 0:
             rate = done / (time.perf_counter() - self.started)
@@ -280,8 +289,8 @@ async def fire(
     concurrency: int,
     deadline_s: float,
     label: str,
-) -> tuple[list[float], Counter[int], float]:
-    """Send every request over `concurrency` keep-alive connections; latencies in seconds.
+) -> _Load:
+    """Send every request over `concurrency` keep-alive connections (latencies in seconds).
     A connection the server closes is replaced while attempts remain."""
     load = _Load(requests, deadline_s, label)
     loop = asyncio.get_running_loop()
@@ -292,7 +301,8 @@ async def fire(
             await conn.lost
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))
-    return load.latencies, load.statuses, time.perf_counter() - load.started
+    load.seconds = time.perf_counter() - load.started
+    return load
 
 
 def buy_request(path: str, token: str, key: str | None) -> bytes:
@@ -316,14 +326,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def outcome(
-    name: str,
-    latencies: list[float],
-    statuses: Counter[int],
-    seconds: float,
-    sold: int,
-    quantity: int,
-) -> Outcome:
+def outcome(name: str, load: _Load, sold: int, quantity: int) -> Outcome:
+    latencies, statuses, seconds = load.latencies, load.statuses, load.seconds
+    sale_latencies = [latency for latency, _ in load.sales]
     return Outcome(
         name=name,
         attempts=len(latencies),
@@ -335,6 +340,9 @@ def outcome(
         p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
         p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
         max_ms=round(max(latencies, default=float("nan")) * 1000, 2),
+        sale_p50_ms=round(percentile(sale_latencies, 0.50) * 1000, 2),
+        sale_p99_ms=round(percentile(sale_latencies, 0.99) * 1000, 2),
+        last_sale_ms=round(max((at for _, at in load.sales), default=float("nan")) * 1000, 1),
     )
 
 
@@ -573,7 +581,7 @@ async def contend(
     found: Servers,
     tokens: list[str],
     args: argparse.Namespace,
-) -> tuple[list[float], Counter[int], float, int, dict[str, float], dict[str, int]]:
+) -> tuple[_Load, int, dict[str, float], dict[str, int]]:
     """Start one contender, warm it up, and send it the measured attempts."""
     async with process(argv, env, port) as pid:
         await warm_up(port, warmup_path, tokens, args)
@@ -583,21 +591,21 @@ async def contend(
         print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
         with py_spy(pid, name, args.profile):
             meter.start()
-            lat, statuses, seconds = await fire(
+            load = await fire(
                 port,
                 requests,
                 concurrency=args.concurrency,
                 deadline_s=args.timeout_s,
                 label=name,
             )
-            cpu = meter.per_attempt_us(len(lat))
+            cpu = meter.per_attempt_us(len(load.latencies))
         local: dict[str, int] = {}
         for counter, was in counted_before.items():
             now = await metric_total(port, counter)
             if now is not None:
                 local[counter] = now - (was or 0)
         pg_load = await pg_transactions(found.database_url) - before
-    return lat, statuses, seconds, pg_load, cpu, local
+    return load, pg_load, cpu, local
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -631,7 +639,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             port = free_port()
             argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
             path = f"/naive/drops/{drop_id}/buy"
-            lat, statuses, seconds, pg_load, cpu, _ = await contend(
+            load, pg_load, cpu, _ = await contend(
                 "baseline",
                 argv,
                 env,
@@ -644,14 +652,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             )
             state = await truth(database_url, drop_id)
             sold = args.quantity - state["naive_stock"]
-            results.append(outcome("baseline", lat, statuses, seconds, sold, args.quantity))
+            results.append(outcome("baseline", load, sold, args.quantity))
             results[-1].pg_transactions = pg_load
             results[-1].cpu_us = cpu
 
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
         path = f"/api/drops/{drop_id}/buy"
-        lat, statuses, seconds, pg_load, cpu, local = await contend(
+        load, pg_load, cpu, local = await contend(
             "livesell",
             argv,
             env,
@@ -663,7 +671,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             args,
         )
         state = await truth(database_url, drop_id)
-        result = outcome("livesell", lat, statuses, seconds, state["claimed"], args.quantity)
+        result = outcome("livesell", load, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
         result.cpu_us = cpu
         result.refused_locally = local.get(REFUSED_LOCALLY)
@@ -671,14 +679,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
-        if statuses.get(201, 0) != state["held_units"]:
-            print(f"!! {statuses.get(201, 0)} answers 201 but {state['held_units']} units held")
+        if load.statuses.get(201, 0) != state["held_units"]:
+            print(
+                f"!! {load.statuses.get(201, 0)} answers 201 but {state['held_units']} units held"
+            )
 
         if args.floor:
             port = free_port()
             argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
             path = f"/floor/drops/{drop_id}/buy"
-            lat, statuses, seconds, _, cpu, _ = await contend(
+            load, _, cpu, _ = await contend(
                 "floor",
                 argv,
                 env,
@@ -689,7 +699,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 tokens,
                 args,
             )
-            results.append(outcome("floor", lat, statuses, seconds, 0, args.quantity))
+            results.append(outcome("floor", load, 0, args.quantity))
             results[-1].cpu_us = cpu
 
     print()
@@ -714,6 +724,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             + "".join(f"{r.cpu_us.get(name, float('nan')):>10.1f}" for name in names)
             + f"{servers_us:>10.1f}"
         )
+    print("\nthe winners' answers (201):")
+    for r in results:
+        if r.sale_p50_ms == r.sale_p50_ms:  # some sold
+            print(
+                f"{r.name:10} p50 {r.sale_p50_ms:.1f} ms, p99 {r.sale_p99_ms:.1f} ms; "
+                f"the last one {r.last_sale_ms:,.0f} ms into the run of {r.seconds * 1000:,.0f} ms"
+            )
     for r in results:
         if r.refused_locally is not None:
             print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")

@@ -200,6 +200,58 @@ async def test_an_early_refusal_is_the_routes_answer_byte_for_byte(
     assert by_protocol.header(b"connection") is None  # kept alive
 
 
+@pytest.mark.parametrize("pieces", [1, 2, 7])
+async def test_a_request_is_answered_early_however_it_arrives(
+    early: Served, start_drop: StartDrop, buy: Buy, auth: Auth, pieces: int
+) -> None:
+    """Read whole in one piece, a request is answered without uvicorn's parser ever building
+    a request cycle; arriving in pieces, it is held for its body and answered the same."""
+    drop_id = await sold_out(start_drop, buy)
+    request = attempt(drop_id, auth("fay", "viewer"))
+    (reference,) = await early.exchange(request)
+    counted = early_answers()
+    async with early.connection() as (reader, writer):
+        step = -(-len(request) // pieces)
+        for at in range(0, len(request), step):
+            writer.write(request[at : at + step])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        reply = await read_reply(reader)
+        (served,) = early.server.server_state.connections
+        assert isinstance(served, EarlyHttpProtocol)
+        assert (served.cycle is None) == (pieces == 1)
+    assert early_answers() == counted + 1
+    assert reply.without_date() == reference.without_date() and reply.status == 409
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [
+        b"Content-Length : 14",  # whitespace before the colon
+        b"X-Note: a\x01b",  # a control character in a value
+        b"X-Note: a\r\n folded",  # obs-fold
+        b"Content-Length: 14\r\nContent-Length: 14",  # a repeated length
+        b"Transfer-Encoding: chunked",  # with a Content-Length
+    ],
+)
+async def test_what_httptools_refuses_is_never_answered_early(
+    early: Served, plain: Served, start_drop: StartDrop, buy: Buy, auth: Auth, defect: bytes
+) -> None:
+    drop_id = await sold_out(start_drop, buy)
+    request = attempt(drop_id, auth("gil", "viewer"))
+    if defect.startswith(b"Content-Length"):
+        head, _, body = request.partition(b"\r\n\r\n")
+        head = b"\r\n".join(line for line in head.split(b"\r\n") if b"Content-Length" not in line)
+        request = head + b"\r\n" + defect + b"\r\n\r\n" + body
+    else:
+        request = request.replace(b"\r\n\r\n", b"\r\n" + defect + b"\r\n\r\n", 1)
+    counted = early_answers()
+    (by_route,) = await plain.exchange(request)
+    (reply,) = await early.exchange(request)
+    assert early_answers() == counted
+    assert reply.status == by_route.status and reply.body == by_route.body
+
+
 async def test_pipelined_requests_get_their_answers_in_order(
     early: Served, start_drop: StartDrop, buy: Buy, auth: Auth
 ) -> None:
