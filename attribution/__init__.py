@@ -3,7 +3,9 @@
 Storefront calls the three order hooks inside its own transactions; they write attribution's
 tables on the same connection and queue dashboard events on the same outbox:
 
-    credit_order    when the order is created: decide and snapshot who it credits
+    credit_order    when the order is created: decide and snapshot who it credits (or, in
+                    the order's own statement, the SQL function attribution_credit_order with
+                    the terms `credit_terms` gives)
     order_paid      when payment is confirmed: post the pending commission
     order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
 
@@ -22,6 +24,7 @@ import asyncpg
 from starlette.routing import BaseRoute
 
 from attribution import binding, commissions
+from attribution.binding import CreditTerms, credit_terms
 from attribution.commissions import settle
 from attribution.distributors import become_distributor, create_link, list_links
 from attribution.payouts import batch_csv, batch_view, distributor_payouts, run_payout
@@ -41,6 +44,7 @@ from core.resources import Resources
 from core.settings import Settings
 
 __all__ = [
+    "CreditTerms",
     "DashboardView",
     "LeaderboardView",
     "LinkList",
@@ -52,6 +56,7 @@ __all__ = [
     "become_distributor",
     "create_link",
     "credit_order",
+    "credit_terms",
     "dashboard",
     "distributor_payouts",
     "leaderboard",

@@ -35,6 +35,7 @@ from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
 from attribution.sql import Conn
 from core.events import Event, Publisher, dashboard_channel, room_channel
+from core.scripts import run_many
 
 log = logging.getLogger("livesell.attribution")
 
@@ -128,7 +129,7 @@ class EntryRecorder:
         self._publisher = publisher
         self._queue: list[tuple[Entry, asyncio.Future[Outcome]]] = []
         self._lock = asyncio.Lock()
-        self._gate_sha = client.register_script(GATE_SCRIPT).sha
+        self._gate_script = client.register_script(GATE_SCRIPT)
 
     async def record(self, entry: Entry) -> Outcome:
         """ "record", "duplicate" or "continued"; raises ClickRateLimited when the entry was
@@ -179,20 +180,13 @@ class EntryRecorder:
         return verdicts
 
     async def _gate(self, batch: list[Entry]) -> list[Outcome]:
-        for attempt in (1, 2):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for e in batch:
-                    tag = "{" + room_channel(e.room_id) + "}:entry"
-                    visitor = f"{tag}:{e.visitor}"
-                    pipe.evalsha(self._gate_sha, 3, f"{tag}-addr:{e.client_addr}",
-                                 visitor + ":n", visitor + ":last", e.target)  # fmt: skip
-                try:
-                    replies = await pipe.execute()
-                    break
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self._client.script_load(GATE_SCRIPT)
+        calls = []
+        for e in batch:
+            tag = "{" + room_channel(e.room_id) + "}:entry"
+            visitor = f"{tag}:{e.visitor}"
+            keys = [f"{tag}-addr:{e.client_addr}", visitor + ":n", visitor + ":last"]
+            calls.append((keys, [e.target]))
+        replies = await run_many(self._client, self._gate_script, calls)
         return [_VERDICTS[int(reply)] for reply in replies]
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from core.scripts import run_many
+
 log = logging.getLogger("livesell.ratelimit")
 
 MAX_CONCURRENT_CALLS = 32
@@ -84,11 +86,12 @@ class RateLimiter:
         now = time.time()
         starts = [int(now // limit.window_s) * limit.window_s for limit, _ in active]
         try:
-            async with self._in_flight, self._client.pipeline(transaction=False) as pipe:
-                for (limit, subject), start in zip(active, starts, strict=True):
-                    key = "{rl:" + limit.name + ":" + subject + "}:" + str(start)
-                    await self._script(keys=[key], args=[limit.window_s], client=pipe)
-                counts = await pipe.execute()
+            calls = [
+                (["{rl:" + limit.name + ":" + subject + "}:" + str(start)], [limit.window_s])
+                for (limit, subject), start in zip(active, starts, strict=True)
+            ]
+            async with self._in_flight:
+                counts = await run_many(self._client, self._script, calls)
         except (redis.exceptions.RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("rate limits not enforced while Redis is unreachable: %r", exc)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from core.scripts import run_many
+
 VIEWERS_INTERVAL_S = 1.0
 STALE_AFTER_MS = 5_000
 KEY_TTL_S = 3_600
@@ -68,14 +70,11 @@ class ViewerCounts:
         """Report local counts {room_id: n}; returns {room_id: (total, this report changed it)}."""
         if not counts:
             return {}
-        async with self._client.pipeline(transaction=False) as pipe:
-            for room_id, count in counts.items():
-                await self._script(
-                    keys=[viewers_key(room_id)],
-                    args=[self.node_id, count, STALE_AFTER_MS, KEY_TTL_S],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        calls = [
+            ([viewers_key(room_id)], [self.node_id, count, STALE_AFTER_MS, KEY_TTL_S])
+            for room_id, count in counts.items()
+        ]
+        results = await run_many(self._client, self._script, calls)
         return {
             room_id: (int(total), bool(int(changed)))
             for room_id, (total, changed) in zip(counts, results, strict=True)

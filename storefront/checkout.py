@@ -15,14 +15,12 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
 
 import asyncpg
 import msgspec
 
 import attribution
 from core.errors import LivesellError
-from core.events import Outbox
 from core.resources import Resources
 from storefront.conn import Conn
 from storefront.errors import (
@@ -37,7 +35,7 @@ from storefront.errors import (
 from storefront.gate import Gate, Granted, Refused, idempotency_digest
 from storefront.stock import announcer_of, in_background
 from storefront.stock import drain_background as drain_stock_work
-from storefront.views import BuyRequest, BuyResult
+from storefront.views import BuyRequest
 
 log = logging.getLogger("livesell.storefront.checkout")
 
@@ -151,15 +149,12 @@ async def _place_order(
     granted: Granted,
 ) -> StoredResponse | None:
     """Write the held order for a gate winner; on any failure give the units back."""
-    outbox = Outbox()
     quantity = len(granted.units)
     committed = False
     try:
         async with asyncio.timeout(WRITE_TIMEOUT_S):
-            async with res.pool.acquire() as conn, conn.transaction():
-                response = await _write_order(
-                    conn, res, outbox, drop_id, buyer_id, key, fp, granted
-                )
+            async with res.pool.acquire() as conn:
+                response = await _write_order(conn, res, drop_id, buyer_id, key, fp, granted)
         committed = True
     except _KeyTaken:
         await _give_back(gate, drop_id, buyer_id, granted)
@@ -189,7 +184,7 @@ async def _place_order(
             await _give_back(gate, drop_id, buyer_id, granted, digest)
         raise
     # the order is committed: answer now; telling the gate and the room can follow
-    in_background(_after_commit(res, gate, drop_id, granted, digest, fp, outbox))
+    in_background(_after_commit(res, gate, drop_id, granted, digest, fp))
     return response
 
 
@@ -200,13 +195,11 @@ async def _after_commit(
     granted: Granted,
     digest: str,
     fp: bytes,
-    outbox: Outbox,
 ) -> None:
     try:
         await gate.commit(drop_id, granted, digest=digest, fingerprint=fp.hex())
     except Exception as exc:  # noqa: BLE001 - the order exists; reconciliation tidies the gate
         log.warning("drop %d: after-commit bookkeeping failed: %r", drop_id, exc)
-    await outbox.flush(res.publisher)
     try:
         # the counts as PostgreSQL sees them now
         await announcer_of(res).changed(res, drop_id, sold=True)
@@ -219,108 +212,42 @@ async def drain_background() -> None:
     await drain_stock_work()
 
 
-# A winner's order in one statement: check the drop still sells (FOR SHARE: a concurrent close
-# waits for this sale, or this sale sees it closed), insert the order, claim its units (the
-# one-live-claim index refuses a unit someone holds) and count them against the buyer's quota
-# (the CHECK refuses going over the limit). No order row when the drop is not active.
-# $1 drop, $2 buyer, $3 quantity, $4 hold duration, $5 unit numbers.
-PLACE_ORDER_SQL = """
-WITH drop_now AS (
-    SELECT d.id, d.room_id, d.product_id, d.price_cents, d.per_buyer_limit, p.commission_bps,
-           d.closed_at IS NULL AND now() >= d.starts_at AND now() < d.ends_at AS active,
-           CASE WHEN d.closed_at IS NOT NULL THEN 'closed'
-                WHEN now() < d.starts_at THEN 'scheduled' ELSE 'ended' END AS status
-    FROM drops d JOIN products p ON p.id = d.product_id
-    WHERE d.id = $1 FOR SHARE OF d
-), placed AS (
-    INSERT INTO orders (drop_id, room_id, product_id, buyer_id, quantity, unit_price_cents,
-                        amount_cents, commission_bps, hold_expires_at)
-    SELECT id, room_id, product_id, $2, $3::integer, price_cents, price_cents * $3::integer,
-           commission_bps, now() + $4::interval
-    FROM drop_now WHERE active
-    RETURNING id, amount_cents, hold_expires_at, created_at
-), claimed AS (
-    INSERT INTO stock_claims (drop_id, unit_no, order_id)
-    SELECT $1, unit_no, placed.id FROM placed, unnest($5::integer[]) AS unit_no
-    RETURNING unit_no
-), quota AS (
-    INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
-    SELECT id, $2, per_buyer_limit, $3::integer FROM drop_now WHERE active
-    ON CONFLICT (drop_id, buyer_id)
-    DO UPDATE SET live_units = drop_buyers.live_units + EXCLUDED.live_units
-    RETURNING live_units
-)
-SELECT drop_now.room_id, drop_now.product_id, drop_now.commission_bps, drop_now.active,
-       drop_now.status, placed.id AS order_id, placed.amount_cents, placed.hold_expires_at,
-       placed.created_at, (SELECT count(*) FROM claimed) AS claimed,
-       (SELECT count(*) FROM quota) AS quota
-FROM drop_now LEFT JOIN placed ON true
-"""
-
-
 async def _write_order(
     conn: Conn,
     res: Resources,
-    outbox: Outbox,
     drop_id: int,
     buyer_id: str,
     key: str,
     fp: bytes,
     granted: Granted,
 ) -> StoredResponse:
-    quantity = len(granted.units)
+    """The winner's held order, its unit claims, quota, attribution and stored response, in one
+    statement (storefront_place_order, migration 0009): one round trip, one transaction."""
+    terms = attribution.credit_terms(res.settings)
     try:
         row = await conn.fetchrow(
-            PLACE_ORDER_SQL,
+            "SELECT * FROM storefront_place_order($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             drop_id,
             buyer_id,
-            quantity,
+            len(granted.units),
             timedelta(seconds=res.settings.hold_s),
             granted.units,
+            key,
+            fp,
+            terms.rule,
+            terms.window,
         )
-    except asyncpg.UniqueViolationError:
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "idempotency_keys_pkey":
+            raise _KeyTaken() from None
         raise _UnitsTaken() from None
     except asyncpg.CheckViolationError:
         raise LimitReached(drop_id, 0, 0) from None
-    if row is None:
+    if row is None or row["placed_outcome"] == "missing":
         raise DropNotFound(drop_id)
-    if not row["active"]:
-        raise DropNotActive(drop_id, row["status"])
-    await attribution.credit_order(
-        cast(Any, conn),
-        outbox,
-        res.settings,
-        order_id=row["order_id"],
-        room_id=row["room_id"],
-        product_id=row["product_id"],
-        buyer_id=buyer_id,
-        amount_cents=row["amount_cents"],
-        commission_bps=row["commission_bps"],
-        placed_at=row["created_at"],
-    )
-    body = _encode(
-        BuyResult(
-            order_id=str(row["order_id"]),
-            status="held",
-            hold_expires_at=row["hold_expires_at"],
-            amount_cents=row["amount_cents"],
-        )
-    )
-    try:
-        await conn.execute(
-            """INSERT INTO idempotency_keys (buyer_id, key, fingerprint, drop_id, order_id,
-                                             response_status, response_body)
-               VALUES ($1, $2, $3, $4, $5, 201, $6)""",
-            buyer_id,
-            key,
-            fp,
-            drop_id,
-            row["order_id"],
-            body,
-        )
-    except asyncpg.UniqueViolationError:
-        raise _KeyTaken() from None
-    return StoredResponse(201, body)
+    if row["placed_outcome"] != "placed":
+        raise DropNotActive(drop_id, row["placed_outcome"])
+    return StoredResponse(201, bytes(row["placed_body"]))
 
 
 async def _give_back(

@@ -4,11 +4,14 @@ that writes nothing, and Idempotency-Key semantics."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
+import msgspec
 import pytest
 
 from core.resources import Resources
+from storefront.views import BuyResult
 from tests.storefront.conftest import Auth, Buy, StartDrop, stock_truth
 
 
@@ -41,6 +44,39 @@ async def test_winner_gets_a_held_order_with_the_contract_shape(
 
     view = (await client.get(f"/api/drops/{drop['id']}")).json()
     assert (view["remaining"], view["held"], view["sold"]) == (3, 2, 0)
+
+
+async def test_a_winners_body_is_the_apis_json_byte_for_byte(
+    client: httpx.AsyncClient, auth: Auth, start_drop: StartDrop, buy: Buy, resources: Resources
+) -> None:
+    """The 201 body is written by PostgreSQL (storefront_place_order, stored for replays in the
+    same statement): it is exactly what msgspec writes for the same BuyResult."""
+    drop = await start_drop(quantity=5, per_buyer_limit=2, price_cents=1_234)
+    response = await buy(drop["id"], "cai", quantity=1)
+    assert response.status_code == 201, response.text
+    async with resources.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, hold_expires_at, amount_cents FROM orders WHERE id = $1",
+            int(response.json()["order_id"]),
+        )
+    expected = BuyResult(
+        order_id=str(row["id"]),
+        status="held",
+        hold_expires_at=row["hold_expires_at"],
+        amount_cents=row["amount_cents"],
+    )
+    assert response.content == msgspec.json.encode(expected)
+
+    # timestamps as msgspec writes them, whole seconds (no fraction) included
+    async with resources.pool.acquire() as conn:
+        for ts in (
+            datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC),
+            datetime(2026, 11, 22, 12, 0, 0, 120_000, tzinfo=UTC),
+            datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            datetime(2026, 6, 30, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=8))),
+        ):
+            written = await conn.fetchval("SELECT livesell_json_time($1)", ts)
+            assert f'"{written}"'.encode() == msgspec.json.encode(ts.astimezone(UTC))
 
 
 async def test_sold_out_and_limit_reached(
