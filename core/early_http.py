@@ -33,6 +33,7 @@ the early path stops answering.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -49,14 +49,14 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_path_with_query_string
 
-from core.metrics import observe_request
+from core.metrics import LoopCounter, observe_request
 
 log = logging.getLogger("livesell.early_http")
 
 # the largest body an answerer may ask to see (a request declaring more is never held)
 MAX_BODY = 1024
 
-EARLY_ANSWERS = Counter(
+EARLY_ANSWERS = LoopCounter(
     "livesell_http_early_answers_total",
     "requests answered at the HTTP protocol layer, without an ASGI cycle",
     ["route"],
@@ -185,6 +185,8 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         # uvicorn's parser has begun a request it has not finished
         self._mid_message = False
         self._whole: _WholeRequest | None = None
+        # loop time of the last answer to a request read whole (see _idle_again)
+        self._idle_since = -math.inf
         self._defaults: object = None
         self._defaults_block = b""
 
@@ -222,7 +224,6 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         if _plain_length(request.headers) is None or len(request.body) > answerer.max_body:
             return False
         started = time.perf_counter()
-        self._unset_keepalive_if_required()
         try:
             answer = answerer.answer(match, request.headers, request.body)
         except Exception:
@@ -232,7 +233,9 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             return False
         method = request.method.decode("ascii")
         path = request.url.decode("latin-1")
-        self._send(answer, request.keep_alive, method, path, "1.1", answerer.route, started)
+        self._send(
+            answer, request.keep_alive, method, path, "1.1", answerer.route, started, whole=True
+        )
         return True
 
     # --- parser callbacks ---
@@ -329,6 +332,8 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         http_version: str,
         route: str,
         started: float,
+        *,
+        whole: bool = False,
     ) -> bool:
         """Write `answer` as uvicorn's cycle would, count it, and finish the request as
         uvicorn does; return whether the connection stays open."""
@@ -349,11 +354,37 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             )
         self.transport.write(b"".join(content))
         observe_request(method, route, answer.status, time.perf_counter() - started)
-        _early_count(route).inc()
+        EARLY_ANSWERS.inc(route)
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()  # counts the request, re-arms keep-alive or the pipeline
+        if whole:  # nothing was in flight or queued: no pipeline to start
+            self.server_state.total_requests += 1
+            if keep_alive:
+                self._idle_again()
+        else:
+            self.on_response_complete()  # counts the request, re-arms keep-alive or the pipeline
         return keep_alive
+
+    def _idle_again(self) -> None:
+        """After an answer to a request read whole (nothing in flight or queued): as uvicorn's
+        on_response_complete, except that a keep-alive timer already armed stays armed, and
+        `timeout_keep_alive_handler` re-arms it for what is left when it fires, rather than
+        cancelling and arming a timer for every request."""
+        self.flow.resume_reading()
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
 
 
 _NEVER_EARLY = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
@@ -433,16 +464,6 @@ def _plain_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return length
 
 
-_early_counters: dict[str, Any] = {}
-
-
-def _early_count(route: str) -> Any:
-    found = _early_counters.get(route)
-    if found is None:
-        found = _early_counters[route] = EARLY_ANSWERS.labels(route)
-    return found
-
-
 # what EarlyHttpProtocol relies on in uvicorn's protocol and its request/response cycle
 _PROTOCOL_METHODS = (
     "data_received",
@@ -452,10 +473,14 @@ _PROTOCOL_METHODS = (
     "on_response_complete",
     "_start_asgi_task",
     "_unset_keepalive_if_required",
+    "timeout_keep_alive_handler",
     "connection_lost",
     "shutdown",
 )
 _PROTOCOL_FIELDS = (
+    "loop",
+    "timeout_keep_alive",
+    "timeout_keep_alive_task",
     "access_log",
     "access_logger",
     "app",

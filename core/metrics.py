@@ -7,9 +7,15 @@ import bisect
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -23,33 +29,63 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 SERIES_MAX = 4_096
 
 
+class LoopCounter(Collector):
+    """A labelled counter kept as plain numbers and rendered when scraped, for counts taken on
+    every request of the event loop's hot paths (prometheus_client's Counter takes a lock per
+    increment; the API process is one event loop, and a scrape runs on it too). Label values
+    must come from a bounded set."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.counts: dict[tuple[str, ...], int] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def inc(self, *values: str) -> None:
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, count in list(self.counts.items()):
+            family.add_metric(values, count)
+        yield family
+
+
 class HttpSeries(Collector):
     """The HTTP request counter and latency histogram (by method, route template and status),
-    kept as plain numbers and rendered as Prometheus families when scraped.
-
-    Every request of the API passes through `observe`, so it costs a dict update and a bisect
-    rather than prometheus_client's per-sample locks (the API process is one event loop; a
-    scrape runs on it too). Exposed as `livesell_http_requests_total` and the histogram
-    `livesell_http_request_seconds`, as prometheus_client's own types would name them."""
+    kept as plain numbers like LoopCounter: every request of the API passes through `observe`.
+    Exposed as `livesell_http_requests_total` and the histogram `livesell_http_request_seconds`,
+    as prometheus_client's own types would name them."""
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = (*buckets, math.inf)
         self._le = [floatToGoString(b) for b in self._bounds]
-        self._requests: dict[tuple[str, str, str], int] = {}
+        self._requests = LoopCounter(
+            "livesell_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=None,
+        )
         # (method, route) -> [count in each bucket (not cumulative)..., sum of seconds]
         self._latency: dict[tuple[str, str], list[float]] = {}
         self._statuses = {status: str(status) for status in range(100, 600)}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, self._statuses.get(status) or str(status))
-        requests = self._requests
-        count = requests.get(key)
-        if count is None:
-            if len(requests) >= SERIES_MAX:
-                key = ("OTHER", route, key[2])
-            count = requests.get(key, 0)
-        requests[key] = count + 1
-        pair = (key[0], route)
+        code = self._statuses.get(status) or str(status)
+        requests = self._requests.counts
+        if (method, route, code) not in requests and len(requests) >= SERIES_MAX:
+            method = "OTHER"
+        self._requests.inc(method, route, code)
+        pair = (method, route)
         latency = self._latency.get(pair)
         if latency is None:
             latency = self._latency[pair] = [0.0] * (len(self._bounds) + 1)
@@ -57,14 +93,7 @@ class HttpSeries(Collector):
         latency[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "livesell_http_requests",
-            "HTTP requests by route and status",
-            labels=["method", "route", "status"],
-        )
-        for labels, count in list(self._requests.items()):
-            requests.add_metric(labels, count)
-        yield requests
+        yield from self._requests.collect()
         latency = HistogramMetricFamily(
             "livesell_http_request_seconds",
             "HTTP request latency by route",

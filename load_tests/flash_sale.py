@@ -8,8 +8,9 @@ metrics middleware, JWT verification of the bearer token, a msgspec-decoded `{"q
 body, the JSON error shape), and receive the same list of attempts from the same client:
 
   livesell   `POST /api/drops/{id}/buy` of a real `livesell api` process: Idempotency-Key, the
-             Redis gate (one Lua script per attempt), and for winners one PostgreSQL transaction
-             writing the held order, its unit claims, the buyer's quota and the stored response.
+             Redis gate (one Lua script per attempt), and for winners one PostgreSQL statement
+             writing the held order, its unit claims, the buyer's quota, its attribution and
+             the stored response.
   baseline   `POST /naive/drops/{id}/buy` of a small app served the same way, doing per attempt
              `UPDATE naive_stock SET stock = stock - $2 WHERE drop_id = $1 AND stock >= $2`
              in PostgreSQL (autocommit) and answering 201 or 409. It writes no order and checks
@@ -20,9 +21,14 @@ The client is a minimal keep-alive HTTP/1.1 client (a fixed number of connection
 its next attempt when the previous answer arrived; an asyncio.Protocol on uvloop) so that it
 spends little of the CPU it shares with the servers. Reported per contender: units sold and
 oversold (checked in PostgreSQL), attempts per second, p50 / p99 latency per attempt, and CPU µs
-per attempt of the server process, PostgreSQL, Valkey and the client. PostgreSQL and Valkey are
-embedded (a throwaway data dir, with PostgreSQL durable: fsync on) unless --database-url /
---redis-url are given.
+per attempt of the server process, PostgreSQL, Valkey and the client, and the winners' latency
+and when the last sale came. PostgreSQL and Valkey are embedded (a throwaway data dir, with
+PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
+
+A run is --rounds rounds (3): each starts every contender afresh on a fresh drop, and they take
+turns going first, so that a machine whose speed drifts (a shared VM) favours neither. The round
+whose livesell / baseline ratio is the median stands for the run; every round is printed and
+kept in the report.
 """
 
 from __future__ import annotations
@@ -540,9 +546,12 @@ async def truth(database_url: str, drop_id: int) -> dict[str, int]:
     return dict(row)
 
 
-async def warm_up(port: int, path: str, tokens: list[str], args: argparse.Namespace) -> None:
+async def warm_up(
+    port: int, path: str, tokens: list[str], args: argparse.Namespace, number: int
+) -> None:
     requests = [
-        buy_request(path, tokens[i % len(tokens)], f"warmup-{i}") for i in range(args.warmup)
+        buy_request(path, tokens[i % len(tokens)], f"r{number}-warmup-{i}")
+        for i in range(args.warmup)
     ]
     await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
 
@@ -581,15 +590,16 @@ async def contend(
     found: Servers,
     tokens: list[str],
     args: argparse.Namespace,
+    number: int,
 ) -> tuple[_Load, int, dict[str, float], dict[str, int]]:
-    """Start one contender, warm it up, and send it the measured attempts."""
+    """Start one contender, warm it up, and send it the measured attempts of round `number`."""
     async with process(argv, env, port) as pid:
-        await warm_up(port, warmup_path, tokens, args)
+        await warm_up(port, warmup_path, tokens, args, number)
         counted_before = {name: await metric_total(port, name) for name in COUNTED}
         before = await pg_transactions(found.database_url)
         meter = CpuMeter({"server": pid, "postgres": found.postgres_pid, "redis": found.redis_pid})
         print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
-        with py_spy(pid, name, args.profile):
+        with py_spy(pid, name if args.rounds == 1 else f"{name}-r{number}", args.profile):
             meter.start()
             load = await fire(
                 port,
@@ -608,54 +618,59 @@ async def contend(
     return load, pg_load, cpu, local
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    rng = random.Random(args.seed)
-    with servers(args) as found:
-        database_url, redis_url = found.database_url, found.redis_url
-        await migrate_url(database_url)
-        drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
-        # a separate drop to warm both servers up on (connection pools, prepared statements,
-        # script cache) before the measured run, so neither is measured cold: with a unit per
-        # connection, the winners' writes open and prepare every pooled PostgreSQL connection
-        # of livesell as the baseline's updates do
-        warmup_drop = await seed(database_url, args.concurrency, 1)
-        print(
-            f"drop {drop_id}: {args.quantity} units, {args.per_buyer_limit} per buyer", flush=True
+@dataclass
+class Setting:
+    """What every round of a run shares: the servers, the buyers and their environment."""
+
+    found: Servers
+    tokens: list[str]
+    env: dict[str, str]
+
+
+async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> list[Outcome]:
+    """One measured run of each contender on a fresh drop, each on a fresh server process.
+    Odd rounds measure livesell first, even rounds the baseline: a machine whose speed drifts
+    favours neither. Idempotency keys are the round's own."""
+    found, tokens, env = setting.found, setting.tokens, setting.env
+    database_url = found.database_url
+    rng = random.Random(args.seed + number)
+    drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
+    # a separate drop to warm both servers up on (connection pools, prepared statements,
+    # script cache) before the measured run, so neither is measured cold: with a unit per
+    # connection, the winners' writes open and prepare every pooled PostgreSQL connection
+    # of livesell as the baseline's updates do
+    warmup_drop = await seed(database_url, args.concurrency, 1)
+    print(
+        f"round {number}: drop {drop_id}, {args.quantity} units, {args.per_buyer_limit} per buyer",
+        flush=True,
+    )
+    plan = [rng.randrange(args.buyers) for _ in range(args.attempts)]
+    keys = [f"r{number}-attempt-{i}" for i in range(args.attempts)]
+    results: dict[str, Outcome] = {}
+
+    async def baseline() -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
+        path = f"/naive/drops/{drop_id}/buy"
+        load, pg_load, cpu, _ = await contend(
+            "baseline",
+            argv,
+            env,
+            port,
+            f"/naive/drops/{warmup_drop}/buy",
+            [buy_request(path, tokens[b], None) for b in plan],
+            found,
+            tokens,
+            args,
+            number,
         )
-        tokens = [mint_token(SECRET, f"buyer-{i}", ["viewer"]) for i in range(args.buyers)]
-        plan = [rng.randrange(args.buyers) for _ in range(args.attempts)]
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "LIVESELL_SECRET": SECRET,
-            "LIVESELL_DEV": "0",
-            "LIVESELL_LOG_LEVEL": "warning",
-            "LIVESELL_DATA_DIR": tempfile.mkdtemp(prefix="livesell-flash-data-"),
-        }
-        results: list[Outcome] = []
+        state = await truth(database_url, drop_id)
+        sold = args.quantity - state["naive_stock"]
+        result = results["baseline"] = outcome("baseline", load, sold, args.quantity)
+        result.pg_transactions = pg_load
+        result.cpu_us = cpu
 
-        if not args.skip_baseline:
-            port = free_port()
-            argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
-            path = f"/naive/drops/{drop_id}/buy"
-            load, pg_load, cpu, _ = await contend(
-                "baseline",
-                argv,
-                env,
-                port,
-                f"/naive/drops/{warmup_drop}/buy",
-                [buy_request(path, tokens[b], None) for b in plan],
-                found,
-                tokens,
-                args,
-            )
-            state = await truth(database_url, drop_id)
-            sold = args.quantity - state["naive_stock"]
-            results.append(outcome("baseline", load, sold, args.quantity))
-            results[-1].pg_transactions = pg_load
-            results[-1].cpu_us = cpu
-
+    async def livesell() -> None:
         port = free_port()
         argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
         path = f"/api/drops/{drop_id}/buy"
@@ -665,18 +680,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             env,
             port,
             f"/api/drops/{warmup_drop}/buy",
-            [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
+            [buy_request(path, tokens[b], keys[i]) for i, b in enumerate(plan)],
             found,
             tokens,
             args,
+            number,
         )
         state = await truth(database_url, drop_id)
-        result = outcome("livesell", load, state["claimed"], args.quantity)
+        result = results["livesell"] = outcome("livesell", load, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
         result.cpu_us = cpu
         result.refused_locally = local.get(REFUSED_LOCALLY)
         result.answered_early = local.get(ANSWERED_EARLY)
-        results.append(result)
         if state["max_per_buyer"] > args.per_buyer_limit:
             print(f"!! a buyer holds {state['max_per_buyer']} > {args.per_buyer_limit}")
         if load.statuses.get(201, 0) != state["held_units"]:
@@ -684,24 +699,38 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 f"!! {load.statuses.get(201, 0)} answers 201 but {state['held_units']} units held"
             )
 
-        if args.floor:
-            port = free_port()
-            argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
-            path = f"/floor/drops/{drop_id}/buy"
-            load, _, cpu, _ = await contend(
-                "floor",
-                argv,
-                env,
-                port,
-                path,
-                [buy_request(path, tokens[b], f"attempt-{i}") for i, b in enumerate(plan)],
-                found,
-                tokens,
-                args,
-            )
-            results.append(outcome("floor", load, 0, args.quantity))
-            results[-1].cpu_us = cpu
+    async def floor() -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
+        path = f"/floor/drops/{drop_id}/buy"
+        load, _, cpu, _ = await contend(
+            "floor",
+            argv,
+            env,
+            port,
+            path,
+            [buy_request(path, tokens[b], keys[i]) for i, b in enumerate(plan)],
+            found,
+            tokens,
+            args,
+            number,
+        )
+        results["floor"] = outcome("floor", load, 0, args.quantity)
+        results["floor"].cpu_us = cpu
 
+    order = [livesell] if args.skip_baseline else [baseline, livesell]
+    if number % 2 == 1:
+        order.reverse()
+    if args.floor:
+        order.append(floor)
+    for contender in order:
+        await contender()
+    ranked = [results[name] for name in ("baseline", "livesell", "floor") if name in results]
+    print_round(ranked)
+    return ranked
+
+
+def print_round(results: list[Outcome]) -> None:
     print()
     print(
         f"{'':10}{'attempts':>10}{'sold':>7}{'oversold':>10}{'att/s':>10}{'server µs':>11}"
@@ -718,11 +747,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     names = sorted({name for r in results for name in r.cpu_us})
     print(f"{'':10}" + "".join(f"{name:>10}" for name in names) + f"{'servers':>10}")
     for r in results:
-        servers_us = sum(v for k, v in r.cpu_us.items() if k != "client")
         print(
             f"{r.name:10}"
             + "".join(f"{r.cpu_us.get(name, float('nan')):>10.1f}" for name in names)
-            + f"{servers_us:>10.1f}"
+            + f"{servers_cpu_us(r):>10.1f}"
         )
     print("\nthe winners' answers (201):")
     for r in results:
@@ -736,27 +764,73 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")
         if r.answered_early is not None:
             print(f"{r.name}: {r.answered_early} attempts answered before any ASGI cycle")
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
+
+
+def servers_cpu_us(result: Outcome) -> float:
+    return sum(v for k, v in result.cpu_us.items() if k != "client")
+
+
+def speedup(results: list[Outcome]) -> float | None:
+    named = {r.name: r for r in results}
+    if "baseline" not in named or not named["baseline"].attempts_per_s:
+        return None
+    return named["livesell"].attempts_per_s / named["baseline"].attempts_per_s
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    with servers(args) as found:
+        await migrate_url(found.database_url)
+        setting = Setting(
+            found=found,
+            tokens=[mint_token(SECRET, f"buyer-{i}", ["viewer"]) for i in range(args.buyers)],
+            env={
+                **os.environ,
+                "DATABASE_URL": found.database_url,
+                "REDIS_URL": found.redis_url,
+                "LIVESELL_SECRET": SECRET,
+                "LIVESELL_DEV": "0",
+                "LIVESELL_LOG_LEVEL": "warning",
+                "LIVESELL_DATA_DIR": tempfile.mkdtemp(prefix="livesell-flash-data-"),
+            },
+        )
+        rounds = [await one_round(args, setting, n) for n in range(1, args.rounds + 1)]
     report: dict[str, object] = {
         "attempts": args.attempts,
         "buyers": args.buyers,
         "quantity": args.quantity,
         "per_buyer_limit": args.per_buyer_limit,
         "concurrency": args.concurrency,
-        "results": [asdict(r) for r in results],
+        "rounds": [[asdict(r) for r in results] for results in rounds],
     }
-    named = {r.name: r for r in results}
-    if "baseline" in named and named["baseline"].attempts_per_s:
-        speedup = named["livesell"].attempts_per_s / named["baseline"].attempts_per_s
-        report["speedup"] = round(speedup, 2)
-        print(f"\nlivesell / baseline attempts per second: {speedup:.2f}x")
-        base, ours = (
-            sum(v for k, v in named[name].cpu_us.items() if k != "client")
-            for name in ("baseline", "livesell")
-        )
+    # the round whose ratio is the median stands for the run: every figure reported from it
+    # was measured together
+    ratios = [speedup(results) for results in rounds]
+    if all(ratio is not None for ratio in ratios):
+        by_ratio = sorted(range(len(rounds)), key=lambda n: cast(float, ratios[n]))
+        middle = by_ratio[len(rounds) // 2]
+        report["speedups"] = [round(cast(float, ratio), 2) for ratio in ratios]
+    else:
+        middle = len(rounds) // 2
+    chosen = rounds[middle]
+    report["median_round"] = middle + 1
+    report["results"] = [asdict(r) for r in chosen]
+    ratio = speedup(chosen)
+    if ratio is not None:
+        report["speedup"] = round(ratio, 2)
+        named = {r.name: r for r in chosen}
+        base, ours = servers_cpu_us(named["baseline"]), servers_cpu_us(named["livesell"])
         if ours:
             report["server_cpu_ratio"] = round(base / ours, 2)
-            print(f"baseline / livesell server CPU per attempt: {base / ours:.2f}x")
+        print(
+            "livesell / baseline attempts per second, round by round: "
+            + ", ".join(f"{r:.2f}x" for r in cast(list[float], report["speedups"]))
+        )
+        print(f"the median round ({middle + 1}): {ratio:.2f}x", end="")
+        if ours:
+            print(f"; baseline / livesell server CPU per attempt {base / ours:.2f}x")
+        else:
+            print()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "flash_sale.json").write_text(json.dumps(report, indent=2))
     return report
@@ -782,6 +856,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup", type=int, default=1000, help="unmeasured attempts on another drop first (1000)"
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the attempt plan")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds, each measuring every contender on a fresh drop, alternating which goes "
+        "first; the round with the median ratio is reported (3)",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
     parser.add_argument(
         "--floor",
@@ -817,16 +898,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.attempts, args.buyers, args.quantity = 4_000, 1_000, 50
+        args.attempts, args.buyers, args.quantity, args.rounds = 4_000, 1_000, 50, 1
+    if args.rounds < 1:
+        build_parser().error("--rounds must be at least 1")
     if args.client_loop == "uvloop":
         import uvloop
 
         report = uvloop.run(run(args))
     else:
         report = asyncio.run(run(args))
-    results = report["results"]
-    assert isinstance(results, list)
-    return 1 if any(r["oversold"] for r in results if r["name"] == "livesell") else 0
+    rounds = report["rounds"]
+    assert isinstance(rounds, list)
+    oversold = any(r["oversold"] for results in rounds for r in results if r["name"] == "livesell")
+    return 1 if oversold else 0
 
 
 if __name__ == "__main__":

@@ -205,19 +205,35 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             most=False,
             note="capacity = events covered per CPU-second of the busiest worker",
         )
-    for outcome in results.get("flash_sale", {}).get("results", []):
-        if outcome.get("name") == LIVESELL:
-            check(
-                "flash sale: nothing oversold",
-                outcome.get("oversold"),
-                0,
-                most=True,
-                note=f"{outcome.get('attempts_per_s')} attempts/s, p99 {outcome.get('p99_ms')} ms",
-            )
-            check("flash sale p99 ≤ 200 ms per attempt", outcome.get("p99_ms"), 200.0, most=True)
-    speedup = results.get("flash_sale", {}).get("speedup")
+    flash = results.get("flash_sale", {})
+    # every round counts for overselling and latency; the median round for the ratio
+    every = [o for r in flash.get("rounds") or [flash.get("results", [])] for o in r]
+    ours = [o for o in every if o.get("name") == LIVESELL]
+    if ours:
+        check(
+            "flash sale: nothing oversold",
+            max(o.get("oversold", 0) for o in ours),
+            0,
+            most=True,
+            note=", ".join(f"{o.get('attempts_per_s')} attempts/s" for o in ours),
+        )
+        check(
+            "flash sale p99 ≤ 200 ms per attempt",
+            max(o.get("p99_ms", 0) for o in ours),
+            200.0,
+            most=True,
+            note="the worst round",
+        )
+    speedup = flash.get("speedup")
     if speedup is not None:
-        check("flash sale ≥ 5× the baseline's attempts/s", speedup, 5.0, most=False)
+        rounds = flash.get("speedups") or [speedup]
+        check(
+            "flash sale ≥ 5× the baseline's attempts/s",
+            speedup,
+            5.0,
+            most=False,
+            note="median of rounds " + ", ".join(f"{r}x" for r in rounds),
+        )
     attribution = results.get("attribution", {})
     for key, met in attribution.get("met", {}).items():
         checks.append(

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from prometheus_client import Counter
+
+from core.metrics import LoopCounter
 
 log = logging.getLogger("livesell.storefront.refusals")
 
@@ -40,14 +41,11 @@ MAX_DROPS = 1_000
 # an attempt waits at most this long for a snapshot being read, then asks the gate itself
 SNAPSHOT_WAIT_S = 0.5
 
-REFUSED_LOCALLY = Counter(
+REFUSED_LOCALLY = LoopCounter(
     "livesell_gate_refused_locally_total",
     "buy attempts refused from a recent gate snapshot, without a Redis call",
     ["reason"],
 )
-_REFUSED = {
-    reason: REFUSED_LOCALLY.labels(reason) for reason in ("not_active", "limit_reached", "sold_out")
-}
 
 # What a process needs to refuse attempts on a drop the way ACQUIRE_SCRIPT would.
 # KEYS[1] gate, KEYS[2] free, KEYS[3] buyers, KEYS[4] idem (as in storefront.gate);
@@ -142,7 +140,7 @@ class RecentRefusals:
             return None
         found = snapshot.refusal(buyer_id, quantity, digest, time.time() * 1000)
         if found is not None:
-            _REFUSED[found[0]].inc()
+            REFUSED_LOCALLY.inc(found[0])
             if left_s < self.memory_s / 2 and (loading := self._start_read(drop_id)) is not None:
                 task = asyncio.create_task(self._read(drop_id, loading))
                 self._refreshing.add(task)
