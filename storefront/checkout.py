@@ -14,15 +14,11 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 
-import asyncpg
 import msgspec
 
-import attribution
 from core.errors import LivesellError
 from core.resources import Resources
-from storefront.conn import Conn
 from storefront.errors import (
     DropNotActive,
     DropNotFound,
@@ -33,6 +29,7 @@ from storefront.errors import (
     SoldOut,
 )
 from storefront.gate import Gate, Granted, Refused, idempotency_digest
+from storefront.placing import OrderRequest, Placed, writer_of
 from storefront.stock import announcer_of, in_background
 from storefront.stock import drain_background as drain_stock_work
 from storefront.views import BuyRequest
@@ -40,8 +37,6 @@ from storefront.views import BuyRequest
 log = logging.getLogger("livesell.storefront.checkout")
 
 REPLAY_WAIT_S = 3.0
-# the winner's write must finish well before reconciliation would call its units abandoned
-WRITE_TIMEOUT_S = 10.0
 MAX_GATE_ROUNDS = 4
 
 _encode = msgspec.json.Encoder().encode
@@ -152,9 +147,8 @@ async def _place_order(
     quantity = len(granted.units)
     committed = False
     try:
-        async with asyncio.timeout(WRITE_TIMEOUT_S):
-            async with res.pool.acquire() as conn:
-                response = await _write_order(conn, res, drop_id, buyer_id, key, fp, granted)
+        placed = await writer_of(res).place(OrderRequest(drop_id, buyer_id, key, fp, granted.units))
+        response = _response(drop_id, placed)
         committed = True
     except _KeyTaken:
         await _give_back(gate, drop_id, buyer_id, granted)
@@ -212,42 +206,22 @@ async def drain_background() -> None:
     await drain_stock_work()
 
 
-async def _write_order(
-    conn: Conn,
-    res: Resources,
-    drop_id: int,
-    buyer_id: str,
-    key: str,
-    fp: bytes,
-    granted: Granted,
-) -> StoredResponse:
-    """The winner's held order, its unit claims, quota, attribution and stored response, in one
-    statement (storefront_place_order, migration 0009): one round trip, one transaction."""
-    terms = attribution.credit_terms(res.settings)
-    try:
-        row = await conn.fetchrow(
-            "SELECT * FROM storefront_place_order($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            drop_id,
-            buyer_id,
-            len(granted.units),
-            timedelta(seconds=res.settings.hold_s),
-            granted.units,
-            key,
-            fp,
-            terms.rule,
-            terms.window,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "idempotency_keys_pkey":
-            raise _KeyTaken() from None
-        raise _UnitsTaken() from None
-    except asyncpg.CheckViolationError:
-        raise LimitReached(drop_id, 0, 0) from None
-    if row is None or row["placed_outcome"] == "missing":
-        raise DropNotFound(drop_id)
-    if row["placed_outcome"] != "placed":
-        raise DropNotActive(drop_id, row["placed_outcome"])
-    return StoredResponse(201, bytes(row["placed_body"]))
+def _response(drop_id: int, placed: Placed) -> StoredResponse:
+    """The winner's 201, or the error its order met in PostgreSQL (storefront_place_order)."""
+    match placed.outcome:
+        case "placed":
+            assert placed.body is not None
+            return StoredResponse(201, placed.body)
+        case "missing":
+            raise DropNotFound(drop_id)
+        case "unique_violation" if placed.refused_by == "idempotency_keys_pkey":
+            raise _KeyTaken()
+        case "unique_violation":
+            raise _UnitsTaken()
+        case "check_violation":
+            raise LimitReached(drop_id, 0, 0)
+        case status:
+            raise DropNotActive(drop_id, status)
 
 
 async def _give_back(

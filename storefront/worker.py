@@ -12,8 +12,8 @@ from core.loops import run_periodically
 from core.resources import Resources
 from storefront.billing import gate_of
 from storefront.catalog import end_due_drops, start_due_drops
-from storefront.checkout import WRITE_TIMEOUT_S
 from storefront.orders import EXPIRY_BATCH, expire_holds
+from storefront.placing import WRITE_TIMEOUT_S
 
 log = logging.getLogger("livesell.storefront.worker")
 

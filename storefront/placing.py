@@ -1,0 +1,144 @@
+"""Winners' orders, written to PostgreSQL together.
+
+A flash sale's winners arrive at once, and each order alone would pay for a round trip, a
+transaction and a commit, and contend with the others for the drop's rows. OrderWriter queues
+them: while a batch is being written the winners that arrive wait, and the next batch takes them
+all (up to MAX_BATCH) in one call of storefront_place_orders (migration 0010): one statement,
+one commit, each order in its own subtransaction, so one order's refusal (a unit already
+claimed, the buyer's limit, a used Idempotency-Key) leaves the others written. When nothing is
+being written an order goes at once, alone: batching adds no wait to a quiet drop.
+
+A batch that fails as a whole (the connection lost, the write timing out) fails every order in
+it, each caller then giving its units back as for any failed write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import attribution
+from core.resources import Resources
+
+# orders per batch: a backend caches 64 subtransactions, past which snapshots slow down
+MAX_BATCH = 32
+# batches being written at once by one process, each on its own pooled connection
+MAX_IN_FLIGHT = 2
+# a batch's write (pool wait included) is abandoned after this long: well before the worker
+# would call a winner's units abandoned
+WRITE_TIMEOUT_S = 10.0
+
+PLACE_ORDERS_SQL = "SELECT * FROM storefront_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A gate winner's order to write."""
+
+    drop_id: int
+    buyer_id: str
+    key: str
+    fingerprint: bytes
+    units: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What PostgreSQL made of one order: `outcome` is 'placed' (with the order and its stored
+    201 body), 'missing' (no such drop), the status of a drop that no longer sells, or
+    'unique_violation' / 'check_violation' with the constraint that refused it."""
+
+    outcome: str
+    order_id: int | None = None
+    body: bytes | None = None
+    refused_by: str | None = None
+
+
+class OrderWriter:
+    """One per process and Resources (`writer_of`)."""
+
+    def __init__(self, res: Resources) -> None:
+        self._res = res
+        self._queue: list[tuple[OrderRequest, asyncio.Future[Placed]]] = []
+        self._in_flight = 0
+        self._writers: set[asyncio.Task[None]] = set()
+        self.batches = 0  # batches written, for tests and curiosity
+
+    async def place(self, order: OrderRequest) -> Placed:
+        future: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
+        self._queue.append((order, future))
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            writer = asyncio.create_task(self._drain())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        # a caller that goes away leaves its order to the batch (which may write it)
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                try:
+                    async with asyncio.timeout(WRITE_TIMEOUT_S):
+                        placed = await self._write([order for order, _ in batch])
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, placed, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            if self._queue and self._in_flight == 0:  # cancelled with orders still waiting
+                for _, future in self._queue:
+                    future.cancel()
+                self._queue.clear()
+
+    async def _write(self, orders: list[OrderRequest]) -> list[Placed]:
+        settings = self._res.settings
+        terms = attribution.credit_terms(settings)
+        async with self._res.pool.acquire() as conn:
+            rows = await conn.fetch(
+                PLACE_ORDERS_SQL,
+                [o.drop_id for o in orders],
+                [o.buyer_id for o in orders],
+                [len(o.units) for o in orders],
+                [unit for o in orders for unit in o.units],
+                [o.key for o in orders],
+                [o.fingerprint for o in orders],
+                timedelta(seconds=settings.hold_s),
+                terms.rule,
+                terms.window,
+            )
+        self.batches += 1
+        return [
+            Placed(
+                row["placed_outcome"],
+                row["placed_order"],
+                None if row["placed_body"] is None else bytes(row["placed_body"]),
+                row["refused_by"],
+            )
+            for row in rows
+        ]
+
+
+_writers: weakref.WeakKeyDictionary[Resources, OrderWriter] = weakref.WeakKeyDictionary()
+
+
+def writer_of(res: Resources) -> OrderWriter:
+    """The process's order writer for these resources."""
+    writer = _writers.get(res)
+    if writer is None:
+        writer = _writers[res] = OrderWriter(res)
+    return writer

@@ -1,0 +1,97 @@
+"""Winners' orders written together (storefront.placing): one refused order never takes the
+others of its batch down with it, and winners arriving together share a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from core.resources import Resources
+from storefront.placing import MAX_BATCH, OrderRequest, Placed, writer_of
+from tests.storefront.conftest import StartDrop
+
+
+def order(drop_id: int, buyer: str, key: str, *units: int) -> OrderRequest:
+    return OrderRequest(drop_id, buyer, key, hashlib.sha256(key.encode()).digest(), list(units))
+
+
+async def written(res: Resources, drop_id: int) -> dict[str, object]:
+    async with res.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT
+                 (SELECT array_agg(buyer_id ORDER BY buyer_id) FROM orders
+                   WHERE drop_id = $1) AS buyers,
+                 (SELECT array_agg(unit_no ORDER BY unit_no) FROM stock_claims
+                   WHERE drop_id = $1) AS units,
+                 (SELECT array_agg(buyer_id || '=' || live_units ORDER BY buyer_id)
+                    FROM drop_buyers WHERE drop_id = $1) AS quotas,
+                 (SELECT array_agg(key ORDER BY key) FROM idempotency_keys
+                   WHERE drop_id = $1) AS keys,
+                 (SELECT count(*) FROM order_attributions a JOIN orders o ON o.id = a.order_id
+                   WHERE o.drop_id = $1) AS attributions""",
+            drop_id,
+        )
+    return dict(row)
+
+
+async def test_one_refused_order_leaves_the_rest_of_its_batch_written(
+    resources: Resources, start_drop: StartDrop
+) -> None:
+    drop_id = int((await start_drop(quantity=5, per_buyer_limit=2))["id"])
+    writer = writer_of(resources)
+    batches = writer.batches
+    results = await asyncio.gather(
+        writer.place(order(drop_id, "ana", "k-ana", 1)),
+        writer.place(order(drop_id, "ben", "k-ben", 1)),  # ana's unit
+        writer.place(order(drop_id, "ana", "k-ana", 2)),  # ana's key again
+        writer.place(order(drop_id, "cy", "k-cy", 3, 4, 5)),  # over the limit of 2
+        writer.place(order(drop_id, "dee", "k-dee", 3)),
+        writer.place(order(drop_id + 1_000_000, "eve", "k-eve", 1)),  # no such drop
+    )
+    assert writer.batches == batches + 1, "asked together, written together"
+    outcomes = [(r.outcome, r.refused_by) for r in results]
+    assert outcomes == [
+        ("placed", None),
+        ("unique_violation", "stock_claims_one_live_per_unit"),
+        ("unique_violation", "idempotency_keys_pkey"),
+        ("check_violation", "drop_buyers_check"),
+        ("placed", None),
+        ("missing", None),
+    ]
+    assert all(isinstance(r, Placed) for r in results)
+    assert results[0].order_id and results[0].body and b'"status":"held"' in results[0].body
+    assert await written(resources, drop_id) == {
+        "buyers": ["ana", "dee"],
+        "units": [1, 3],
+        "quotas": ["ana=1", "dee=1"],
+        "keys": ["k-ana", "k-dee"],
+        "attributions": 2,
+    }
+
+
+async def test_winners_arriving_together_share_commits(
+    resources: Resources, start_drop: StartDrop
+) -> None:
+    winners = 3 * MAX_BATCH
+    drop_id = int((await start_drop(quantity=winners, per_buyer_limit=1))["id"])
+    writer = writer_of(resources)
+    batches = writer.batches
+    results = await asyncio.gather(
+        *(writer.place(order(drop_id, f"w{n}", f"k{n}", n + 1)) for n in range(winners))
+    )
+    assert [r.outcome for r in results] == ["placed"] * winners
+    assert len({r.order_id for r in results}) == winners
+    assert batches + 3 <= writer.batches < batches + winners, "batches formed, none too big"
+    state = await written(resources, drop_id)
+    assert state["units"] == list(range(1, winners + 1))
+
+
+async def test_a_quiet_drop_writes_each_order_at_once(
+    resources: Resources, start_drop: StartDrop
+) -> None:
+    drop_id = int((await start_drop(quantity=3, per_buyer_limit=1))["id"])
+    writer = writer_of(resources)
+    for n in range(3):
+        batches = writer.batches
+        placed = await asyncio.wait_for(writer.place(order(drop_id, f"q{n}", f"q{n}", n + 1)), 5)
+        assert placed.outcome == "placed" and writer.batches == batches + 1
