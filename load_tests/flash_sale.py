@@ -618,6 +618,11 @@ async def contend(
     return load, pg_load, cpu, local
 
 
+def serve_this(contender: str) -> list[str]:
+    """The command serving one of this module's own contenders (the port follows)."""
+    return [sys.executable, "-m", "load_tests.flash_sale", f"serve-{contender}"]
+
+
 @dataclass
 class Setting:
     """What every round of a run shares: the servers, the buyers and their environment."""
@@ -648,22 +653,26 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
     keys = [f"r{number}-attempt-{i}" for i in range(args.attempts)]
     results: dict[str, Outcome] = {}
 
-    async def baseline() -> None:
+    async def measure(
+        name: str, serve: list[str], prefix: str, keyed: bool
+    ) -> tuple[_Load, int, dict[str, float], dict[str, int]]:
         port = free_port()
-        argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-baseline", str(port)]
-        path = f"/naive/drops/{drop_id}/buy"
-        load, pg_load, cpu, _ = await contend(
-            "baseline",
-            argv,
+        path = f"{prefix}/drops/{drop_id}/buy"
+        return await contend(
+            name,
+            [*serve, str(port)],
             env,
             port,
-            f"/naive/drops/{warmup_drop}/buy",
-            [buy_request(path, tokens[b], None) for b in plan],
+            f"{prefix}/drops/{warmup_drop}/buy",
+            [buy_request(path, tokens[b], keys[i] if keyed else None) for i, b in enumerate(plan)],
             found,
             tokens,
             args,
             number,
         )
+
+    async def baseline() -> None:
+        load, pg_load, cpu, _ = await measure("baseline", serve_this("baseline"), "/naive", False)
         state = await truth(database_url, drop_id)
         sold = args.quantity - state["naive_stock"]
         result = results["baseline"] = outcome("baseline", load, sold, args.quantity)
@@ -671,21 +680,8 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
         result.cpu_us = cpu
 
     async def livesell() -> None:
-        port = free_port()
-        argv = [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(port)]
-        path = f"/api/drops/{drop_id}/buy"
-        load, pg_load, cpu, local = await contend(
-            "livesell",
-            argv,
-            env,
-            port,
-            f"/api/drops/{warmup_drop}/buy",
-            [buy_request(path, tokens[b], keys[i]) for i, b in enumerate(plan)],
-            found,
-            tokens,
-            args,
-            number,
-        )
+        serve = [sys.executable, "-m", "livesell.cli", "api", "--api-port"]
+        load, pg_load, cpu, local = await measure("livesell", serve, "/api", True)
         state = await truth(database_url, drop_id)
         result = results["livesell"] = outcome("livesell", load, state["claimed"], args.quantity)
         result.pg_transactions = pg_load
@@ -700,21 +696,7 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
             )
 
     async def floor() -> None:
-        port = free_port()
-        argv = [sys.executable, "-m", "load_tests.flash_sale", "serve-floor", str(port)]
-        path = f"/floor/drops/{drop_id}/buy"
-        load, _, cpu, _ = await contend(
-            "floor",
-            argv,
-            env,
-            port,
-            path,
-            [buy_request(path, tokens[b], keys[i]) for i, b in enumerate(plan)],
-            found,
-            tokens,
-            args,
-            number,
-        )
+        load, _, cpu, _ = await measure("floor", serve_this("floor"), "/floor", True)
         results["floor"] = outcome("floor", load, 0, args.quantity)
         results["floor"].cpu_us = cpu
 

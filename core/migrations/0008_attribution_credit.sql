@@ -19,21 +19,15 @@ DECLARE
     entry record;
     credited bigint;
 BEGIN
-    IF p_rule = 'first' THEN
-        SELECT e.id, e.distributor_id, d.user_id AS distributor_user_id INTO entry
-        FROM room_entries e JOIN distributors d ON d.id = e.distributor_id
-        WHERE e.user_id = p_buyer AND e.room_id = p_room AND e.link_id IS NOT NULL
-          AND e.created_at > p_since AND e.created_at <= p_at
-        ORDER BY e.created_at ASC, e.id ASC
-        LIMIT 1;
-    ELSE
-        SELECT e.id, e.distributor_id, d.user_id AS distributor_user_id INTO entry
-        FROM room_entries e JOIN distributors d ON d.id = e.distributor_id
-        WHERE e.user_id = p_buyer AND e.room_id = p_room AND e.link_id IS NOT NULL
-          AND e.created_at > p_since AND e.created_at <= p_at
-        ORDER BY e.created_at DESC, e.id DESC
-        LIMIT 1;
-    END IF;
+    SELECT e.id, e.distributor_id, d.user_id AS distributor_user_id INTO entry
+    FROM room_entries e JOIN distributors d ON d.id = e.distributor_id
+    WHERE e.user_id = p_buyer AND e.room_id = p_room AND e.link_id IS NOT NULL
+      AND e.created_at > p_since AND e.created_at <= p_at
+    -- 'first': the oldest entry; otherwise the newest
+    ORDER BY CASE WHEN p_rule = 'first' THEN e.created_at END ASC,
+             CASE WHEN p_rule = 'first' THEN e.id END ASC,
+             e.created_at DESC, e.id DESC
+    LIMIT 1;
     INSERT INTO order_attributions
         (order_id, room_id, buyer_id, distributor_id, entry_id, rule, commission_bps,
          self_referral, decided_at)
