@@ -123,9 +123,14 @@ def flash_sale(results: dict[str, Any], path: Path) -> Path | None:
     for ax in (left, right):
         ax.grid(True, axis="y", alpha=0.3)
     first = outcomes[0]
+    flash = results["flash_sale"]
+    rounds = len(flash.get("rounds") or [outcomes])
+    which = (
+        f" (round {flash.get('median_round')} of {rounds}: the median ratio)" if rounds > 1 else ""
+    )
     fig.suptitle(
         f"Flash sale: {first['attempts']:,} buy attempts on one drop, "
-        f"{results['flash_sale'].get('concurrency', '?')} connections"
+        f"{flash.get('concurrency', '?')} connections{which}"
     )
     return _save(fig, path)
 
