@@ -75,8 +75,12 @@ class OrderWriter:
             writer = asyncio.create_task(self._drain())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
-        # a caller that goes away leaves its order to the batch (which may write it)
-        return await asyncio.shield(future)
+        try:
+            # a caller that goes away leaves its order to the batch (which may write it)
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_nobody_waits)
+            raise
 
     async def _drain(self) -> None:
         try:
@@ -86,6 +90,8 @@ class OrderWriter:
                 try:
                     async with asyncio.timeout(WRITE_TIMEOUT_S):
                         placed = await self._write([order for order, _ in batch])
+                    if len(placed) != len(batch):
+                        raise RuntimeError(f"{len(placed)} results for {len(batch)} orders")
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()
@@ -95,7 +101,7 @@ class OrderWriter:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), result in zip(batch, placed, strict=True):
+                for (_, future), result in zip(batch, placed, strict=False):
                     if not future.done():
                         future.set_result(result)
         finally:
@@ -131,6 +137,13 @@ class OrderWriter:
             )
             for row in rows
         ]
+
+
+def _nobody_waits(future: asyncio.Future[Placed]) -> None:
+    """The outcome of an order whose caller went away: retrieved, so that a failed batch is
+    not reported again as an exception nobody retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 _writers: weakref.WeakKeyDictionary[Resources, OrderWriter] = weakref.WeakKeyDictionary()

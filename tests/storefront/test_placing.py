@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import pytest
+
 from core.resources import Resources
 from storefront.placing import MAX_BATCH, OrderRequest, Placed, writer_of
 from tests.storefront.conftest import StartDrop
@@ -95,3 +97,28 @@ async def test_a_quiet_drop_writes_each_order_at_once(
         batches = writer.batches
         placed = await asyncio.wait_for(writer.place(order(drop_id, f"q{n}", f"q{n}", n + 1)), 5)
         assert placed.outcome == "placed" and writer.batches == batches + 1
+
+
+async def test_a_batch_that_fails_fails_each_of_its_orders_and_the_next_one_proceeds(
+    resources: Resources, start_drop: StartDrop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_id = int((await start_drop(quantity=3, per_buyer_limit=1))["id"])
+    writer = writer_of(resources)
+    write = writer._write
+    failures = [ConnectionResetError("PostgreSQL went away")]
+
+    async def flaky(orders: list[OrderRequest]) -> list[Placed]:
+        if failures:
+            raise failures.pop()
+        return await write(orders)
+
+    monkeypatch.setattr(writer, "_write", flaky)
+    outcomes = await asyncio.gather(
+        writer.place(order(drop_id, "fa", "fa", 1)),
+        writer.place(order(drop_id, "fb", "fb", 2)),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes] == [ConnectionResetError, ConnectionResetError]
+    placed = await asyncio.wait_for(writer.place(order(drop_id, "fc", "fc", 3)), 5)
+    assert placed.outcome == "placed"
+    assert (await written(resources, drop_id))["buyers"] == ["fc"]
