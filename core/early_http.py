@@ -202,10 +202,8 @@ class EarlyHttpProtocol(HttpToolsProtocol):
     def _answer_whole(self, data: bytes) -> bool:
         """Answer `data` early when it is exactly one whole plain request the answerer
         answers; False leaves all of it to uvicorn's parser, between messages as before."""
-        if self.root_path or self.pipeline or self.transport.is_closing() or self.flow.write_paused:
+        if not self._free_to_answer():
             return False
-        if self.cycle is not None and not self.cycle.response_complete:
-            return False  # a request in flight: answers must stay in order
         if self.limit_concurrency is not None and (
             len(self.connections) >= self.limit_concurrency
             or len(self.tasks) >= self.limit_concurrency
@@ -224,11 +222,7 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         if _plain_length(request.headers) is None or len(request.body) > answerer.max_body:
             return False
         started = time.perf_counter()
-        try:
-            answer = answerer.answer(match, request.headers, request.body)
-        except Exception:
-            log.exception("early answer for %s failed; the application answers", answerer.route)
-            return False
+        answer = _ask(answerer, match, request.headers, request.body)
         if answer is None:
             return False
         method = request.method.decode("ascii")
@@ -273,12 +267,7 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         answer = None
         cycle = held.cycle
         if not (cycle.disconnected or self.transport.is_closing() or self.flow.write_paused):
-            try:
-                answer = held.answerer.answer(held.match, cycle.scope["headers"], bytes(cycle.body))
-            except Exception:
-                log.exception(
-                    "early answer for %s failed; the application answers", held.answerer.route
-                )
+            answer = _ask(held.answerer, held.match, cycle.scope["headers"], bytes(cycle.body))
         if answer is None:
             super()._start_asgi_task(cycle, held.app)
         else:
@@ -290,12 +279,15 @@ class EarlyHttpProtocol(HttpToolsProtocol):
 
     # --- the early path ---
 
+    def _free_to_answer(self) -> bool:
+        """Nothing in flight or queued on the connection (answers stay in order), and it can
+        take a write."""
+        if self.root_path or self.pipeline or self.transport.is_closing() or self.flow.write_paused:
+            return False
+        return self.cycle is None or self.cycle.response_complete
+
     def _early_candidate(self) -> tuple[EarlyAnswerer, re.Match[bytes], float] | None:
-        if self.root_path or self.pipeline:
-            return None
-        if self.cycle is not None and not self.cycle.response_complete:
-            return None  # a request in flight: answers must stay in order
-        if self.transport.is_closing() or self.flow.write_paused:
+        if not self._free_to_answer():
             return None
         parser = self.parser
         if parser.get_http_version() != "1.1" or parser.should_upgrade():
@@ -385,6 +377,17 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             )
             return
         super().timeout_keep_alive_handler()
+
+
+def _ask(
+    answerer: EarlyAnswerer, match: re.Match[bytes], headers: Headers, body: bytes
+) -> Answer | None:
+    """The answerer's answer; an exception it raises leaves the request to the application."""
+    try:
+        return answerer.answer(match, headers, body)
+    except Exception:
+        log.exception("early answer for %s failed; the application answers", answerer.route)
+        return None
 
 
 _NEVER_EARLY = frozenset({b"transfer-encoding", b"expect", b"upgrade"})

@@ -1,4 +1,5 @@
-"""The buy path: Idempotency-Key, the Redis gate, then one PostgreSQL transaction per winner.
+"""The buy path: Idempotency-Key, the Redis gate, then each winner's order written to PostgreSQL
+(storefront.placing: winners arriving together share one statement and one commit).
 
 Idempotency follows Stripe: the first request with a key stores its response (in the same
 transaction as the order); a replay returns those exact bytes; the same key with a different
