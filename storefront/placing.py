@@ -8,6 +8,13 @@ one commit, each order in its own subtransaction, so one order's refusal (a unit
 claimed, the buyer's limit, a used Idempotency-Key) leaves the others written. When nothing is
 being written an order goes at once, alone: batching adds no wait to a quiet drop.
 
+Batches written at once (by this process or another) must not deadlock: each order locks its
+buyer's quota row (drop_buyers) until the batch commits, so two batches holding buyers x and y
+in opposite orders would each wait for the other. A batch is therefore written in one global
+order, by drop and then buyer, and its results handed back in the callers' order. A deadlock
+PostgreSQL still finds (with other writers of those rows, such as a worker releasing expired
+holds) rolls the whole batch back, and the batch is written again, up to DEADLOCK_RETRIES times.
+
 A batch that fails as a whole (the connection lost, the write timing out) fails every order in
 it, each caller then giving its units back as for any failed write.
 """
@@ -15,13 +22,19 @@ it, each caller then giving its units back as for any failed write.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
+
+import asyncpg
 
 import attribution
 from core.resources import Resources
+
+log = logging.getLogger("livesell.storefront.placing")
 
 # orders per batch: a backend caches 64 subtransactions, past which snapshots slow down
 MAX_BATCH = 32
@@ -30,6 +43,8 @@ MAX_IN_FLIGHT = 2
 # a batch's write (pool wait included) is abandoned after this long: well before the worker
 # would call a winner's units abandoned
 WRITE_TIMEOUT_S = 10.0
+# a batch PostgreSQL rolled back to break a deadlock is written again this many times at most
+DEADLOCK_RETRIES = 3
 
 PLACE_ORDERS_SQL = "SELECT * FROM storefront_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -90,8 +105,6 @@ class OrderWriter:
                 try:
                     async with asyncio.timeout(WRITE_TIMEOUT_S):
                         placed = await self._write([order for order, _ in batch])
-                    if len(placed) != len(batch):
-                        raise RuntimeError(f"{len(placed)} results for {len(batch)} orders")
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()
@@ -112,10 +125,35 @@ class OrderWriter:
                 self._queue.clear()
 
     async def _write(self, orders: list[OrderRequest]) -> list[Placed]:
+        """Write `orders` in lock order (see the module's docstring); their results in the
+        order given."""
+        by_lock = sorted(range(len(orders)), key=lambda i: (orders[i].drop_id, orders[i].buyer_id))
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                rows = await self._place([orders[i] for i in by_lock])
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+                log.info("a batch of %d orders met a deadlock; writing it again", len(orders))
+        if len(rows) != len(orders):
+            raise RuntimeError(f"{len(rows)} results for {len(orders)} orders")
+        self.batches += 1
+        placed: list[Placed | None] = [None] * len(orders)
+        for i, row in zip(by_lock, rows, strict=True):
+            placed[i] = Placed(
+                row["placed_outcome"],
+                row["placed_order"],
+                None if row["placed_body"] is None else bytes(row["placed_body"]),
+                row["refused_by"],
+            )
+        return cast(list[Placed], placed)
+
+    async def _place(self, orders: list[OrderRequest]) -> list[asyncpg.Record]:
         settings = self._res.settings
         terms = attribution.credit_terms(settings)
         async with self._res.pool.acquire() as conn:
-            rows = await conn.fetch(
+            return await conn.fetch(
                 PLACE_ORDERS_SQL,
                 [o.drop_id for o in orders],
                 [o.buyer_id for o in orders],
@@ -127,16 +165,6 @@ class OrderWriter:
                 terms.rule,
                 terms.window,
             )
-        self.batches += 1
-        return [
-            Placed(
-                row["placed_outcome"],
-                row["placed_order"],
-                None if row["placed_body"] is None else bytes(row["placed_body"]),
-                row["refused_by"],
-            )
-            for row in rows
-        ]
 
 
 def _nobody_waits(future: asyncio.Future[Placed]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import asyncpg
 import pytest
 
 from core.resources import Resources
@@ -122,3 +123,34 @@ async def test_a_batch_that_fails_fails_each_of_its_orders_and_the_next_one_proc
     placed = await asyncio.wait_for(writer.place(order(drop_id, "fc", "fc", 3)), 5)
     assert placed.outcome == "placed"
     assert (await written(resources, drop_id))["buyers"] == ["fc"]
+
+
+async def test_a_batch_rolled_back_by_a_deadlock_is_written_again(
+    resources: Resources, start_drop: StartDrop
+) -> None:
+    """A real deadlock: another transaction holds buyer "dy"'s quota row and then asks for
+    "dx"'s, which the batch holds; PostgreSQL rolls the batch back (it waited first, so its
+    deadlock check runs first), the other transaction ends, and the batch is written again."""
+    drop_id = int((await start_drop(quantity=4, per_buyer_limit=2))["id"])
+    writer = writer_of(resources)
+    other = await asyncpg.connect(resources.settings.database_url)
+    try:
+        upsert = """INSERT INTO drop_buyers (drop_id, buyer_id, per_buyer_limit, live_units)
+                    VALUES ($1, $2, 2, 0) ON CONFLICT (drop_id, buyer_id) DO NOTHING"""
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SET LOCAL deadlock_timeout = '30s'")
+        await other.execute(upsert, drop_id, "dy")
+        batch = asyncio.create_task(
+            writer._write([order(drop_id, "dy", "k-dy", 1), order(drop_id, "dx", "k-dx", 2)])
+        )
+        await asyncio.sleep(0.3)  # the batch holds dx's row and waits for dy's
+        await asyncio.wait_for(other.execute(upsert, drop_id, "dx"), 10)  # freed by the deadlock
+        await transaction.rollback()
+        results = await asyncio.wait_for(batch, 10)
+    finally:
+        await other.close()
+    assert [r.outcome for r in results] == ["placed", "placed"], "in the order given"
+    assert b'"status":"held"' in (results[0].body or b"")
+    state = await written(resources, drop_id)
+    assert state["buyers"] == ["dx", "dy"] and state["quotas"] == ["dx=1", "dy=1"]
