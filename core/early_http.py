@@ -36,7 +36,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -62,14 +62,26 @@ EARLY_ANSWERS = LoopCounter(
     ["route"],
 )
 
-Headers = Iterable[tuple[bytes, bytes]]
+# a request's headers by lower-case name, the first of repeated ones winning (as Starlette's
+# Headers reads them)
+Headers = Mapping[bytes, bytes]
+
+
+def first_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Headers by (lower-case) name, the first one winning, as in Starlette's Headers."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name not in headers:
+            headers[name] = value
+    return headers
 
 
 class Answer:
     """A complete response: status, headers (lower-case names) and body. Immutable; an
-    answerer may hand out the same Answer many times (its header block is rendered once)."""
+    answerer may hand out the same Answer many times (its header block is rendered once, and
+    the whole response once per value of the server's default headers)."""
 
-    __slots__ = ("status", "headers", "body", "_block", "_closes")
+    __slots__ = ("status", "headers", "body", "_block", "_closes", "_rendered")
 
     def __init__(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
         self.status = status
@@ -87,6 +99,22 @@ class Answer:
             block.append(b"content-length: %d\r\n" % len(body))
         self._block = b"".join(block)
         self._closes = closes
+        # (the server's default header block, the whole response after it) last rendered
+        self._rendered: tuple[bytes, bytes] | None = None
+
+    def render(self, defaults: bytes, close: bool) -> bytes:
+        """The response on the wire, after the server's default headers `defaults`; `close`
+        adds `connection: close` (unless the answer carries its own Connection header)."""
+        if close and not self._closes:
+            return b"".join(
+                (STATUS_LINE[self.status], defaults, self._block, b"connection: close\r\n\r\n",
+                 self.body)
+            )  # fmt: skip
+        rendered = self._rendered
+        if rendered is None or rendered[0] is not defaults:
+            wire = b"".join((STATUS_LINE[self.status], defaults, self._block, b"\r\n", self.body))
+            rendered = self._rendered = (defaults, wire)
+        return rendered[1]
 
     def __repr__(self) -> str:
         return f"Answer({self.status}, {self.headers!r}, {self.body!r})"
@@ -96,8 +124,8 @@ class Answer:
 class EarlyAnswerer:
     """Answers some requests to `method` + a target matching `target` (fullmatch, bytes).
 
-    `answer(match, headers, body)` gets the target's match, the request's raw headers (names
-    lower-case, in order, repeats kept) and its complete body; it returns the Answer the
+    `answer(match, headers, body)` gets the target's match, the request's headers (lower-case
+    names, the first of repeated ones) and its complete body; it returns the Answer the
     application would give, or None to let the application answer. It runs on the event loop
     inside the protocol's parser callback: it must not block, and an exception it raises only
     sends the request on to the application (and is logged)."""
@@ -219,10 +247,15 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         if found is None:
             return False
         answerer, match = found
-        if _plain_length(request.headers) is None or len(request.body) > answerer.max_body:
+        headers = request.headers
+        if (
+            b"content-length" not in headers  # httptools refuses a repeated or bad one
+            or not _NEVER_EARLY.isdisjoint(headers)
+            or len(request.body) > answerer.max_body
+        ):
             return False
         started = time.perf_counter()
-        answer = _ask(answerer, match, request.headers, request.body)
+        answer = _ask(answerer, match, headers, request.body)
         if answer is None:
             return False
         method = request.method.decode("ascii")
@@ -267,7 +300,8 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         answer = None
         cycle = held.cycle
         if not (cycle.disconnected or self.transport.is_closing() or self.flow.write_paused):
-            answer = _ask(held.answerer, held.match, cycle.scope["headers"], bytes(cycle.body))
+            headers = first_headers(cycle.scope["headers"])
+            answer = _ask(held.answerer, held.match, headers, bytes(cycle.body))
         if answer is None:
             super()._start_asgi_task(cycle, held.app)
         else:
@@ -334,17 +368,13 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         defaults = self.server_state.default_headers
         if defaults is not self._defaults:  # a new `date` every second
             self._defaults = defaults
-            self._defaults_block = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
-        content = [STATUS_LINE[answer.status], self._defaults_block, answer._block]
-        if not keep_alive and not answer._closes:
-            content.append(b"connection: close\r\n")
-        content += (b"\r\n", answer.body)
+            self._defaults_block = _defaults_block(defaults)
         if self.access_log:
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d', client, method, path, http_version, answer.status
             )
-        self.transport.write(b"".join(content))
+        self.transport.write(answer.render(self._defaults_block, not keep_alive))
         observe_request(method, route, answer.status, time.perf_counter() - started)
         EARLY_ANSWERS.inc(route)
         if not keep_alive:
@@ -377,6 +407,20 @@ class EarlyHttpProtocol(HttpToolsProtocol):
             )
             return
         super().timeout_keep_alive_handler()
+
+
+# the server's default headers (a list uvicorn replaces every second, for its `date`) last
+# rendered, and the block: every connection writes the same bytes object, so an Answer renders
+# itself once per second, not once per connection
+_last_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _defaults_block(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    global _last_defaults
+    if _last_defaults[0] is not defaults:
+        block = b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in defaults)
+        _last_defaults = (defaults, block)
+    return _last_defaults[1]
 
 
 def _ask(
@@ -413,13 +457,14 @@ class _WholeRequest:
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.method = self.url = self.body = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # lower-case name -> the first value (see Headers)
+        self.headers: dict[bytes, bytes] = {}
         self.keep_alive = self.plain = False
         self.begun = self.complete = 0
 
     def read(self, data: bytes) -> _WholeRequest | None:
         self.url = self.body = b""
-        self.headers = []
+        self.headers = {}
         self.begun = self.complete = 0
         try:
             self.parser.feed_data(data)
@@ -438,7 +483,7 @@ class _WholeRequest:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        self.headers.setdefault(name.lower(), value)
 
     def on_headers_complete(self) -> None:
         parser = self.parser  # asked now: the parser forgets once the message is complete

@@ -19,13 +19,14 @@ the limiter's own Redis call, and a limit protects what a refusal never reaches.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import bearer_token, verify_token
-from core.early_http import Answer, EarlyAnswerer
+from core.early_http import Answer, EarlyAnswerer, Headers, first_headers
 from core.errors import LivesellError
 from core.http import decode_json, error_response
 from core.resources import Resources
@@ -42,13 +43,16 @@ BUY_TARGET = re.compile(rb"/api/drops/([0-9]{1,18})/buy")
 MAX_BODY = 1024
 
 
-def first_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    """Headers by (lower-case) name, the first one winning, as in Starlette's Headers."""
-    headers: dict[bytes, bytes] = {}
-    for name, value in raw:
-        if name not in headers:
-            headers[name] = value
-    return headers
+@functools.lru_cache(maxsize=16_384)
+def _bearer(authorization: bytes) -> str | None:
+    """The token of an Authorization header (a storm repeats each buyer's header)."""
+    return bearer_token(authorization.decode("latin-1"))
+
+
+@functools.lru_cache(maxsize=256)
+def _quantity(body: bytes) -> int:
+    """The quantity of a buy body (nearly every one is `{"quantity": 1}`)."""
+    return decode_json(body if body.strip() else b"{}", BuyRequest).quantity
 
 
 def provable_verdict(
@@ -58,7 +62,7 @@ def provable_verdict(
     and the request holds nothing else the route would answer first (a bad token or role, a
     missing key, a bad body); else None: the route must answer."""
     try:
-        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        token = _bearer(headers.get(b"authorization", b""))
         key = idempotency_key(headers.get(b"idempotency-key", b"").decode("latin-1"))
     except LivesellError:
         return None
@@ -72,11 +76,11 @@ def provable_verdict(
     if not who.has_any(("viewer",)):
         return None
     try:
-        request = decode_json(body if body.strip() else b"{}", BuyRequest)
+        quantity = _quantity(body)
     except LivesellError:
         return None
     return gate_of(res).recent.refusal(
-        drop_id, who.user_id, request.quantity, idempotency_digest(who.user_id, key)
+        drop_id, who.user_id, quantity, idempotency_digest(who.user_id, key)
     )
 
 
@@ -102,11 +106,9 @@ def early_answerer(res: Resources) -> EarlyAnswerer:
     """The buy route's provable refusals, answered at the HTTP protocol layer."""
     rendered: dict[tuple[int, str, tuple[str, ...]], Answer] = {}
 
-    def answer(
-        match: re.Match[bytes], raw: Iterable[tuple[bytes, bytes]], body: bytes
-    ) -> Answer | None:
+    def answer(match: re.Match[bytes], headers: Headers, body: bytes) -> Answer | None:
         drop_id = int(match.group(1))
-        known = provable_verdict(res, drop_id, first_headers(raw), body)
+        known = provable_verdict(res, drop_id, headers, body)
         if known is None:
             return None
         key = (drop_id, *known)
