@@ -13,6 +13,12 @@ from core.db import create_pool
 from core.events import Publisher
 from core.settings import Settings
 
+# Redis connections a server opens at start-up: a drop going live has its buy attempts (the
+# rate limiter, the gate) and its winners' after-commit calls in flight at once, each on its own
+# pooled connection, and a connection opened mid-storm costs a handshake (connect, CLIENT
+# SETINFO) on the event loop at the worst moment
+WARM_REDIS_CONNECTIONS = 64
+
 
 @dataclass(eq=False)
 class Resources:
@@ -29,8 +35,8 @@ async def open_resources(
     """Connect to PostgreSQL and Redis (URLs must be resolved) and close both on exit.
 
     `warm` (servers): keep `settings.db_pool` PostgreSQL connections, all opened now, and open
-    as many Redis connections now, so that the first burst of traffic (a drop going live) does
-    not pay for connecting, which is when it can least afford to."""
+    WARM_REDIS_CONNECTIONS Redis connections now, so that the first burst of traffic (a drop
+    going live) does not pay for connecting, which is when it can least afford to."""
     assert settings.database_url and settings.redis_url, "resolve embedded servers first"
     async with AsyncExitStack() as stack:
         size = settings.db_pool if warm else None
@@ -40,8 +46,8 @@ async def open_resources(
         stack.push_async_callback(pool.close)
         client = redis_client(settings.redis_url)
         stack.push_async_callback(client.aclose)
-        if size:
-            await _open_redis_connections(client, size)
+        if warm:
+            await _open_redis_connections(client, WARM_REDIS_CONNECTIONS)
         publisher = Publisher(client, settings.hub_history_size, settings.hub_history_ttl_s)
         yield Resources(settings=settings, pool=pool, redis=client, publisher=publisher)
 
