@@ -515,6 +515,26 @@ async def seed(database_url: str, quantity: int, per_buyer_limit: int) -> int:
     return drop_id
 
 
+async def build_gates(found: Servers, drop_ids: list[int]) -> None:
+    """Build the drops' gates in Redis as the API does when it creates a drop
+    (storefront.api.create_drop), or a worker when it starts: the rounds seed their drops in
+    SQL, and livesell's measured run must not include a build the product does before a drop
+    goes live."""
+    import redis.asyncio as aioredis
+
+    from storefront.gate import Gate
+
+    pool = await asyncpg.create_pool(found.database_url, min_size=1, max_size=1)
+    client = aioredis.Redis.from_url(found.redis_url)
+    try:
+        gate = Gate(client)
+        for drop_id in drop_ids:
+            await gate.build(pool, drop_id)
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
 async def pg_transactions(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -645,6 +665,7 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
     # connection, the winners' writes open and prepare every pooled PostgreSQL connection
     # of livesell as the baseline's updates do
     warmup_drop = await seed(database_url, args.concurrency, 1)
+    await build_gates(found, [drop_id, warmup_drop])
     print(
         f"round {number}: drop {drop_id}, {args.quantity} units, {args.per_buyer_limit} per buyer",
         flush=True,
