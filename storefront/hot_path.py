@@ -43,9 +43,19 @@ BUY_TARGET = re.compile(rb"/api/drops/([0-9]{1,18})/buy")
 MAX_BODY = 1024
 
 
-@functools.lru_cache(maxsize=16_384)
+# Authorization headers longer than this are not remembered (livesell's tokens are ≈ 200 bytes)
+REMEMBERED_HEADER_MAX = 1024
+
+
 def _bearer(authorization: bytes) -> str | None:
     """The token of an Authorization header (a storm repeats each buyer's header)."""
+    if len(authorization) > REMEMBERED_HEADER_MAX:
+        return bearer_token(authorization.decode("latin-1"))
+    return _remembered_bearer(authorization)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _remembered_bearer(authorization: bytes) -> str | None:
     return bearer_token(authorization.decode("latin-1"))
 
 
