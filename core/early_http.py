@@ -215,8 +215,6 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         self._whole: _WholeRequest | None = None
         # loop time of the last answer to a request read whole (see _idle_again)
         self._idle_since = -math.inf
-        self._defaults: object = None
-        self._defaults_block = b""
 
     # --- whole requests in one read ---
 
@@ -365,16 +363,13 @@ class EarlyHttpProtocol(HttpToolsProtocol):
         uvicorn does; return whether the connection stays open."""
         if answer._closes:
             keep_alive = False
-        defaults = self.server_state.default_headers
-        if defaults is not self._defaults:  # a new `date` every second
-            self._defaults = defaults
-            self._defaults_block = _defaults_block(defaults)
         if self.access_log:
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d', client, method, path, http_version, answer.status
             )
-        self.transport.write(answer.render(self._defaults_block, not keep_alive))
+        defaults = _defaults_block(self.server_state.default_headers)
+        self.transport.write(answer.render(defaults, not keep_alive))
         observe_request(method, route, answer.status, time.perf_counter() - started)
         EARLY_ANSWERS.inc(route)
         if not keep_alive:

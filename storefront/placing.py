@@ -27,7 +27,6 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import cast
 
 import asyncpg
 
@@ -139,15 +138,8 @@ class OrderWriter:
         if len(rows) != len(orders):
             raise RuntimeError(f"{len(rows)} results for {len(orders)} orders")
         self.batches += 1
-        placed: list[Placed | None] = [None] * len(orders)
-        for i, row in zip(by_lock, rows, strict=True):
-            placed[i] = Placed(
-                row["placed_outcome"],
-                row["placed_order"],
-                None if row["placed_body"] is None else bytes(row["placed_body"]),
-                row["refused_by"],
-            )
-        return cast(list[Placed], placed)
+        row_of = dict(zip(by_lock, rows, strict=True))
+        return [_placed(row_of[i]) for i in range(len(orders))]
 
     async def _place(self, orders: list[OrderRequest]) -> list[asyncpg.Record]:
         settings = self._res.settings
@@ -165,6 +157,16 @@ class OrderWriter:
                 terms.rule,
                 terms.window,
             )
+
+
+def _placed(row: asyncpg.Record) -> Placed:
+    body = row["placed_body"]
+    return Placed(
+        row["placed_outcome"],
+        row["placed_order"],
+        None if body is None else bytes(body),
+        row["refused_by"],
+    )
 
 
 def _nobody_waits(future: asyncio.Future[Placed]) -> None:
