@@ -25,10 +25,13 @@ per attempt of the server process, PostgreSQL, Valkey and the client, and the wi
 and when the last sale came. PostgreSQL and Valkey are embedded (a throwaway data dir, with
 PostgreSQL durable: fsync on) unless --database-url / --redis-url are given.
 
-A run is --rounds rounds (3): each starts every contender afresh on a fresh drop, and they take
+A run is --rounds rounds (5): each starts every contender afresh on a fresh drop, and they take
 turns going first, so that a machine whose speed drifts (a shared VM) favours neither. The round
 whose livesell / baseline ratio is the median stands for the run; every round is printed and
-kept in the report.
+kept in the report. livesell's measured run lasts about half a second and the baseline's three
+or four, so a slow moment of the machine can cover all of livesell's run and a small part of the
+baseline's: one round in four or five is such a round, and five rounds keep the median off it
+more often than three.
 """
 
 from __future__ import annotations
@@ -862,9 +865,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="rounds, each measuring every contender on a fresh drop, alternating which goes "
-        "first; the round with the median ratio is reported (3)",
+        "first; the round with the median ratio is reported (5; an odd number has one median)",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
     parser.add_argument(
