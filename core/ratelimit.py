@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from core.scripts import run_many
+from core.scripts import Batched
 
 log = logging.getLogger("livesell.ratelimit")
-
-MAX_CONCURRENT_CALLS = 32
 
 # Count one hit against a subject's counter for the current window.
 # KEYS[1] the counter (`{rl:<limit>:<subject>}:<window start>`), ARGV[1] window seconds
@@ -69,11 +67,9 @@ class RateLimiter:
     """One per Redis client; `hit` counts a request against several (limit, subject) pairs."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-        self._script = client.register_script(HIT_SCRIPT)
-        # redis-py's pool refuses calls beyond max_connections rather than queueing them: a
-        # storm of attempts waits here instead of taking the connections the gate needs
-        self._in_flight = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        # hits arriving together share round trips, a few at a time: a storm of attempts
+        # waits here instead of taking the connections the gate needs
+        self._hits = Batched(client, client.register_script(HIT_SCRIPT))
         self._failing = False
 
     async def hit(self, *checks: tuple[Limit, str | None]) -> Refusal | None:
@@ -86,12 +82,11 @@ class RateLimiter:
         now = time.time()
         starts = [int(now // limit.window_s) * limit.window_s for limit, _ in active]
         try:
-            calls = [
-                (["{rl:" + limit.name + ":" + subject + "}:" + str(start)], [limit.window_s])
+            hits = [
+                self._hits.submit([_counter(limit, subject, start)], [limit.window_s])
                 for (limit, subject), start in zip(active, starts, strict=True)
             ]
-            async with self._in_flight:
-                counts = await run_many(self._client, self._script, calls)
+            counts = [await hits[0]] if len(hits) == 1 else await asyncio.gather(*hits)
         except (redis.exceptions.RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("rate limits not enforced while Redis is unreachable: %r", exc)
@@ -104,6 +99,10 @@ class RateLimiter:
             if int(count) > limit.hits:
                 return Refusal(limit, max(1, int(start + limit.window_s - now + 0.999)))
         return None
+
+
+def _counter(limit: Limit, subject: str, window_start: int) -> str:
+    return "{rl:" + limit.name + ":" + subject + "}:" + str(window_start)
 
 
 _limiters: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()

@@ -32,6 +32,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from core.scripts import Batched
 from storefront.errors import DropNotFound, GateBusy
 from storefront.refusals import RecentRefusals
 
@@ -267,8 +268,8 @@ class Gate:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._acquire = client.register_script(ACQUIRE_SCRIPT)
-        self._commit = client.register_script(COMMIT_SCRIPT)
+        self._acquire = Batched(client, client.register_script(ACQUIRE_SCRIPT))
+        self._commit = Batched(client, client.register_script(COMMIT_SCRIPT))
         self._release = client.register_script(RELEASE_SCRIPT)
         self._build = client.register_script(BUILD_SCRIPT)
         self._unlock = client.register_script(UNLOCK_SCRIPT)
@@ -295,10 +296,7 @@ class Gate:
                 return Refused(*known)
         token = secrets.token_hex(8)
         keys = gate_keys(drop_id)
-        async with self._slots:
-            reply = await self._acquire(
-                keys=keys, args=[buyer_id, quantity, digest, fingerprint, token, mode]
-            )
+        reply = await self._acquire(keys, [buyer_id, quantity, digest, fingerprint, token, mode])
         verdict = _text(reply[0])
         if verdict == "ok":
             return Granted(gen=_text(reply[1]), units=[int(u) for u in reply[2:]], token=token)
@@ -310,11 +308,9 @@ class Gate:
     async def commit(
         self, drop_id: int, granted: Granted, *, digest: str = "", fingerprint: str = ""
     ) -> None:
-        async with self._slots:
-            await self._commit(
-                keys=gate_keys(drop_id),
-                args=[granted.token, granted.gen, digest, fingerprint, *granted.units],
-            )
+        await self._commit(
+            gate_keys(drop_id), [granted.token, granted.gen, digest, fingerprint, *granted.units]
+        )
 
     async def release(
         self,
