@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
@@ -96,11 +95,16 @@ def verify_token(secret: str, token: str) -> Principal:
     known = verified_tokens.get(secret, token)
     if known is not None:
         return known
-    claims = _minted_claims(secret, token)
-    if claims is None:
+    minted = _minted(secret, token)
+    if minted is not None:
+        roles = [] if minted.roles is msgspec.UNSET else minted.roles
+        who = _principal(minted.sub, roles)
+        exp: object = None if minted.exp is msgspec.UNSET else minted.exp
+    else:
         claims = _decoded_claims(secret, token)
-    who = _principal(claims)
-    verified_tokens.put(secret, token, who, claims.get("exp"))
+        who = _principal(claims.get("sub"), claims.get("roles", []))
+        exp = claims.get("exp")
+    verified_tokens.put(secret, token, who, exp)
     return who
 
 
@@ -120,20 +124,29 @@ def _decoded_claims(secret: str, token: str) -> dict[str, Any]:
     return claims
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
-    sub = claims.get("sub")
+def _principal(sub: object, raw_roles: object) -> Principal:
     # user ids are stored as text: printable only (PostgreSQL refuses NUL, logs hate controls)
     if not isinstance(sub, str) or not sub or len(sub) > 128 or not sub.isprintable():
         raise Unauthorized(
             "invalid token: sub must be 1 to 128 printable characters", reason="invalid"
         )
-    raw_roles = claims.get("roles", [])
     if isinstance(raw_roles, str):
         raw_roles = [raw_roles]
     if not isinstance(raw_roles, list):
         raise Unauthorized("invalid token: roles must be a list", reason="invalid")
-    roles = frozenset(r for r in raw_roles if isinstance(r, str) and r in ROLES)
-    return Principal(user_id=sub, roles=roles)
+    return Principal(user_id=sub, roles=_roles(raw_roles))
+
+
+def _roles(raw: list[Any]) -> frozenset[str]:
+    """The known roles among a token's `roles` (a handful of sets, shared)."""
+    if len(raw) <= 4 and all(type(role) is str for role in raw):
+        return _known_roles(tuple(raw))
+    return frozenset(r for r in raw if isinstance(r, str) and r in ROLES)
+
+
+@functools.lru_cache(maxsize=64)
+def _known_roles(raw: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(r for r in raw if r in ROLES)
 
 
 # The header segments of the tokens mint_token and common HS256 issuers produce
@@ -146,9 +159,19 @@ _MINTED_HEADERS = frozenset(
         b'{"alg":"HS256"}',
     )
 )
-_TIME_CLAIMS = ("iat", "nbf", "exp")
-_KNOWN_CLAIMS = frozenset({"sub", "roles", *_TIME_CLAIMS})
-_decode_claims = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class _MintedClaims(msgspec.Struct, forbid_unknown_fields=True):
+    """The claims livesell mints: `sub` a string, the times integers, nothing else."""
+
+    sub: str
+    roles: Any = msgspec.UNSET
+    iat: int | msgspec.UnsetType = msgspec.UNSET
+    nbf: int | msgspec.UnsetType = msgspec.UNSET
+    exp: int | msgspec.UnsetType = msgspec.UNSET
+
+
+_decode_minted = msgspec.json.Decoder(_MintedClaims).decode
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,40 +183,79 @@ def _hmac_key(secret: str) -> bytes | None:
         return None
 
 
-def _minted_claims(secret: str, token: str) -> dict[str, Any] | None:
+@functools.lru_cache(maxsize=8)
+def _hmac_pads(secret: str) -> tuple[Any, Any] | None:
+    """SHA-256 states fed the HMAC key's inner and outer pads (RFC 2104), for copying: an
+    HMAC of the key is then two copies and two updates, without deriving the pads again."""
+    key = _hmac_key(secret)
+    if key is None:
+        return None
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    return (
+        hashlib.sha256(key.translate(_INNER_PAD)),
+        hashlib.sha256(key.translate(_OUTER_PAD)),
+    )
+
+
+_SHA256_BLOCK = 64
+_INNER_PAD = bytes(b ^ 0x36 for b in range(256))
+_OUTER_PAD = bytes(b ^ 0x5C for b in range(256))
+
+
+def _hs256(secret: str, signed: bytes) -> bytes | None:
+    """HMAC-SHA256 of `signed` under the secret as PyJWT keys it (None: PyJWT refuses it)."""
+    pads = _hmac_pads(secret)
+    if pads is None:
+        return None
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(signed)
+    outer.update(inner.digest())
+    return cast(bytes, outer.digest())
+
+
+def _minted(secret: str, token: str) -> _MintedClaims | None:
     """The claims of a token in the plain shape livesell mints, checked with a fraction of
     PyJWT's work: a known header segment, the HMAC-SHA256 of the first two segments equal to
     the third in canonical base64url, JSON claims among sub, roles, iat, nbf and exp (the
     times integers) that PyJWT's checks accept. None for any other token, valid or not:
     PyJWT then decides, with its own reasons. It accepts nothing PyJWT would refuse."""
-    key = _hmac_key(secret)
-    if key is None or not token.isascii():
+    if not token.isascii():
         return None
-    header, dot, rest = token.partition(".")
-    payload, dot2, signature = rest.partition(".")
-    if header not in _MINTED_HEADERS or not dot2 or "." in signature:
+    header, _, rest = token.partition(".")
+    payload, dot, signature = rest.partition(".")
+    if header not in _MINTED_HEADERS or not dot or "." in signature:
         return None
-    signed = token[: len(header) + 1 + len(payload)].encode("ascii")
-    mac = hmac.new(key, signed, hashlib.sha256).digest()
-    if not hmac.compare_digest(
+    mac = _hs256(secret, token[: len(header) + 1 + len(payload)].encode("ascii"))
+    if mac is None or not hmac.compare_digest(
         base64.urlsafe_b64encode(mac).rstrip(b"="), signature.encode("ascii")
     ):
         return None
     try:
-        claims = _decode_claims(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        return None
-    if not claims.keys() <= _KNOWN_CLAIMS or not isinstance(claims.get("sub"), str):
+        claims = _decode_minted(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:  # binascii.Error, msgspec.DecodeError and ValidationError are ones
         return None
     now = time.time()
-    if any(name in claims and type(claims[name]) is not int for name in _TIME_CLAIMS):
+    if (claims.iat is not msgspec.UNSET and claims.iat > now + LEEWAY_S) or (
+        claims.nbf is not msgspec.UNSET and claims.nbf > now + LEEWAY_S
+    ):
         return None
-    if claims.get("iat", 0) > now + LEEWAY_S or claims.get("nbf", 0) > now + LEEWAY_S:
-        return None
-    exp = claims.get("exp")
-    if exp is not None and exp <= now - LEEWAY_S:
+    if claims.exp is not msgspec.UNSET and claims.exp <= now - LEEWAY_S:
         return None
     return claims
+
+
+def _minted_claims(secret: str, token: str) -> dict[str, Any] | None:
+    """`_minted`'s claims as the dict PyJWT decodes them into (to compare the two)."""
+    claims = _minted(secret, token)
+    if claims is None:
+        return None
+    return {
+        name: value
+        for name, value in msgspec.structs.asdict(claims).items()
+        if value is not msgspec.UNSET
+    }
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -4,6 +4,8 @@ and gives the claims PyJWT gives; everything else is left to PyJWT."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import random
 import time
@@ -33,8 +35,6 @@ def signed(claims: dict[str, Any], header: dict[str, Any] | None = None, **kw: A
 
 def by_hand(header: bytes, claims: bytes, secret: str = SECRET) -> str:
     """A token whose segments are exactly these bytes, signed with HS256."""
-    import hashlib
-    import hmac
 
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -132,3 +132,15 @@ def test_a_secret_pyjwt_refuses_as_an_hmac_key_disables_the_quick_check() -> Non
     token = by_hand(b'{"alg":"HS256","typ":"JWT"}', claims, pem)
     assert auth._hmac_key(pem) is None
     assert auth._minted_claims(pem, token) is None
+
+
+def test_the_quick_hmac_is_hmac_sha256_for_keys_of_every_length() -> None:
+    for secret in ("k" * 32, "k" * 63, "k" * 64, "k" * 65, "密钥" * 40, SECRET):
+        key = auth._hmac_key(secret)
+        assert key is not None
+        for message in (b"", b"a.b", b"x" * 1000):
+            assert auth._hs256(secret, message) == hmac.new(key, message, hashlib.sha256).digest()
+        # and a token signed with it passes as PyJWT passes it
+        token = mint_token(secret, "bob", ["viewer"])
+        assert agrees_with_pyjwt(token, secret) is not None
+        assert agrees_with_pyjwt(token, secret + "x") is None
