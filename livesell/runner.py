@@ -77,6 +77,8 @@ def api_server(res: Resources, *, port: int | None = None, early: bool = True) -
 
 
 async def _api(res: Resources, stop: asyncio.Event) -> None:
+    # the first flash sale after a start must not wait for PostgreSQL to plan its orders
+    await storefront.rehearse_orders(res)
     server = api_server(res)
     serving = asyncio.create_task(server.serve())
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")

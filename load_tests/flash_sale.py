@@ -664,9 +664,8 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
     rng = random.Random(args.seed + number)
     drop_id = await seed(database_url, args.quantity, args.per_buyer_limit)
     # a separate drop to warm both servers up on (connection pools, prepared statements,
-    # script cache) before the measured run, so neither is measured cold: with a unit per
-    # connection, the winners' writes open and prepare every pooled PostgreSQL connection
-    # of livesell as the baseline's updates do
+    # script cache) before the measured run, so neither is measured cold (livesell's API
+    # also rehearses an order on every pooled PostgreSQL connection when it starts)
     warmup_drop = await seed(database_url, args.concurrency, 1)
     await build_gates(found, [drop_id, warmup_drop])
     print(

@@ -14,6 +14,7 @@ from core.events import Outbox
 from core.resources import Resources
 from storefront import catalog
 from storefront.conn import Conn
+from storefront.placing import rehearse_orders
 from storefront.views import DropView, OrderView, ProductPage, ProductView
 from storefront.worker import reconcile_drop, worker_tasks
 
@@ -31,6 +32,7 @@ __all__ = [
     "middleware",
     "product_view",
     "reconcile_drop",
+    "rehearse_orders",
     "routes",
     "worker_tasks",
 ]

@@ -17,12 +17,19 @@ holds) rolls the whole batch back, and the batch is written again, up to DEADLOC
 
 A batch that fails as a whole (the connection lost, the write timing out) fails every order in
 it, each caller then giving its units back as for any failed write.
+
+A PostgreSQL backend compiles the PL/pgSQL functions and plans the statements of an order (and
+of its foreign-key checks) the first time it writes one, and asyncpg prepares the call once per
+connection: several milliseconds per pooled connection, which the first flash sale after a
+start would pay while its winners wait. `rehearse_orders` has every pooled connection place one
+order on a throwaway drop in a transaction it rolls back, before the API serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +39,7 @@ import asyncpg
 
 import attribution
 from core.resources import Resources
+from core.settings import Settings
 
 log = logging.getLogger("livesell.storefront.placing")
 
@@ -142,21 +150,29 @@ class OrderWriter:
         return [_placed(row_of[i]) for i in range(len(orders))]
 
     async def _place(self, orders: list[OrderRequest]) -> list[asyncpg.Record]:
-        settings = self._res.settings
-        terms = attribution.credit_terms(settings)
         async with self._res.pool.acquire() as conn:
-            return await conn.fetch(
-                PLACE_ORDERS_SQL,
-                [o.drop_id for o in orders],
-                [o.buyer_id for o in orders],
-                [len(o.units) for o in orders],
-                [unit for o in orders for unit in o.units],
-                [o.key for o in orders],
-                [o.fingerprint for o in orders],
-                timedelta(seconds=settings.hold_s),
-                terms.rule,
-                terms.window,
-            )
+            return await _place_orders(conn, self._res.settings, orders)
+
+
+async def _place_orders(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    settings: Settings,
+    orders: list[OrderRequest],
+) -> list[asyncpg.Record]:
+    """One call of storefront_place_orders: a row per order, in order."""
+    terms = attribution.credit_terms(settings)
+    return await conn.fetch(
+        PLACE_ORDERS_SQL,
+        [o.drop_id for o in orders],
+        [o.buyer_id for o in orders],
+        [len(o.units) for o in orders],
+        [unit for o in orders for unit in o.units],
+        [o.key for o in orders],
+        [o.fingerprint for o in orders],
+        timedelta(seconds=settings.hold_s),
+        terms.rule,
+        terms.window,
+    )
 
 
 def _placed(row: asyncpg.Record) -> Placed:
@@ -167,6 +183,73 @@ def _placed(row: asyncpg.Record) -> Placed:
         None if body is None else bytes(body),
         row["refused_by"],
     )
+
+
+# how long a rehearsal waits for a pooled connection another task holds
+REHEARSAL_WAIT_S = 1.0
+# the throwaway drop a rehearsal sells from (rolled back with everything else)
+REHEARSAL_DROP_SQL = """
+WITH product AS (
+    INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
+    VALUES ('livesell-rehearsal-' || pg_backend_pid(), 'rehearsal', 100, 1000, 'livesell')
+    RETURNING id
+), room AS (
+    INSERT INTO rooms (host_id, title) VALUES ('livesell', 'rehearsal') RETURNING id
+), drop AS (
+    INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit, starts_at,
+                       ends_at, created_by)
+    SELECT room.id, product.id, 100, 1, 1, now() - interval '1 minute',
+           now() + interval '1 minute', 'livesell'
+    FROM room, product
+    RETURNING id
+)
+INSERT INTO drop_units (drop_id, unit_no) SELECT id, 1 FROM drop RETURNING drop_id
+"""
+
+
+async def rehearse_orders(res: Resources) -> int:
+    """Place one order on a throwaway drop on every pooled connection at once, each in a
+    transaction rolled back (see the module's docstring); the connections rehearsed. Those
+    not free within REHEARSAL_WAIT_S are skipped, and a failure is logged, never raised: a cold
+    connection is slower, not wrong."""
+    pool = res.pool
+    started = time.perf_counter()
+    taken: list[asyncpg.pool.PoolConnectionProxy] = []
+    try:
+        for _ in range(pool.get_size()):
+            try:
+                taken.append(await pool.acquire(timeout=REHEARSAL_WAIT_S))
+            except TimeoutError:
+                break
+        results = await asyncio.gather(
+            *(_rehearse(res.settings, conn) for conn in taken), return_exceptions=True
+        )
+    finally:
+        for conn in taken:
+            await pool.release(conn)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        log.warning("order rehearsal failed on %d connections: %r", len(failed), failed[0])
+    rehearsed = len(results) - len(failed)
+    log.info(
+        "orders rehearsed on %d PostgreSQL connections in %.0f ms",
+        rehearsed,
+        (time.perf_counter() - started) * 1000,
+    )
+    return rehearsed
+
+
+async def _rehearse(settings: Settings, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        drop_id = await conn.fetchval(REHEARSAL_DROP_SQL)
+        order = OrderRequest(drop_id, "livesell-rehearsal", "rehearsal", bytes(32), [1])
+        rows = await _place_orders(conn, settings, [order])
+        if [_placed(row).outcome for row in rows] != ["placed"]:
+            raise RuntimeError(f"the rehearsal order was not placed: {rows!r}")
+    finally:
+        await transaction.rollback()
 
 
 def _nobody_waits(future: asyncio.Future[Placed]) -> None:

@@ -1,16 +1,27 @@
 """Winners' orders written together (storefront.placing): one refused order never takes the
-others of its batch down with it, and winners arriving together share a commit."""
+others of its batch down with it, and winners arriving together share a commit; a start
+rehearses an order on every pooled connection and leaves nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 import asyncpg
 import pytest
 
+from core.db import create_pool
 from core.resources import Resources
-from storefront.placing import MAX_BATCH, OrderRequest, Placed, writer_of
+from storefront import placing
+from storefront.placing import (
+    MAX_BATCH,
+    PLACE_ORDERS_SQL,
+    OrderRequest,
+    Placed,
+    rehearse_orders,
+    writer_of,
+)
 from tests.storefront.conftest import StartDrop
 
 
@@ -154,3 +165,57 @@ async def test_a_batch_rolled_back_by_a_deadlock_is_written_again(
     assert b'"status":"held"' in (results[0].body or b"")
     state = await written(resources, drop_id)
     assert state["buyers"] == ["dx", "dy"] and state["quotas"] == ["dx=1", "dy=1"]
+
+
+REHEARSAL_TABLES = (
+    "products",
+    "rooms",
+    "drops",
+    "drop_units",
+    "orders",
+    "stock_claims",
+    "drop_buyers",
+    "idempotency_keys",
+    "order_attributions",
+)
+
+
+async def test_every_free_connection_rehearses_an_order_and_nothing_is_left_behind(
+    resources: Resources,
+) -> None:
+    pool = resources.pool
+    size = pool.get_size()
+
+    assert await rehearse_orders(resources) == size
+
+    async with pool.acquire() as conn:
+        for table in REHEARSAL_TABLES:
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    # each connection has the order statement prepared (and its backend has planned it)
+    held = [await pool.acquire() for _ in range(size)]
+    try:
+        for conn in held:
+            prepared = await conn.fetchval(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                PLACE_ORDERS_SQL,
+            )
+            assert prepared == 1
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
+async def test_a_rehearsal_skips_connections_others_hold(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(placing, "REHEARSAL_WAIT_S", 0.2)
+    assert resources.settings.database_url
+    # a server's pool: all its connections open from the start
+    pool = await create_pool(resources.settings.database_url, min_size=3, max_size=3)
+    try:
+        own = dataclasses.replace(resources, pool=pool)
+        async with pool.acquire():
+            assert await rehearse_orders(own) == 2
+        assert await rehearse_orders(own) == 3
+    finally:
+        await pool.close()
