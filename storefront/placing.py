@@ -187,18 +187,25 @@ def _placed(row: asyncpg.Record) -> Placed:
 
 # how long a rehearsal waits for a pooled connection another task holds
 REHEARSAL_WAIT_S = 1.0
-# the throwaway drop a rehearsal sells from (rolled back with everything else)
+# the throwaway drop a rehearsal sells from (rolled back with everything else). Its product,
+# room and drop take ids of their own (minus the backend's pid, unique among the rehearsals
+# running at once) rather than their sequences' next: a rolled-back insert still uses up a
+# sequence value, and a fresh database's first room stays room 1. Its order and unit claim
+# take their sequences' values (ids are never gap-free: any rolled-back buy skips some too).
 REHEARSAL_DROP_SQL = """
 WITH product AS (
-    INSERT INTO products (sku, title, price_cents, commission_bps, created_by)
-    VALUES ('livesell-rehearsal-' || pg_backend_pid(), 'rehearsal', 100, 1000, 'livesell')
+    INSERT INTO products (id, sku, title, price_cents, commission_bps, created_by)
+    VALUES (-pg_backend_pid(), 'livesell-rehearsal-' || pg_backend_pid(), 'rehearsal', 100,
+            1000, 'livesell')
     RETURNING id
 ), room AS (
-    INSERT INTO rooms (host_id, title) VALUES ('livesell', 'rehearsal') RETURNING id
+    INSERT INTO rooms (id, host_id, title)
+    VALUES (-pg_backend_pid(), 'livesell', 'rehearsal')
+    RETURNING id
 ), drop AS (
-    INSERT INTO drops (room_id, product_id, price_cents, quantity, per_buyer_limit, starts_at,
-                       ends_at, created_by)
-    SELECT room.id, product.id, 100, 1, 1, now() - interval '1 minute',
+    INSERT INTO drops (id, room_id, product_id, price_cents, quantity, per_buyer_limit,
+                       starts_at, ends_at, created_by)
+    SELECT -pg_backend_pid(), room.id, product.id, 100, 1, 1, now() - interval '1 minute',
            now() + interval '1 minute', 'livesell'
     FROM room, product
     RETURNING id
