@@ -43,8 +43,9 @@ GATE_TTL_AFTER_END = timedelta(days=1)
 MISSING_DROP_TTL_MS = 5_000
 BUILD_LOCK_MS = 10_000
 BUILD_WAIT_S = 3.0
-# redis-py's pool refuses (rather than queues) calls beyond its max_connections; a storm of
-# buy attempts in one process waits here instead, leaving connections for everything else
+# redis-py's pool refuses (rather than queues) calls beyond its max_connections; the gate's
+# other calls (release, learn, build) wait here instead, leaving connections for everything
+# else (acquire and commit are bounded by core.scripts.Batched's round trips in flight)
 MAX_CONCURRENT_CALLS = 128
 
 # One buy attempt. Atomically: refuse inactive, over-limit and sold-out attempts, or pop units
