@@ -202,10 +202,9 @@ async def refund(request: Request) -> Response:
     order_id = path_id(request)
     body = await read_json(request, RefundRequest)
     res = resources(request)
-    view, cents = await orders.refund(
+    view = await orders.refund(
         res, billing.gate_of(res), order_id, who, quantity=body.quantity, reason=body.reason
     )
-    await billing.refund_at_provider(res, order_id, cents)
     return JSON(view)
 
 

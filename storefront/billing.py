@@ -22,6 +22,7 @@ from storefront.errors import (
     OrderStateConflict,
     PaymentMismatch,
     PaymentsUnavailable,
+    ProviderUnavailable,
 )
 from storefront.events import OrderPlaced, mask_buyer
 from storefront.gate import Gate, Granted
@@ -34,7 +35,7 @@ from storefront.payments import (
     webhook_key,
 )
 from storefront.stock import announcer_of
-from storefront.views import OrderStatus, PaymentStarted, WebhookAck
+from storefront.views import OrderStatus, PaymentOutcome, PaymentStarted, WebhookAck
 
 log = logging.getLogger("livesell.storefront.billing")
 
@@ -65,9 +66,13 @@ def provider_of(res: Resources) -> PaymentProvider:
     return provider
 
 
-def set_provider(res: Resources, provider: PaymentProvider) -> None:
-    """Install a payment provider for these resources (an integration, or a test's fake)."""
-    _providers[res] = provider
+def set_provider(res: Resources, provider: PaymentProvider | None) -> None:
+    """Install a payment provider for these resources (an integration, or a test's fake);
+    None goes back to the default."""
+    if provider is None:
+        _providers.pop(res, None)
+    else:
+        _providers[res] = provider
 
 
 # A provider may deliver the outcome before `start` returns (the simulated provider does, in this
@@ -76,7 +81,9 @@ _settled_here: ContextVar[dict[int, OrderStatus] | None] = ContextVar("settled_h
 
 
 # Start paying a held order, in one statement: lock the order and, when its buyer asks while
-# the hold lasts, record the payment. The row tells why nothing was recorded.
+# the hold lasts, record a payment attempt unless one is already live (pending or succeeded: the
+# database allows one per order, so concurrent pays cannot charge an order twice). The row tells
+# why nothing was recorded.
 # $1 order, $2 the asking user, $3 provider, $4 the provider's payment id
 START_PAYMENT_SQL = """
 WITH target AS (
@@ -85,10 +92,18 @@ WITH target AS (
 ), started AS (
     INSERT INTO payments (order_id, provider, provider_payment_id, amount_cents)
     SELECT id, $3, $4, amount_cents FROM target WHERE buyer_id = $2 AND status = 'held' AND open
+    ON CONFLICT (order_id) WHERE status IN ('pending', 'succeeded') DO NOTHING
     RETURNING id
 )
 SELECT buyer_id, status, amount_cents, open, EXISTS (SELECT 1 FROM started) AS started
 FROM target
+"""
+
+# The order's live attempt, when START_PAYMENT_SQL found one (a statement of its own: the one
+# that waited for the concurrent insert does not see it).
+LIVE_ATTEMPT_SQL = """
+SELECT provider, provider_payment_id FROM payments
+WHERE order_id = $1 AND status IN ('pending', 'succeeded')
 """
 
 
@@ -96,16 +111,29 @@ async def start_payment(res: Resources, order_id: int, who: Principal) -> Paymen
     provider = provider_of(res)
     payment_id = provider.new_payment_id()
     async with res.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            START_PAYMENT_SQL, order_id, who.user_id, provider.name, payment_id
-        )
-    if row is None or row["buyer_id"] != who.user_id:
-        raise OrderNotFound(order_id)  # only the buyer pays; anyone else learns nothing
-    if row["status"] != "held":
-        raise OrderStateConflict(order_id, row["status"], "pay")
-    if not row["open"]:
-        raise OrderStateConflict(order_id, "expired", "pay")
-    assert row["started"], "a held order within its hold records the payment"
+        while True:
+            row = await conn.fetchrow(
+                START_PAYMENT_SQL, order_id, who.user_id, provider.name, payment_id
+            )
+            if row is None or row["buyer_id"] != who.user_id:
+                raise OrderNotFound(order_id)  # only the buyer pays; anyone else learns nothing
+            if row["status"] != "held":
+                raise OrderStateConflict(order_id, row["status"], "pay")
+            if not row["open"]:
+                raise OrderStateConflict(order_id, "expired", "pay")
+            if row["started"]:
+                break
+            # another pay started this order's payment: hand back that attempt, start nothing
+            # (unless it failed in the meantime, when this pay tries again)
+            live = await conn.fetchrow(LIVE_ATTEMPT_SQL, order_id)
+            if live is not None:
+                status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+                return PaymentStarted(
+                    order_id=str(order_id),
+                    payment_id=live["provider_payment_id"],
+                    provider=live["provider"],
+                    order_status=status,
+                )
     settled: dict[int, OrderStatus] = {}
     token = _settled_here.set(settled)
     try:
@@ -113,6 +141,10 @@ async def start_payment(res: Resources, order_id: int, who: Principal) -> Paymen
             payment_id,
             Checkout(order_id=order_id, amount_cents=row["amount_cents"], buyer_id=who.user_id),
         )
+    except Exception as exc:
+        log.error("provider %s refused payment %s: %r", provider.name, payment_id, exc)
+        await _abandon(res, provider.name, payment_id)
+        raise ProviderUnavailable(provider.name) from exc
     finally:
         _settled_here.reset(token)
     status = settled.get(order_id)
@@ -124,9 +156,20 @@ async def start_payment(res: Resources, order_id: int, who: Principal) -> Paymen
     )
 
 
+async def _abandon(res: Resources, provider: str, payment_id: str) -> None:
+    """The provider did not take the payment: it failed, so the buyer may start another."""
+    async with res.pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE payments SET status = 'failed', settled_at = now()
+               WHERE provider = $1 AND provider_payment_id = $2 AND status = 'pending'""",
+            provider,
+            payment_id,
+        )
+
+
 @dataclass
 class _Settlement:
-    outcome: str
+    outcome: PaymentOutcome
     outbox: Outbox = field(default_factory=Outbox)
     granted: Granted | None = None
     drop_id: int = 0
@@ -137,9 +180,11 @@ class _Settlement:
 
 
 # Record a provider event and settle its payment, in one statement. Nothing changes unless the
-# event is new (its key makes a concurrent delivery of the same event wait for this one) and names
-# the payment exactly (order and amount). A succeeded payment then moves a held order to paid and
-# its held claims to sold; an order in any other state is left to `_settle_unheld`.
+# event is new (its key makes a concurrent delivery of the same event wait for this one), names
+# the payment exactly (order and amount), and finds it pending: the final states are never
+# overwritten (the row's `was` tells the caller what the event met). A succeeded payment then
+# moves a held order to paid and its held claims to sold; an order in any other state is left to
+# `_settle_unheld`.
 # $1 provider, $2 event id, $3 event type, $4 order id as the event says, $5 the provider's
 # payment id, $6 amount
 SETTLE_SQL = """
@@ -149,29 +194,36 @@ WITH event AS (
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING true AS first
 ), payment AS (
+    SELECT id, status FROM payments
+    WHERE provider = $1 AND provider_payment_id = $5 AND order_id = $4 AND amount_cents = $6
+      AND EXISTS (SELECT 1 FROM event)
+    FOR UPDATE
+), settled AS (
     UPDATE payments
     SET status = CASE WHEN $3 = 'payment.failed' THEN 'failed' ELSE 'succeeded' END,
         settled_at = now()
-    WHERE provider = $1 AND provider_payment_id = $5 AND order_id = $4 AND amount_cents = $6
-      AND EXISTS (SELECT 1 FROM event)
-    RETURNING order_id, status
+    WHERE id = (SELECT id FROM payment WHERE status = 'pending')
+    RETURNING id, order_id, status
 ), paid AS (
     UPDATE orders SET status = 'paid', paid_at = now()
-    WHERE id = (SELECT order_id FROM payment WHERE status = 'succeeded') AND status = 'held'
+    WHERE id = (SELECT order_id FROM settled WHERE status = 'succeeded') AND status = 'held'
     RETURNING id, drop_id, room_id, product_id, buyer_id, quantity
 ), sold AS (
     UPDATE stock_claims SET state = 'sold'
     WHERE order_id = (SELECT id FROM paid) AND state = 'held'
 )
-SELECT EXISTS (SELECT 1 FROM event) AS first, payment.status AS payment_status,
+SELECT EXISTS (SELECT 1 FROM event) AS first, payment.status AS was,
+       settled.id AS payment_row, settled.status AS payment_status,
        paid.id AS paid_order_id, paid.drop_id, paid.room_id, paid.product_id, paid.buyer_id,
        paid.quantity, now() AS now
-FROM (VALUES (1)) AS one LEFT JOIN payment ON true LEFT JOIN paid ON true
+FROM (VALUES (1)) AS one
+LEFT JOIN payment ON true LEFT JOIN settled ON true LEFT JOIN paid ON true
 """
 
 
 async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> WebhookAck:
-    """Verify, then settle a provider event once; a replayed event id is acknowledged as such."""
+    """Verify, then settle a provider event once; a replayed event id is acknowledged as such,
+    and an event about a payment already settled changes nothing."""
     verify(webhook_key(res.settings.secret), body, signature)
     event = decode_json(body, PaymentEvent)
     gate = gate_of(res)
@@ -196,14 +248,17 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
                     event.id,
                 )
                 return WebhookAck(received=True, duplicate=True, outcome=stored)
-            if row["payment_status"] is None:
-                raise await _mismatch(conn, event)
-            if row["payment_status"] == "failed":
-                settlement = _Settlement("failed")
-            elif row["paid_order_id"] is not None:
-                settlement = await _settle_paid(conn, row)
-            else:
-                settlement = await _settle_unheld(conn, res, gate, event)
+            match row["was"], row["payment_status"]:
+                case None, _:
+                    raise await _mismatch(conn, event)
+                case "pending", "failed":
+                    settlement = _Settlement("failed")
+                case "pending", "succeeded" if row["paid_order_id"] is not None:
+                    settlement = await _settle_paid(conn, row)
+                case "pending", "succeeded":
+                    settlement = await _settle_unheld(conn, res, gate, event, row["payment_row"])
+                case final, _:
+                    settlement = _Settlement(_final_outcome(final, event))
             await conn.execute(
                 "UPDATE payment_events SET outcome = $3 WHERE provider = $1 AND event_id = $2",
                 event.provider,
@@ -217,27 +272,63 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
     if settlement.stock_moved:
         await announcer_of(res).changed(res, settlement.drop_id, sold=True)
     if settlement.refund is not None:
-        await _refund_at_provider(res, *settlement.refund)
+        await refund_at_provider(res, *settlement.refund)
     settled = _settled_here.get()
     if settled is not None and settlement.order_status is not None:
         settled[int(event.data.order_id)] = settlement.order_status
     return WebhookAck(received=True, outcome=settlement.outcome)
 
 
-async def refund_at_provider(res: Resources, order_id: int, cents: int) -> None:
-    """Return `cents` of an order's successful payment at its provider (after the refund
+def _final_outcome(status: str, event: PaymentEvent) -> PaymentOutcome:
+    """An event about a payment already settled: the same news again is acknowledged; news that
+    contradicts the final state is recorded and reported, never applied."""
+    if (status, event.type) in (
+        ("succeeded", "payment.succeeded"),
+        ("refunded", "payment.succeeded"),
+        ("failed", "payment.failed"),
+    ):
+        return "already_settled"
+    log.warning(
+        "provider %s: event %s says %s for payment %s of order %s, which is %s; "
+        "recorded, not applied",
+        event.provider,
+        event.id,
+        event.type,
+        event.data.payment_id,
+        event.data.order_id,
+        status,
+    )
+    return "contradicts_final_state"
+
+
+# Give back part or all of an order's payment, in the refund's own transaction: the payment
+# records it (and is refunded once all of it is back), so no later refund sends the same money
+# again. $1 order, $2 cents
+TAKE_BACK_SQL = """
+UPDATE payments
+SET refunded_cents = refunded_cents + $2,
+    status = CASE WHEN refunded_cents + $2 = amount_cents THEN 'refunded' ELSE status END
+WHERE order_id = $1 AND status = 'succeeded'
+RETURNING provider_payment_id
+"""
+
+
+async def take_back(conn: Conn, order_id: int, cents: int) -> str | None:
+    """In a refund's transaction: record `cents` of the order's payment as returned. The
+    provider's payment id to refund after commit; None when there is nothing to send."""
+    if cents <= 0:
+        return None
+    payment_id: str | None = await conn.fetchval(TAKE_BACK_SQL, order_id, cents)
+    if payment_id is None:
+        log.error("order %d: refund of %d cents finds no succeeded payment", order_id, cents)
+    return payment_id
+
+
+async def refund_at_provider(res: Resources, payment_id: str | None, cents: int) -> None:
+    """Return `cents` of a payment at its provider (after the refund that took them back
     committed)."""
-    async with res.pool.acquire() as conn:
-        payment_id = await conn.fetchval(
-            """SELECT provider_payment_id FROM payments
-               WHERE order_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1""",
-            order_id,
-        )
-    if payment_id is not None and cents > 0:
-        await _refund_at_provider(res, payment_id, cents)
-
-
-async def _refund_at_provider(res: Resources, payment_id: str, cents: int) -> None:
+    if payment_id is None or cents <= 0:
+        return
     try:
         await provider_of(res).refund(payment_id, cents)
     except Exception as exc:  # noqa: BLE001 - recorded in PostgreSQL; an operator retries
@@ -285,10 +376,11 @@ def _order_placed(outbox: Outbox, order: asyncpg.Record, placed_at: datetime) ->
 
 
 async def _settle_unheld(
-    conn: Conn, res: Resources, gate: Gate, event: PaymentEvent
+    conn: Conn, res: Resources, gate: Gate, event: PaymentEvent, payment_row: int
 ) -> _Settlement:
-    """A succeeded payment for an order no longer held: re-claim stock for an expired hold (or
-    refund when there is none left); refund a second payment of an order already paid."""
+    """A payment that just succeeded, for an order no longer held: re-claim stock for an expired
+    hold (or refund when there is none left); refund it when the order was settled by another
+    payment (which only rows older than one live attempt per order can lead to)."""
     data = event.data
     order = must(
         await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", int(data.order_id))
@@ -302,11 +394,13 @@ async def _settle_unheld(
         case "expired":
             granted = await _reclaim(conn, res, gate, order)
             if granted is None:
+                await _refund_whole(conn, payment_row)
                 return await _refund_unfillable(conn, order, payment, settlement)
             settlement.granted = granted
             settlement.outcome = "paid_after_expiry"
         case _:
-            # paid twice (or paid after a refund): give this payment's money back
+            # this payment is not the one that paid the order: give its money back
+            await _refund_whole(conn, payment_row)
             settlement.outcome = "duplicate_payment_refunded"
             settlement.refund = payment
             return settlement
@@ -319,6 +413,14 @@ async def _settle_unheld(
     settlement.order_status = "paid"
     _order_placed(settlement.outbox, order, placed_at)
     return settlement
+
+
+async def _refund_whole(conn: Conn, payment_row: int) -> None:
+    await conn.execute(
+        """UPDATE payments SET status = 'refunded', refunded_cents = amount_cents
+           WHERE id = $1 AND status = 'succeeded'""",
+        payment_row,
+    )
 
 
 async def _reclaim(conn: Conn, res: Resources, gate: Gate, order: asyncpg.Record) -> Granted | None:

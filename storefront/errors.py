@@ -192,6 +192,16 @@ class PaymentsUnavailable(ServiceUnavailable):
         )
 
 
+class ProviderUnavailable(ServiceUnavailable):
+    """The payment provider did not take the payment (down, or refused the request); the
+    attempt is recorded as failed and the buyer may pay again."""
+
+    code = "provider_unavailable"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"the payment provider {provider} did not answer; pay again in a moment")
+
+
 class BuyRateLimited(TooManyRequests):
     """Too many buy attempts from one user or one address in a short window (not the per-buyer
     limit of a drop, which is `limit_reached`)."""

@@ -17,6 +17,7 @@ import attribution
 from core.auth import Principal
 from core.events import Outbox
 from core.resources import Resources
+from storefront import billing
 from storefront.conn import Conn, must
 from storefront.errors import (
     OrderNotFound,
@@ -173,9 +174,10 @@ async def refund(
     *,
     quantity: int | None,
     reason: str | None,
-) -> tuple[OrderView, int]:
+) -> OrderView:
     """Refund some or all units of a paid order. The buyer may before delivery and within the
-    return window after it; an admin any time. Units go back on sale while the drop is live."""
+    return window after it; an admin any time. Units go back on sale while the drop is live, and
+    the money goes back to the buyer through the payment's provider once the refund committed."""
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
         row = await visible_order(conn, order_id, who, lock=True)
@@ -223,7 +225,9 @@ async def refund(
         await attribution.order_refunded(
             cast(Any, conn), outbox, order_id=order_id, refund_cents=cents
         )
+        payment_id = await billing.take_back(conn, order_id, cents)
     await after_release(res, gate, outbox, returned)
     if not returned.units:
         await outbox.flush(res.publisher)
-    return order_from_row(row, res.settings.return_window_s), cents
+    await billing.refund_at_provider(res, payment_id, cents)
+    return order_from_row(row, res.settings.return_window_s)

@@ -140,7 +140,22 @@ class PaymentStarted(msgspec.Struct, kw_only=True):
     order_status: OrderStatus
 
 
+# What settling a provider event did: paid a held order; paid an order whose hold had expired
+# (stock re-claimed); refunded it when no stock was left; refunded a payment that did not pay
+# its order; recorded a failed payment; acknowledged news about a payment already settled; or
+# recorded, without applying, an event that contradicts a payment's final state.
+PaymentOutcome = Literal[
+    "paid",
+    "paid_after_expiry",
+    "refunded_no_stock",
+    "duplicate_payment_refunded",
+    "failed",
+    "already_settled",
+    "contradicts_final_state",
+]
+
+
 class WebhookAck(msgspec.Struct, kw_only=True):
     received: bool
     duplicate: bool = False
-    outcome: str = ""
+    outcome: PaymentOutcome
