@@ -35,7 +35,7 @@ from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
 from attribution.sql import Conn
 from core.events import Event, Publisher, dashboard_channel, room_channel
-from core.scripts import run_many
+from core.scripts import register, run_many
 
 log = logging.getLogger("livesell.attribution")
 
@@ -47,26 +47,6 @@ MAX_BATCH = 500
 
 # "continued": admitted, and taken over the browser's anonymous click instead of adding an entry
 Outcome = Literal["record", "duplicate", "limited", "continued"]
-
-# Rate-limit an entry into a room per client address and per visitor, and deduplicate the
-# visitor's repeated entry through the same link. All keys live under the room's hash tag.
-# KEYS[1] the address's counter, KEYS[2] the visitor's counter, KEYS[3] the visitor's last entry
-#   target in the room
-# ARGV[1] entry target (link id, or "-" for a plain entry)
-# The limits, window and dedup interval are this module's constants, formatted in.
-# Returns 0 when limited, 1 to record the entry, 2 when it repeats the visitor's last entry.
-GATE_SCRIPT = f"""
-local function hit(key)
-    local n = redis.call('INCR', key)
-    if n == 1 then redis.call('EXPIRE', key, {RATE_WINDOW_S}) end
-    return n
-end
-if hit(KEYS[1]) > {CLIENT_LIMIT} or hit(KEYS[2]) > {VISITOR_LIMIT} then return 0 end
-local previous = redis.call('SET', KEYS[3], ARGV[1], 'EX', {DEDUP_S}, 'GET')
-if previous == ARGV[1] then return 2 end
-return 1
-"""
-
 
 _VERDICTS: dict[int, Outcome] = {0: "limited", 1: "record", 2: "duplicate"}
 
@@ -129,7 +109,7 @@ class EntryRecorder:
         self._publisher = publisher
         self._queue: list[tuple[Entry, asyncio.Future[Outcome]]] = []
         self._lock = asyncio.Lock()
-        self._gate_script = client.register_script(GATE_SCRIPT)
+        self._gate_script = register(client, "attribution", "entry_gate")
 
     async def record(self, entry: Entry) -> Outcome:
         """ "record", "duplicate" or "continued"; raises ClickRateLimited when the entry was
@@ -185,7 +165,7 @@ class EntryRecorder:
             tag = "{" + room_channel(e.room_id) + "}:entry"
             visitor = f"{tag}:{e.visitor}"
             keys = [f"{tag}-addr:{e.client_addr}", visitor + ":n", visitor + ":last"]
-            calls.append((keys, [e.target]))
+            calls.append((keys, [e.target, RATE_WINDOW_S, CLIENT_LIMIT, VISITOR_LIMIT, DEDUP_S]))
         replies = await run_many(self._client, self._gate_script, calls)
         return [_VERDICTS[int(reply)] for reply in replies]
 

@@ -21,6 +21,8 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from core.scripts import register, run_many
+
 log = logging.getLogger("livesell.events")
 
 
@@ -48,27 +50,6 @@ def channel_keys(channel: str) -> tuple[str, str, str]:
     return f"{tag}:meta", f"{tag}:history", f"{tag}:events"
 
 
-# Assign the next offset, append to the capped history stream and publish, atomically.
-# KEYS[1] meta hash, KEYS[2] history stream, KEYS[3] pub/sub channel name (not a key, but passed
-#   in KEYS so cluster routing sees the hash tag)
-# ARGV[1] event data (JSON), ARGV[2] coalesce key ("" = never coalesced),
-# ARGV[3] history size, ARGV[4] history TTL seconds
-# Returns {offset, epoch}. The pub/sub message is "<offset>\n<epoch>\n<coalesce key>\n<data>".
-PUBLISH_SCRIPT = """
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-    local t = redis.call('TIME')
-    epoch = string.format('%x%x', tonumber(t[1]), tonumber(t[2]))
-    redis.call('HSET', KEYS[1], 'e', epoch)
-end
-local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'd', ARGV[1], 'k', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', KEYS[3], offset .. '\\n' .. epoch .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[1])
-return {offset, epoch}
-"""
-
 _encode = msgspec.json.Encoder().encode
 
 
@@ -77,7 +58,7 @@ class Publisher:
 
     def __init__(self, client: aioredis.Redis, history_size: int = 1000, ttl_s: int = 86_400):
         self._client = client
-        self._script = client.register_script(PUBLISH_SCRIPT)
+        self._script = register(client, "core", "publish")
         self.history_size = history_size
         self.ttl_s = ttl_s
 
@@ -90,26 +71,24 @@ class Publisher:
         return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
     async def publish_many(self, items: Sequence[tuple[str, Event]]) -> None:
-        """Publish several events in order in one round trip (hot paths that batch events).
-
-        Calls the script by its SHA in a plain pipeline; when Redis lost its script cache (a
-        restart), the script is loaded again and the whole pipeline retried once.
-        """
-        if not items:
-            return
-        for attempt in (1, 2):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for channel, event in items:
-                    key = event.coalesce_key() if event.coalesce else ""
-                    pipe.evalsha(self._script.sha, 3, *channel_keys(channel), _encode(event), key,
-                                 self.history_size, self.ttl_s)  # fmt: skip
-                try:
-                    await pipe.execute()
-                    return
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self._client.script_load(PUBLISH_SCRIPT)
+        """Publish several events in order in one round trip (hot paths that batch events)."""
+        if items:
+            await run_many(
+                self._client,
+                self._script,
+                [
+                    (
+                        channel_keys(channel),
+                        [
+                            _encode(event),
+                            event.coalesce_key() if event.coalesce else "",
+                            self.history_size,
+                            self.ttl_s,
+                        ],
+                    )
+                    for channel, event in items
+                ],
+            )
 
 
 class Outbox:

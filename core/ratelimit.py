@@ -19,20 +19,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from core.scripts import Batched
+from core.scripts import Batched, register
 
 log = logging.getLogger("livesell.ratelimit")
-
-# Count one hit against a subject's counter for the current window.
-# KEYS[1] the counter (`{rl:<limit>:<subject>}:<window start>`), ARGV[1] window seconds
-# Returns the count including this hit. Refused hits count too, so a client hammering a limit
-# stays limited for the rest of the window.
-HIT_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
 
 def address_subject(address: str | None) -> str | None:
     """The subject a per-address limit counts for a peer address, or None for loopback and
@@ -69,7 +58,7 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis) -> None:
         # hits arriving together share round trips, a few at a time: a storm of attempts
         # waits here instead of taking the connections the gate needs
-        self._hits = Batched(client, client.register_script(HIT_SCRIPT))
+        self._hits = Batched(client, register(client, "core", "ratelimit_hit"))
         self._failing = False
 
     async def hit(self, *checks: tuple[Limit, str | None]) -> Refusal | None:

@@ -14,7 +14,9 @@ CPU on a lone call than on a call among others in a pipeline.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,6 +30,20 @@ Call = tuple[Sequence[str], Sequence[Any]]
 # connection while it waits)
 MAX_BATCH = 64
 MAX_IN_FLIGHT = 8
+
+
+def lua_source(package: str, name: str) -> str:
+    """The text of the script `<package>/lua/<name>.lua` (its KEYS and ARGV at its top)."""
+    for folder in importlib.import_module(package).__path__:
+        path = Path(folder) / "lua" / f"{name}.lua"
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"no script {name}.lua in {package}/lua")
+
+
+def register(client: aioredis.Redis, package: str, name: str) -> AsyncScript:
+    """The script `<package>/lua/<name>.lua`, registered with `client` (loaded on first use)."""
+    return client.register_script(lua_source(package, name))
 
 
 async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:

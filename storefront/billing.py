@@ -25,7 +25,7 @@ from storefront.errors import (
     ProviderUnavailable,
 )
 from storefront.events import OrderPlaced, mask_buyer
-from storefront.gate import Gate, Granted
+from storefront.gate import Gate
 from storefront.payments import (
     Checkout,
     PaymentEvent,
@@ -35,6 +35,7 @@ from storefront.payments import (
     webhook_key,
 )
 from storefront.stock import announcer_of
+from storefront.verdicts import Absent, Granted
 from storefront.views import OrderStatus, PaymentOutcome, PaymentStarted, WebhookAck
 
 log = logging.getLogger("livesell.storefront.billing")
@@ -193,10 +194,13 @@ WITH event AS (
     VALUES ($1, $2, $3, $4, 'processing')
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING true AS first
+), locked AS (
+    -- the order first, then its payment: the lock order of pay and refund too
+    SELECT id FROM orders WHERE id = $4 AND EXISTS (SELECT 1 FROM event) FOR UPDATE
 ), payment AS (
     SELECT id, status FROM payments
-    WHERE provider = $1 AND provider_payment_id = $5 AND order_id = $4 AND amount_cents = $6
-      AND EXISTS (SELECT 1 FROM event)
+    WHERE provider = $1 AND provider_payment_id = $5 AND amount_cents = $6
+      AND order_id = (SELECT id FROM locked)
     FOR UPDATE
 ), settled AS (
     UPDATE payments
@@ -428,7 +432,7 @@ async def _reclaim(conn: Conn, res: Resources, gate: Gate, order: asyncpg.Record
     handed them, and claim them in PostgreSQL. None when there are not enough."""
     drop_id, buyer_id, quantity = order["drop_id"], order["buyer_id"], order["quantity"]
     outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
-    if not isinstance(outcome, Granted) and outcome.reason == "absent":
+    if isinstance(outcome, Absent):
         await gate.build(res.pool, drop_id)
         outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
     if not isinstance(outcome, Granted):

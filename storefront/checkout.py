@@ -20,6 +20,7 @@ import msgspec
 
 from core.errors import LivesellError
 from core.resources import Resources
+from storefront import verdicts
 from storefront.errors import (
     DropNotActive,
     DropNotFound,
@@ -29,7 +30,7 @@ from storefront.errors import (
     LimitReached,
     SoldOut,
 )
-from storefront.gate import Gate, Granted, Refused, idempotency_digest
+from storefront.gate import Gate, idempotency_digest
 from storefront.placing import OrderRequest, Placed, writer_of
 from storefront.stock import announcer_of, in_background
 from storefront.stock import drain_background as drain_stock_work
@@ -72,38 +73,34 @@ async def buy(
         outcome = await gate.acquire(
             drop_id, buyer_id, request.quantity, digest=digest, fingerprint=fp.hex()
         )
-        if isinstance(outcome, Granted):
-            placed = await _place_order(res, gate, drop_id, buyer_id, key, fp, digest, outcome)
-            if placed is not None:
-                return placed
-            continue  # some units were claimed by someone else (a rebuild race): try again
         match outcome:
-            case Refused(reason="absent"):
+            case verdicts.Granted():
+                placed = await _place_order(res, gate, drop_id, buyer_id, key, fp, digest, outcome)
+                if placed is not None:
+                    return placed
+                # some units were claimed by someone else (a rebuild race): try again
+            case verdicts.Absent():
                 await gate.build(res.pool, drop_id)
-            case Refused(reason="missing"):
+            case verdicts.Missing():
                 raise DropNotFound(drop_id)
-            case Refused(reason="seen", detail=(stored_fp, *_)):
-                if stored_fp != fp.hex():
-                    raise IdempotencyMismatch(key)
+            case verdicts.Replay(fingerprint=stored) if stored != fp.hex():
+                raise IdempotencyMismatch(key)
+            case verdicts.Replay():
                 return await _replay(res, buyer_id, key, fp)
-            case _:
-                error = refusal_error(drop_id, outcome)
-                if error is None:
-                    raise RuntimeError(f"unexpected gate reply {outcome!r}")
-                raise error
+            case verdicts.SoldOut() | verdicts.NotActive() | verdicts.LimitReached():
+                raise refusal_error(drop_id, outcome)
     raise GateBusy(drop_id)
 
 
-def refusal_error(drop_id: int, refused: Refused) -> LivesellError | None:
-    """The error a loser gets for a final refusal of the gate (None for any other reply)."""
-    match refused:
-        case Refused(reason="not_active", detail=(status, *_)):
+def refusal_error(drop_id: int, refusal: verdicts.Refusal) -> LivesellError:
+    """The error a loser gets for a refusal of the gate."""
+    match refusal:
+        case verdicts.NotActive(status=status):
             return DropNotActive(drop_id, status)
-        case Refused(reason="limit_reached", detail=(holding, limit, *_)):
-            return LimitReached(drop_id, int(limit), int(holding))
-        case Refused(reason="sold_out", detail=(free, *_)):
-            return SoldOut(drop_id, int(free))
-    return None
+        case verdicts.LimitReached(holding=holding, limit=limit):
+            return LimitReached(drop_id, limit, holding)
+        case verdicts.SoldOut(free=free):
+            return SoldOut(drop_id, free)
 
 
 async def _replay(res: Resources, buyer_id: str, key: str, fp: bytes) -> StoredResponse:
@@ -142,7 +139,7 @@ async def _place_order(
     key: str,
     fp: bytes,
     digest: str,
-    granted: Granted,
+    granted: verdicts.Granted,
 ) -> StoredResponse | None:
     """Write the held order for a gate winner; on any failure give the units back."""
     quantity = len(granted.units)
@@ -187,7 +184,7 @@ async def _after_commit(
     res: Resources,
     gate: Gate,
     drop_id: int,
-    granted: Granted,
+    granted: verdicts.Granted,
     digest: str,
     fp: bytes,
 ) -> None:
@@ -226,7 +223,7 @@ def _response(drop_id: int, placed: Placed) -> StoredResponse:
 
 
 async def _give_back(
-    gate: Gate, drop_id: int, buyer_id: str, granted: Granted, digest: str = ""
+    gate: Gate, drop_id: int, buyer_id: str, granted: verdicts.Granted, digest: str = ""
 ) -> None:
     """Return a failed attempt's units to the gate. Shielded: a cancelled request must not
     strand them (and if this fails, reconciliation returns them later)."""
@@ -239,7 +236,7 @@ async def _give_back(
 
 
 async def _give_back_unclaimed(
-    res: Resources, gate: Gate, drop_id: int, buyer_id: str, granted: Granted, digest: str
+    res: Resources, gate: Gate, drop_id: int, buyer_id: str, granted: verdicts.Granted, digest: str
 ) -> None:
     """Return only the units PostgreSQL does not already show as claimed; the claimed ones were
     in the free set by mistake and stay out of it."""

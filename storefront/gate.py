@@ -27,14 +27,16 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from core.scripts import Batched
+from core.scripts import Batched, register
 from storefront.errors import DropNotFound, GateBusy
 from storefront.refusals import RecentRefusals
+from storefront.verdicts import Granted, NotActive, SoldOut, Verdict
 
 log = logging.getLogger("livesell.storefront.gate")
 
@@ -47,177 +49,6 @@ BUILD_WAIT_S = 3.0
 # other calls (release, learn, build) wait here instead, leaving connections for everything
 # else (acquire and commit are bounded by core.scripts.Batched's round trips in flight)
 MAX_CONCURRENT_CALLS = 128
-
-# One buy attempt. Atomically: refuse inactive, over-limit and sold-out attempts, or pop units
-# and record them as in flight for this attempt.
-# KEYS[1] gate, KEYS[2] free, KEYS[3] buyers, KEYS[4] idem, KEYS[5] inflight
-# ARGV[1] buyer id, ARGV[2] quantity, ARGV[3] idempotency digest ("" = none),
-# ARGV[4] request fingerprint, ARGV[5] attempt token,
-# ARGV[6] mode: "buy" checks the sale window and the per-buyer limit; "late" (a payment that
-#   arrived after its hold expired) only takes free units
-# Returns one of {"absent"} (build the gate first), {"missing"} (no such drop), {"seen", fp},
-# {"not_active", "scheduled"|"closed"|"ended"}, {"limit_reached", holding, limit},
-# {"sold_out", free}, {"ok", gen, unit...}.
-ACQUIRE_SCRIPT = """
-local g = redis.call('HMGET', KEYS[1], 'gen', 'starts_ms', 'ends_ms', 'closed', 'limit',
-                     'missing', 'expire_at_ms')
-if g[6] then return {'missing'} end
-if not g[1] then return {'absent'} end
-local q = tonumber(ARGV[2])
-if ARGV[3] ~= '' then
-    local seen = redis.call('HGET', KEYS[4], ARGV[3])
-    if seen then return {'seen', seen} end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[6] == 'buy' then
-    if g[4] == '1' then return {'not_active', 'closed'} end
-    if now < tonumber(g[2]) then return {'not_active', 'scheduled'} end
-    if now >= tonumber(g[3]) then return {'not_active', 'ended'} end
-    local holding = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-    if holding + q > tonumber(g[5]) then return {'limit_reached', holding, tonumber(g[5])} end
-end
-local free = redis.call('SCARD', KEYS[2])
-if free < q then return {'sold_out', free} end
-local units = redis.call('SPOP', KEYS[2], q)
-for i = 1, #units do units[i] = tonumber(units[i]) end
-redis.call('HINCRBY', KEYS[3], ARGV[1], q)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[3], ARGV[4]) end
-redis.call('HSET', KEYS[5], ARGV[5], cjson.encode({now, ARGV[1], ARGV[3], ARGV[4], units}))
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-for i = 3, 5 do redis.call('PEXPIREAT', KEYS[i], g[7]) end
-return {'ok', g[1], unpack(units)}
-"""
-
-# The attempt's PostgreSQL write committed: its units are claimed there now.
-# KEYS as ACQUIRE. ARGV[1] token, ARGV[2] gen the units came from, ARGV[3] idempotency digest,
-# ARGV[4] fingerprint, ARGV[5...] units.
-# When the gate was rebuilt meanwhile, the rebuild may have read PostgreSQL before the commit and
-# put our units back in the free set: take them out again and remember the key. (The buyer's
-# count is left as the rebuild made it: an undercount only sends an attempt on to PostgreSQL,
-# whose CHECK refuses it.) Returns 1, or 0 when there is no gate.
-COMMIT_SCRIPT = """
-local gen = redis.call('HGET', KEYS[1], 'gen')
-if not gen then return 0 end
-if gen == ARGV[2] then
-    redis.call('HDEL', KEYS[5], ARGV[1])
-else
-    if #ARGV >= 5 then redis.call('SREM', KEYS[2], unpack(ARGV, 5)) end
-    if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[3], ARGV[4]) end
-end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-return 1
-"""
-
-# Units go back on sale: an attempt whose write failed, an expired hold, a refund.
-# KEYS as ACQUIRE. ARGV[1] token ("" = none), ARGV[2] gen the units came from ("" = released in
-# PostgreSQL already, so they are free whatever gate is current), ARGV[3] buyer, ARGV[4] units to
-# take off the buyer's count, ARGV[5] idempotency digest to forget ("" = none), ARGV[6...] units.
-# A gate rebuilt since the attempt read PostgreSQL after it, so it is left alone.
-# Returns 1, or 0 when nothing was changed.
-RELEASE_SCRIPT = """
-local gen = redis.call('HGET', KEYS[1], 'gen')
-if not gen then return 0 end
-if ARGV[2] ~= '' and gen ~= ARGV[2] then return 0 end
-if ARGV[1] ~= '' then redis.call('HDEL', KEYS[5], ARGV[1]) end
-if #ARGV >= 6 then redis.call('SADD', KEYS[2], unpack(ARGV, 6)) end
-local left = redis.call('HINCRBY', KEYS[3], ARGV[3], -tonumber(ARGV[4]))
-if left <= 0 then redis.call('HDEL', KEYS[3], ARGV[3]) end
-if ARGV[5] ~= '' then redis.call('HDEL', KEYS[4], ARGV[5]) end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-return 1
-"""
-
-# Build the gate from a PostgreSQL snapshot, or reconcile it with one.
-# KEYS as ACQUIRE. ARGV[1] mode "fresh" (no gate: build one) or "reconcile" (rebuild in place,
-# keeping in-flight attempts younger than ARGV[8]); ARGV[2] expected gen and ARGV[3] expected v
-# (reconcile: abort when anything moved since the snapshot was taken); ARGV[4] gen of a fresh
-# build; ARGV[5] drop JSON {starts_ms, ends_ms, closed, limit, quantity, expire_at_ms};
-# ARGV[6] JSON list of units with a live claim; ARGV[7] JSON {buyer: live units};
-# ARGV[8] JSON {digest: fingerprint}; ARGV[9] in-flight entries older than this (ms) are
-# abandoned (their writer died).
-# Returns {"built", gen}, {"exists"}, {"absent"} or {"changed"}.
-BUILD_SCRIPT = """
-local gen
-local v = 0
-if ARGV[1] == 'fresh' then
-    local cur = redis.call('HMGET', KEYS[1], 'gen', 'missing')
-    if cur[1] and not cur[2] then return {'exists'} end
-    gen = ARGV[4]
-    -- in-flight entries of a lost gate are void: their units are free unless PostgreSQL says not
-    redis.call('DEL', KEYS[5])
-else
-    local cur = redis.call('HMGET', KEYS[1], 'gen', 'v')
-    if not cur[1] then return {'absent'} end
-    if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] then return {'changed'} end
-    gen = cur[1]
-    v = tonumber(cur[2]) + 1
-end
-local drop = cjson.decode(ARGV[5])
-local taken = {}
-for _, u in ipairs(cjson.decode(ARGV[6])) do taken[u] = true end
-local buyers = cjson.decode(ARGV[7])
-local idem = cjson.decode(ARGV[8])
-local abandoned = 0
-if ARGV[1] == 'reconcile' then
-    local entries = redis.call('HGETALL', KEYS[5])
-    for i = 1, #entries, 2 do
-        local e = cjson.decode(entries[i + 1])
-        if e[1] < tonumber(ARGV[9]) then
-            redis.call('HDEL', KEYS[5], entries[i])
-            abandoned = abandoned + 1
-        else
-            for _, u in ipairs(e[5]) do taken[u] = true end
-            buyers[e[2]] = (buyers[e[2]] or 0) + #e[5]
-            if e[3] ~= '' then idem[e[3]] = e[4] end
-        end
-    end
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-local batch = {}
-for u = 1, drop.quantity do
-    if not taken[u] then
-        batch[#batch + 1] = u
-        if #batch == 1000 then
-            redis.call('SADD', KEYS[2], unpack(batch))
-            batch = {}
-        end
-    end
-end
-if #batch > 0 then redis.call('SADD', KEYS[2], unpack(batch)) end
-for buyer, n in pairs(buyers) do
-    if n > 0 then redis.call('HSET', KEYS[3], buyer, n) end
-end
-for digest, fp in pairs(idem) do redis.call('HSET', KEYS[4], digest, fp) end
-redis.call('HSET', KEYS[1], 'gen', gen, 'v', v, 'starts_ms', drop.starts_ms,
-           'ends_ms', drop.ends_ms, 'closed', drop.closed, 'limit', drop.limit,
-           'quantity', drop.quantity, 'expire_at_ms', drop.expire_at_ms)
-for i = 1, 5 do redis.call('PEXPIREAT', KEYS[i], drop.expire_at_ms) end
-return {'built', gen, abandoned}
-"""
-
-# Release the build lock only if we still own it.
-# KEYS[1] lock, ARGV[1] owner token. Returns 1 when released.
-UNLOCK_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# What the cheap health check of a gate needs, in one round trip.
-# KEYS as ACQUIRE. Returns {gen or false, v, free count, in-flight units, oldest in-flight ms}.
-PROBE_SCRIPT = """
-local g = redis.call('HMGET', KEYS[1], 'gen', 'v')
-if not g[1] then return {false, 0, 0, 0, 0} end
-local units, oldest = 0, 0
-local entries = redis.call('HVALS', KEYS[5])
-for _, raw in ipairs(entries) do
-    local e = cjson.decode(raw)
-    units = units + #e[5]
-    if oldest == 0 or e[1] < oldest then oldest = e[1] end
-end
-return {g[1], tonumber(g[2]), redis.call('SCARD', KEYS[2]), units, oldest}
-"""
-
 
 def gate_keys(drop_id: int) -> list[str]:
     tag = f"{{drop:{drop_id}}}"
@@ -240,19 +71,8 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@dataclass(frozen=True)
-class Granted:
-    gen: str
-    units: list[int]
-    token: str
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The gate said no: reason is not_active, limit_reached, sold_out, seen, missing, absent."""
-
-    reason: str
-    detail: tuple[str, ...] = ()
+# the one place gate_acquire.lua's replies are decoded
+_verdict = msgspec.json.Decoder(Verdict)
 
 
 @dataclass(frozen=True)
@@ -269,12 +89,12 @@ class Gate:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._acquire = Batched(client, client.register_script(ACQUIRE_SCRIPT))
-        self._commit = Batched(client, client.register_script(COMMIT_SCRIPT))
-        self._release = client.register_script(RELEASE_SCRIPT)
-        self._build = client.register_script(BUILD_SCRIPT)
-        self._unlock = client.register_script(UNLOCK_SCRIPT)
-        self._probe = client.register_script(PROBE_SCRIPT)
+        self._acquire = Batched(client, register(client, "storefront", "gate_acquire"))
+        self._commit = Batched(client, register(client, "storefront", "gate_commit"))
+        self._release = register(client, "storefront", "gate_release")
+        self._build = register(client, "storefront", "gate_build")
+        self._unlock = register(client, "storefront", "gate_unlock")
+        self._probe = register(client, "storefront", "gate_probe")
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         # refusals proven by a recent snapshot are answered without a Redis call
         self.recent = RecentRefusals(client, gate_keys)
@@ -287,24 +107,25 @@ class Gate:
         *,
         digest: str = "",
         fingerprint: str = "",
-        mode: str = "buy",
-    ) -> Granted | Refused:
+        mode: Literal["buy", "late"] = "buy",
+    ) -> Verdict:
+        """The gate's verdict on one attempt. A refusal a recent snapshot proves is answered
+        without asking Redis; `mode="late"` (a payment for an expired hold) only takes free
+        units, whatever the sale window and the buyer's limit say."""
         if mode == "buy":
             known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
             if known is None and await self.recent.settled(drop_id):
                 known = self.recent.refusal(drop_id, buyer_id, quantity, digest)
             if known is not None:
-                return Refused(*known)
+                return known
         token = secrets.token_hex(8)
         keys = gate_keys(drop_id)
         reply = await self._acquire(keys, [buyer_id, quantity, digest, fingerprint, token, mode])
-        verdict = _text(reply[0])
-        if verdict == "ok":
-            return Granted(gen=_text(reply[1]), units=[int(u) for u in reply[2:]], token=token)
-        if mode == "buy" and verdict in ("sold_out", "not_active"):
+        verdict = _verdict.decode(reply)
+        if mode == "buy" and isinstance(verdict, SoldOut | NotActive):
             async with self._slots:
                 await self.recent.learn(drop_id)
-        return Refused(verdict, tuple(_text(x) for x in reply[1:]))
+        return verdict
 
     async def commit(
         self, drop_id: int, granted: Granted, *, digest: str = "", fingerprint: str = ""

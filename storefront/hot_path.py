@@ -33,7 +33,8 @@ from core.resources import Resources
 from storefront.api import BUY_ROUTE, idempotency_key
 from storefront.billing import gate_of
 from storefront.checkout import refusal_error
-from storefront.gate import Refused, idempotency_digest
+from storefront.gate import idempotency_digest
+from storefront.verdicts import Refusal
 from storefront.views import BuyRequest
 
 # the path BUY_ROUTE matches, with an id path_id() accepts
@@ -67,8 +68,8 @@ def _quantity(body: bytes) -> int:
 
 def provable_verdict(
     res: Resources, drop_id: int, headers: Mapping[bytes, bytes], body: bytes
-) -> tuple[str, tuple[str, ...]] | None:
-    """The gate's refusal of this attempt (reason, detail) when its recent memory proves one
+) -> Refusal | None:
+    """The gate's refusal of this attempt when its recent memory proves one
     and the request holds nothing else the route would answer first (a bad token or role, a
     missing key, a bad body); else None: the route must answer."""
     try:
@@ -99,7 +100,7 @@ def provable_refusal(
 ) -> LivesellError | None:
     """The error the buy route would answer this attempt with, when provable (see above)."""
     known = provable_verdict(res, drop_id, headers, body)
-    return None if known is None else refusal_error(drop_id, Refused(*known))
+    return None if known is None else refusal_error(drop_id, known)
 
 
 def refusal_answer(error: LivesellError) -> Answer:
@@ -114,22 +115,19 @@ RENDERED_MAX = 4_096
 
 def early_answerer(res: Resources) -> EarlyAnswerer:
     """The buy route's provable refusals, answered at the HTTP protocol layer."""
-    rendered: dict[tuple[int, str, tuple[str, ...]], Answer] = {}
+    rendered: dict[tuple[int, Refusal], Answer] = {}
 
     def answer(match: re.Match[bytes], headers: Headers, body: bytes) -> Answer | None:
         drop_id = int(match.group(1))
         known = provable_verdict(res, drop_id, headers, body)
         if known is None:
             return None
-        key = (drop_id, *known)
+        key = (drop_id, known)
         found = rendered.get(key)
         if found is None:
-            error = refusal_error(drop_id, Refused(*known))
-            if error is None:
-                return None
             if len(rendered) >= RENDERED_MAX:
                 rendered.clear()
-            found = rendered[key] = refusal_answer(error)
+            found = rendered[key] = refusal_answer(refusal_error(drop_id, known))
         return found
 
     return EarlyAnswerer(

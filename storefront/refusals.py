@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from core.metrics import LoopCounter
+from core.scripts import register
+from storefront.verdicts import LimitReached, NotActive, Refusal, SoldOut
 
 log = logging.getLogger("livesell.storefront.refusals")
 
@@ -47,60 +50,46 @@ REFUSED_LOCALLY = LoopCounter(
     ["reason"],
 )
 
-# What a process needs to refuse attempts on a drop the way ACQUIRE_SCRIPT would.
-# KEYS[1] gate, KEYS[2] free, KEYS[3] buyers, KEYS[4] idem (as in storefront.gate);
-# ARGV[1] the most buyers + idempotency keys worth reading.
-# Returns nil (no gate, a missing drop, or too big), or
-# {starts_ms, ends_ms, closed 0|1, limit, free units, {buyer, units, ...}, {digest, ...}}.
-SNAPSHOT_SCRIPT = """
-local g = redis.call('HMGET', KEYS[1], 'gen', 'starts_ms', 'ends_ms', 'closed', 'limit',
-                     'missing')
-if g[6] or not g[1] then return false end
-if redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) > tonumber(ARGV[1]) then
-    return false
-end
-local closed = 0
-if g[4] == '1' then closed = 1 end
-return {tonumber(g[2]), tonumber(g[3]), closed, tonumber(g[5]), redis.call('SCARD', KEYS[2]),
-        redis.call('HGETALL', KEYS[3]), redis.call('HKEYS', KEYS[4])}
-"""
+class GateState(msgspec.Struct, frozen=True):
+    """A drop's gate as gate_snapshot.lua read it."""
+
+    starts_ms: int
+    ends_ms: int
+    closed: bool
+    limit: int
+    free: int
+    holdings: dict[str, int]
+    seen: dict[str, int]
+
+
+_gate_state = msgspec.json.Decoder(GateState)
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A drop's gate as one script call saw it."""
+    """A drop's gate as one script call saw it, and until when it is trusted."""
 
     trusted_until: float  # time.monotonic()
-    closed: bool
-    starts_ms: int
-    ends_ms: int
-    limit: int
-    free: int
-    holdings: dict[str, int]
-    seen: frozenset[str]
+    state: GateState
 
-    def refusal(
-        self, buyer_id: str, quantity: int, digest: str, now_ms: float
-    ) -> tuple[str, tuple[str, ...]] | None:
-        """The gate's answer when this snapshot proves a refusal, else None."""
-        if digest and digest in self.seen:
+    def refusal(self, buyer_id: str, quantity: int, digest: str, now_ms: float) -> Refusal | None:
+        """The gate's answer when this snapshot proves a refusal, in gate_acquire.lua's order
+        of checks, else None."""
+        state = self.state
+        if digest and digest in state.seen:
             return None  # a replay: the gate answers with the stored response
-        if self.closed:
-            return ("not_active", ("closed",))
-        if now_ms < self.starts_ms:
-            return ("not_active", ("scheduled",))
-        if now_ms >= self.ends_ms:
-            return ("not_active", ("ended",))
-        holding = self.holdings.get(buyer_id, 0)
-        if holding + quantity > self.limit:
-            return ("limit_reached", (str(holding), str(self.limit)))
-        if self.free < quantity:
-            return ("sold_out", (str(self.free),))
+        if state.closed:
+            return NotActive("closed")
+        if now_ms < state.starts_ms:
+            return NotActive("scheduled")
+        if now_ms >= state.ends_ms:
+            return NotActive("ended")
+        holding = state.holdings.get(buyer_id, 0)
+        if holding + quantity > state.limit:
+            return LimitReached(holding, state.limit)
+        if state.free < quantity:
+            return SoldOut(state.free)
         return None
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RecentRefusals:
@@ -120,7 +109,7 @@ class RecentRefusals:
         self.memory_s = memory_s
         self.max_drops = max_drops
         self._keys_of = keys_of
-        self._snapshot_script = client.register_script(SNAPSHOT_SCRIPT)
+        self._snapshot_script = register(client, "storefront", "gate_snapshot")
         self._snapshots: dict[int, Snapshot] = {}
         # drops whose snapshot is being read, and the event set when it is in
         self._loading: dict[int, asyncio.Event] = {}
@@ -128,9 +117,7 @@ class RecentRefusals:
         # bumped by forget(): a snapshot read while stock was being returned is not kept
         self._generation = 0
 
-    def refusal(
-        self, drop_id: int, buyer_id: str, quantity: int, digest: str
-    ) -> tuple[str, tuple[str, ...]] | None:
+    def refusal(self, drop_id: int, buyer_id: str, quantity: int, digest: str) -> Refusal | None:
         snapshot = self._snapshots.get(drop_id)
         if snapshot is None:
             return None
@@ -140,7 +127,7 @@ class RecentRefusals:
             return None
         found = snapshot.refusal(buyer_id, quantity, digest, time.time() * 1000)
         if found is not None:
-            REFUSED_LOCALLY.inc(found[0])
+            REFUSED_LOCALLY.inc(found.reason)
             if left_s < self.memory_s / 2 and (loading := self._start_read(drop_id)) is not None:
                 task = asyncio.create_task(self._read(drop_id, loading))
                 self._refreshing.add(task)
@@ -210,21 +197,7 @@ class RecentRefusals:
             return
         if not reply or generation != self._generation:
             return
-        starts_ms, ends_ms, closed, limit, free, holdings, seen = reply
-        flat = [_text(x) for x in holdings]
-        self._remember(
-            drop_id,
-            Snapshot(
-                trusted_until=asked_at + self.memory_s,
-                closed=bool(closed),
-                starts_ms=int(starts_ms),
-                ends_ms=int(ends_ms),
-                limit=int(limit),
-                free=int(free),
-                holdings={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
-                seen=frozenset(_text(x) for x in seen),
-            ),
-        )
+        self._remember(drop_id, Snapshot(asked_at + self.memory_s, _gate_state.decode(reply)))
 
     def _remember(self, drop_id: int, snapshot: Snapshot) -> None:
         self._snapshots.pop(drop_id, None)

@@ -19,7 +19,8 @@ from core.resources import Resources, redis_client
 from storefront import billing, refusals
 from storefront.gate import gate_keys, idempotency_digest
 from storefront.orders import expire_holds
-from storefront.refusals import Snapshot
+from storefront.refusals import GateState, Snapshot
+from storefront.verdicts import LimitReached, NotActive, SoldOut
 from tests.storefront.conftest import Auth, Buy, StartDrop, new_key, stock_truth
 
 
@@ -204,43 +205,40 @@ async def test_snapshots_are_not_trusted_past_their_moment(
     assert (await buy(drop["id"], "carol")).status_code == 409
     memory = billing.gate_of(resources).recent
     digest = idempotency_digest("carol", "k")
-    assert memory.refusal(int(drop["id"]), "carol", 1, digest) == ("sold_out", ("0",))
+    assert memory.refusal(int(drop["id"]), "carol", 1, digest) == SoldOut(0)
     await asyncio.sleep(refusals.MEMORY_S)
     assert memory.refusal(int(drop["id"]), "carol", 1, digest) is None
 
 
-def _snapshot(**changes: object) -> Snapshot:
+def _snapshot(trusted_until: float | None = None, **changes: object) -> Snapshot:
     now_ms = time.time() * 1000
     fields: dict[str, object] = {
-        "trusted_until": time.monotonic() + 1,
         "closed": False,
         "starts_ms": int(now_ms - 60_000),
         "ends_ms": int(now_ms + 60_000),
         "limit": 2,
         "free": 0,
         "holdings": {"bob": 2, "carol": 1},
-        "seen": frozenset({"d-bob"}),
+        "seen": {"d-bob": 1},
     }
     fields.update(changes)
-    return Snapshot(**fields)  # type: ignore[arg-type]
+    until = time.monotonic() + 1 if trusted_until is None else trusted_until
+    return Snapshot(until, GateState(**fields))  # type: ignore[arg-type]
 
 
 def test_snapshot_refuses_in_the_gate_scripts_order() -> None:
     now = time.time() * 1000
     sold_out = _snapshot()
     assert sold_out.refusal("bob", 1, "d-bob", now) is None  # a replay goes to the gate
-    assert sold_out.refusal("bob", 1, "d-other", now) == ("limit_reached", ("2", "2"))
-    assert sold_out.refusal("carol", 1, "", now) == ("sold_out", ("0",))
-    assert sold_out.refusal("carol", 2, "", now) == ("limit_reached", ("1", "2"))
-    assert _snapshot(closed=True).refusal("bob", 1, "", now) == ("not_active", ("closed",))
-    assert _snapshot(starts_ms=int(now + 500)).refusal("dave", 1, "", now) == (
-        "not_active",
-        ("scheduled",),
-    )
-    assert _snapshot(ends_ms=int(now)).refusal("dave", 1, "", now) == ("not_active", ("ended",))
+    assert sold_out.refusal("bob", 1, "d-other", now) == LimitReached(2, 2)
+    assert sold_out.refusal("carol", 1, "", now) == SoldOut(0)
+    assert sold_out.refusal("carol", 2, "", now) == LimitReached(1, 2)
+    assert _snapshot(closed=True).refusal("bob", 1, "", now) == NotActive("closed")
+    assert _snapshot(starts_ms=int(now + 500)).refusal("dave", 1, "", now) == NotActive("scheduled")
+    assert _snapshot(ends_ms=int(now)).refusal("dave", 1, "", now) == NotActive("ended")
     # free units left: the gate decides (it may grant); a snapshot never grants
     assert _snapshot(free=1).refusal("dave", 1, "", now) is None
-    assert _snapshot(free=1).refusal("dave", 2, "", now) == ("sold_out", ("1",))
+    assert _snapshot(free=1).refusal("dave", 2, "", now) == SoldOut(1)
 
 
 def test_memory_is_bounded() -> None:
@@ -255,7 +253,7 @@ def test_memory_is_bounded() -> None:
 async def test_a_refresh_cancelled_before_it_ran_leaves_nothing_waiting() -> None:
     memory = refusals.RecentRefusals(aioredis.Redis(), gate_keys)
     memory._remember(5, _snapshot(trusted_until=time.monotonic() + refusals.MEMORY_S / 4))
-    assert memory.refusal(5, "carol", 1, "") == ("sold_out", ("0",))  # starts a refresh
+    assert memory.refusal(5, "carol", 1, "") == SoldOut(0)  # starts a refresh
     (refresh,) = memory._refreshing
     refresh.cancel()  # as at shutdown, before it ever ran
     with contextlib.suppress(asyncio.CancelledError):
