@@ -23,7 +23,9 @@ from attribution.distributors import (
     register_distributor,
 )
 from attribution.errors import (
+    ClickRateLimited,
     DistributorNotFound,
+    LinkNotFound,
     LinkRoomMismatch,
     NotADistributor,
     RoomNotFound,
@@ -50,6 +52,7 @@ from core.errors import Unauthorized
 from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.resources import Resources
+from web import error_reply
 
 VISITOR_COOKIE = "ls_vid"
 TOKEN_COOKIE = "ls_token"
@@ -142,6 +145,14 @@ async def _record(
 
 
 async def follow_link(request: Request) -> Response:
+    try:
+        return await _follow_link(request)
+    except (LinkNotFound, ClickRateLimited) as refused:
+        # whoever tapped the link in a browser reads a page; API clients keep the JSON error
+        return error_reply(request, refused)
+
+
+async def _follow_link(request: Request) -> Response:
     res = resources(request)
     settings = res.settings
     link = await _state(request).links.resolve(res.pool, settings, request.path_params["code"])

@@ -11,7 +11,7 @@ from core.http import JSON, path_id, read_body, read_json, read_query, require, 
 from core.openapi import api_route
 from core.ratelimit import Limit, address_subject, limiter_of
 from core.resources import Resources
-from storefront import billing, catalog, checkout, orders
+from storefront import billing, catalog, checkout, orders, sales
 from storefront.errors import (
     BuyRateLimited,
     IdempotencyKeyRequired,
@@ -32,6 +32,7 @@ from storefront.views import (
     ProductQuery,
     ProductView,
     RefundRequest,
+    RoomSales,
     WebhookAck,
 )
 
@@ -124,6 +125,15 @@ async def close_drop(request: Request) -> Response:
         view = await catalog.close_drop_row(conn, outbox, drop_id, "host")
     await billing.gate_of(res).close(drop_id)
     await outbox.flush(res.publisher)
+    return JSON(view)
+
+
+async def room_sales(request: Request) -> Response:
+    who = require(request, "host", "admin")
+    room_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        check_host(await fetch_room(conn, room_id), who)
+        view = await sales.room_sales(conn, room_id)
     return JSON(view)
 
 
@@ -261,6 +271,16 @@ def routes() -> list[BaseRoute]:
             summary="a drop with its stock counts",
             response=DropView,
             errors=(404,),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/rooms/{id}/sales",
+            room_sales,
+            methods=["GET"],
+            summary="what the room's paid orders add up to, in all and per drop (its host)",
+            response=RoomSales,
+            roles=("host", "admin"),
+            errors=(401, 403, 404),
             tag=TAG,
         ),
         api_route(

@@ -159,3 +159,27 @@ class WebhookAck(msgspec.Struct, kw_only=True):
     received: bool
     duplicate: bool = False
     outcome: PaymentOutcome
+
+
+class DropSales(msgspec.Struct, kw_only=True):
+    """One drop's paid orders: `units` still sold (refunded units left out), money in cents."""
+
+    drop_id: str
+    product_id: str
+    orders: int
+    units: int
+    paid_cents: int
+    refunded_cents: int
+    revenue_cents: int
+
+
+class RoomSales(msgspec.Struct, kw_only=True):
+    """A room's paid orders in all and per drop (newest first); revenue = paid − refunded."""
+
+    room_id: str
+    orders: int
+    units: int
+    paid_cents: int
+    refunded_cents: int
+    revenue_cents: int
+    drops: list[DropSales]

@@ -6,6 +6,7 @@ build step). They talk to livesell like any client: the public HTTP API and the 
 
 from __future__ import annotations
 
+from web.errors import error_reply, prefers_html
 from web.pages import routes
 
-__all__ = ["routes"]
+__all__ = ["error_reply", "prefers_html", "routes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from core.http import JSON, resources
+from core.http import DEPENDENCY_ERRORS, JSON, resources
 from core.openapi import api_route
+from core.rooms import room_exists
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -49,11 +51,30 @@ def _html(name: str, status: int = 200) -> Response:
     return HTMLResponse(_page(name), status_code=status, headers=PAGE_HEADERS)
 
 
+# the error page carries the error's code; its script picks the words in the reader's language
+_ERROR_CODE_SLOT = 'data-error="not_found"'
+
+
+def error_page(code: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """The page for an error `code` ("room_not_found", "link_not_found", ...)."""
+    template = _page("error.html").decode()
+    body = template.replace(_ERROR_CODE_SLOT, f'data-error="{html.escape(code)}"', 1)
+    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+
+
+async def _room_missing(request: Request, room_id: int) -> bool:
+    try:
+        async with resources(request).pool.acquire() as conn:
+            return not await room_exists(conn, room_id)
+    except DEPENDENCY_ERRORS:
+        return False  # the page loads and says itself that it cannot reach the server
+
+
 def _room_page(name: str) -> Any:
     async def endpoint(request: Request) -> Response:
         raw = request.path_params["room_id"]
-        if not raw.isdigit() or len(raw) > 18:
-            return _html("notfound.html", status=404)
+        if not raw.isdigit() or len(raw) > 18 or await _room_missing(request, int(raw)):
+            return error_page("room_not_found", 404)
         return _html(name)
 
     endpoint.__name__ = name.removesuffix(".html") + "_page"

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,37 +17,104 @@ import pytest
 from core.resources import Resources
 from core.settings import Settings
 from tests.conftest import TEST_SECRET
+from web import prefers_html
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
+# what Chromium sends when it opens a page
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
+    "*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+)
+FAVICON = '<link rel="icon" href="/static/favicon.svg"'
+
+
+async def _room(client: httpx.AsyncClient, auth: Callable[..., dict[str, str]]) -> str:
+    response = await client.post("/api/rooms", json={"title": "Tea"}, headers=auth("h", "host"))
+    assert response.status_code == 201, response.text
+    room_id: str = response.json()["id"]
+    return room_id
 
 
 @pytest.mark.parametrize(
     ("path", "marker"),
-    [("/host/7", "/static/js/host.js"), ("/r/7", "/static/js/room.js"), ("/d", "distributor.js")],
-)
+    [("/host/{room}", "/static/js/host.js"), ("/r/{room}", "/static/js/room.js"),
+     ("/d", "distributor.js")],
+)  # fmt: skip
 async def test_pages_are_html_with_a_strict_policy(
-    client: httpx.AsyncClient, path: str, marker: str
+    client: httpx.AsyncClient, auth: Callable[..., dict[str, str]], path: str, marker: str
 ) -> None:
-    response = await client.get(path)
+    response = await client.get(path.format(room=await _room(client, auth)))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert marker in response.text
     policy = response.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert FAVICON in response.text
 
 
-@pytest.mark.parametrize("path", ["/r/abc", "/host/-1", "/r/1234567890123456789"])
-async def test_a_room_page_for_a_malformed_id_is_an_html_404(
+@pytest.mark.parametrize(
+    "path", ["/r/abc", "/host/-1", "/r/1234567890123456789", "/r/999999", "/host/999999"]
+)
+async def test_a_room_page_for_a_room_that_does_not_exist_is_an_html_404(
     client: httpx.AsyncClient, path: str
 ) -> None:
-    response = await client.get(path)
+    response = await client.get(path, headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html"), "a page, not a JSON blob"
-    assert "notfound.js" in response.text
+    assert 'data-error="room_not_found"' in response.text
+    assert "/static/js/error.js" in response.text and FAVICON in response.text
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "page"),
+    [
+        (BROWSER_ACCEPT, True),
+        ("text/html", True),
+        ("application/json;q=0.5, text/html", True),
+        ("application/json", False),
+        ("*/*", False),
+        ("", False),
+        (None, False),
+        ("text/html, application/json", False),
+        ("text/html;q=0.4, */*;q=0.8", False),
+        ("text/html;q=0", False),
+        ("text/html;q=oops, application/json;q=0.1", False),
+    ],
+)
+def test_only_a_request_that_ranks_html_above_json_prefers_a_page(
+    accept: str | None, page: bool
+) -> None:
+    assert prefers_html(accept) is page
+
+
+async def test_a_broken_share_link_is_a_page_for_a_browser_and_json_for_an_api_client(
+    client: httpx.AsyncClient,
+) -> None:
+    for code in ("nope", "AAAAAAAAAAAAAAAAAAAAAA", "x" * 200):
+        page = await client.get(f"/l/{code}", headers={"Accept": BROWSER_ACCEPT})
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html"), "a page, not a JSON blob"
+        assert 'data-error="link_not_found"' in page.text and FAVICON in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        for accept in ("application/json", "*/*"):
+            api = await client.get(f"/l/{code}", headers={"Accept": accept})
+            assert api.status_code == 404
+            assert api.headers["content-type"].startswith("application/json")
+            assert api.json()["error"]["code"] == "link_not_found"
+
+
+async def test_every_page_names_the_favicon_and_it_is_served(client: httpx.AsyncClient) -> None:
+    for html in STATIC.glob("*.html"):
+        assert FAVICON in html.read_text(), f"{html.name} names no favicon"
+    icon = await client.get("/static/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.lstrip().startswith("<svg")
 
 
 async def test_modules_are_served_as_javascript(client: httpx.AsyncClient) -> None:
-    for name in ("hub.js", "room.js", "host.js", "distributor.js", "qr.js", "i18n.js"):
+    for name in ("hub.js", "room.js", "host.js", "distributor.js", "qr.js", "i18n.js", "error.js"):
         response = await client.get(f"/static/js/{name}")
         assert response.status_code == 200, name
         assert response.headers["content-type"].startswith("text/javascript"), name

@@ -79,6 +79,8 @@ export const api = {
   startDrop: (roomId, drop) => request("POST", `/api/rooms/${roomId}/drops`, { body: drop }),
   closeDrop: (dropId) => request("POST", `/api/drops/${dropId}/close`),
   leaderboard: (roomId) => request("GET", `/api/rooms/${roomId}/leaderboard`),
+  // the room's paid orders added up, in all and per drop (the room's host only)
+  sales: (roomId) => request("GET", `/api/rooms/${roomId}/sales`),
 
   // the caller's own products, newest first: {products, next_before}
   myProducts: ({ limit, before } = {}) =>

@@ -11,10 +11,14 @@ import { claims, devSignIn, signOut, takeToken } from "./session.js";
 import { $, clock, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "host";
+// room events after which the sales totals may have moved (a payment, a refund, a new snapshot)
+const SALES_EVENTS = new Set(["snapshot", "order.placed", "stock.changed", "drop.closed"]);
 const roomId = window.location.pathname.split("/").filter(Boolean)[1];
 const state = new RoomState(roomId);
 const products = new Map(); // id → product
 let productsNext = null; // next_before of the host's own products (GET /api/products?mine=1)
+let sales = null; // GET /api/rooms/{id}/sales: paid orders in all and per drop
+let salesTimer = null;
 let token = takeToken(SLOT);
 let user = token ? claims(token) : null;
 
@@ -112,6 +116,7 @@ function renderRoom() {
   renderDrop();
   renderProducts();
   renderTicker();
+  renderSales();
   renderLeaderboard();
 }
 
@@ -138,6 +143,8 @@ function renderDrop() {
   setText("#count-sold", drop.sold);
   setText("#count-held", drop.held);
   setText("#count-remaining", remaining);
+  const dropSales = sales && sales.drops.find((row) => String(row.drop_id) === drop.id);
+  setText("#drop-revenue", money(dropSales ? dropSales.revenue_cents : 0));
   $("#close-drop").disabled = !["upcoming", "live", "sold_out"].includes(phase);
 }
 
@@ -181,6 +188,79 @@ function renderProducts() {
   if (!price.value && selected) price.value = (selected.price_cents / 100).toFixed(2);
 }
 
+function productTitle(productId) {
+  const product = products.get(String(productId)) || state.product(productId);
+  return product ? product.title : `#${productId}`;
+}
+
+function renderSales() {
+  const totals = sales || { revenue_cents: 0, orders: 0, units: 0, refunded_cents: 0, drops: [] };
+  setText("#sales-revenue", money(totals.revenue_cents));
+  setText("#sales-orders", totals.orders);
+  setText("#sales-units", totals.units);
+  const refunded = $("#sales-refunded");
+  show(refunded, totals.refunded_cents > 0);
+  setText(refunded, t("host.refundedNote", { amount: money(totals.refunded_cents) }));
+  const rows = totals.drops.filter((row) => row.orders > 0);
+  const box = $("#sales-drops");
+  if (!rows.length) {
+    box.replaceChildren(h("p", { class: "muted" }, t("host.salesEmpty")));
+    return;
+  }
+  box.replaceChildren(
+    h(
+      "table",
+      { class: "sales-table" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", {}, t("host.dropCol")),
+          h("th", { class: "num" }, t("host.paidOrders")),
+          h("th", { class: "num" }, t("host.unitsSold")),
+          h("th", { class: "num" }, t("host.revenue")),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        rows.map((row) =>
+          h(
+            "tr",
+            { dataset: { dropId: String(row.drop_id) } },
+            h("td", { class: "wrap" }, productTitle(row.product_id)),
+            h("td", { class: "num" }, String(row.orders)),
+            h("td", { class: "num" }, String(row.units)),
+            h("td", { class: "num" }, money(row.revenue_cents)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function loadSales() {
+  if (!isHost()) return;
+  try {
+    sales = await api.sales(roomId);
+  } catch {
+    return; // not this room's host after all, or offline: the totals stay as they were
+  }
+  renderSales();
+  renderDrop();
+}
+
+// paid orders and refunds move the totals; a burst of them is one fetch (at most ~3 a second)
+function salesChanged() {
+  if (salesTimer !== null) return;
+  salesTimer = setTimeout(() => {
+    salesTimer = null;
+    loadSales();
+  }, 300);
+}
+
 function renderTicker() {
   const list = $("#ticker");
   const items = state.ticker.map((entry) =>
@@ -194,11 +274,19 @@ function renderTicker() {
         n: entry.quantity || 1,
         what: (products.get(String(entry.product_id)) || state.product(entry.product_id) || {}).title || "",
       }),
-      entry.amount_cents ? ` · ${money(entry.amount_cents)}` : "",
+      tickerAmount(entry) ? ` · ${money(tickerAmount(entry))}` : "",
     ),
   );
   if (!items.length) items.push(h("li", { class: "muted" }, t("host.ordersWaiting")));
   list.replaceChildren(...items);
+}
+
+// order.placed names quantity and drop; the amount follows from the drop's flash price
+function tickerAmount(entry) {
+  if (entry.amount_cents) return entry.amount_cents;
+  const drop = state.drop;
+  if (drop && String(entry.drop_id) === drop.id) return drop.price_cents * (entry.quantity || 1);
+  return 0;
 }
 
 function renderLeaderboard() {
@@ -254,7 +342,14 @@ function wireControls() {
       "#drop-error",
     );
     button.disabled = false;
-    if (drop) toast(t("host.dropStarted"), "success");
+    if (!drop) return;
+    // starts_in_s > 0 schedules the drop: it starts by itself when its countdown runs out
+    const delay = Number($("#drop-delay").value);
+    if (drop.status === "scheduled" || (drop.status === undefined && delay > 0)) {
+      toast(t("host.dropScheduled", { t: clock(delay * 1000) }), "success");
+    } else {
+      toast(t("host.dropStarted"), "success");
+    }
   });
   $("#product-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -303,6 +398,7 @@ function wireControls() {
       user = claims(token);
       renderSession();
       renderRoom();
+      loadSales();
       await loadProducts();
     } catch (err) {
       toast(errorText(err), "error");
@@ -320,6 +416,7 @@ async function main() {
   renderSession();
   state.onChange((what) => {
     if (what === "card.pinned" && state.pinned) addProduct(state.pinned);
+    if (SALES_EVENTS.has(what)) salesChanged();
     renderRoom();
   });
   hubBadge("connecting");

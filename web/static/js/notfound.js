@@ -1,3 +1,0 @@
-import { applyI18n } from "./i18n.js";
-
-applyI18n();
