@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -53,7 +52,8 @@ class Refusal:
 
 
 class RateLimiter:
-    """One per Redis client; `hit` counts a request against several (limit, subject) pairs."""
+    """One per process (`Resources.limiter`); `hit` counts a request against several (limit,
+    subject) pairs."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         # hits arriving together share round trips, a few at a time: a storm of attempts
@@ -92,14 +92,3 @@ class RateLimiter:
 
 def _counter(limit: Limit, subject: str, window_start: int) -> str:
     return "{rl:" + limit.name + ":" + subject + "}:" + str(window_start)
-
-
-_limiters: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()
-
-
-def limiter_of(client: aioredis.Redis) -> RateLimiter:
-    """The process's limiter over this Redis client (its script registered once)."""
-    limiter = _limiters.get(client)
-    if limiter is None:
-        limiter = _limiters[client] = RateLimiter(client)
-    return limiter

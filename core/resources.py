@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from core.aftercommit import AfterCommit
 from core.db import create_pool
 from core.events import Publisher
+from core.ratelimit import RateLimiter
 from core.settings import Settings
 
 # Redis connections a server opens at start-up: a drop going live has its buy attempts (the
@@ -26,6 +28,9 @@ class Resources:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     publisher: Publisher
+    limiter: RateLimiter
+    # follow-up work of committed commands, run until the resources close
+    after_commit: AfterCommit
 
 
 @asynccontextmanager
@@ -49,7 +54,16 @@ async def open_resources(
         if warm:
             await _open_redis_connections(client, WARM_REDIS_CONNECTIONS)
         publisher = Publisher(client, settings.hub_history_size, settings.hub_history_ttl_s)
-        yield Resources(settings=settings, pool=pool, redis=client, publisher=publisher)
+        # entered last, left first: pending follow-up work still has PostgreSQL and Redis
+        after_commit = await stack.enter_async_context(AfterCommit())
+        yield Resources(
+            settings=settings,
+            pool=pool,
+            redis=client,
+            publisher=publisher,
+            limiter=RateLimiter(client),
+            after_commit=after_commit,
+        )
 
 
 def redis_client(url: str) -> aioredis.Redis:

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from core.ratelimit import Limit, address_subject, limiter_of
+from core.ratelimit import Limit, address_subject
 from core.resources import Resources, open_resources
 from core.settings import Settings
 from live.errors import Disconnect
@@ -44,7 +44,7 @@ def _handshake_check(
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     """Refuse handshakes on other paths (404) and connection floods from one address (429)."""
     limit = Limit("hub-connect", res.settings.hub_connect_rate_per_ip)
-    limiter = limiter_of(res.redis)
+    limiter = res.limiter
 
     async def check(connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] != PATH:

@@ -13,7 +13,6 @@ import attribution
 import live
 import storefront
 import web
-from core.early_http import EarlyAnswers
 from core.http import exception_handlers
 from core.metrics import MetricsMiddleware
 from core.resources import Resources, open_resources
@@ -38,24 +37,21 @@ def all_routes() -> list[BaseRoute]:
     return hot + [r for r in routes if r not in hot]
 
 
-def create_app(settings: Settings, resources: Resources | None = None) -> Starlette:
-    """The API app. Given `resources`, it uses them (tests, `serve`); otherwise it opens its own.
-
-    `app.state.early_answers` holds what a server running core.early_http's protocol may answer
-    before the app sees a request; the lifespan registers it once resources are at hand."""
-    early_answers = EarlyAnswers()
+def create_app(
+    settings: Settings, resources: Resources | None = None, shop: storefront.Shop | None = None
+) -> Starlette:
+    """The API app. Given `resources`, it uses them (tests, `serve`), with `shop` or a shop of
+    its own; otherwise its lifespan opens both and closes them when the app stops."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if resources is not None:
-            app.state.resources = resources
-            with early_answers.serving(storefront.early_answerers(resources)):
-                yield
+            yield
             return
         async with open_resources(settings) as opened:
             app.state.resources = opened
-            with early_answers.serving(storefront.early_answerers(opened)):
-                yield
+            app.state.shop = storefront.Shop(opened)
+            yield
 
     app = Starlette(
         routes=all_routes(),
@@ -63,7 +59,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Starle
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.early_answers = early_answers
     if resources is not None:
         app.state.resources = resources
+        app.state.shop = shop or storefront.Shop(resources)
     return app

@@ -16,7 +16,6 @@ import attribution
 import live
 import storefront
 from core.db import migrate_url
-from core.early_http import protocol_class
 from core.embedded import EmbeddedPostgres, EmbeddedValkey
 from core.resources import Resources, open_resources
 from core.settings import Settings
@@ -55,19 +54,14 @@ class _Server(uvicorn.Server):
         yield
 
 
-def api_server(res: Resources, *, port: int | None = None, early: bool = True) -> uvicorn.Server:
-    """The API's uvicorn server (not yet serving), on `port` or the configured one.
-
-    With `early` (always, outside tests comparing the two paths) its HTTP protocol answers
-    what the app registered in `app.state.early_answers` before any ASGI cycle exists
-    (core.early_http); everything else takes uvicorn's ordinary path."""
-    settings = res.settings
-    app = create_app(settings, res)
+def api_server(shop: storefront.Shop, *, port: int | None = None) -> uvicorn.Server:
+    """The API's uvicorn server (not yet serving), on `port` or the configured one."""
+    settings = shop.res.settings
+    app = create_app(settings, shop.res, shop)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.api_port if port is None else port,
-        http=protocol_class(app.state.early_answers) if early else "httptools",
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -76,19 +70,19 @@ def api_server(res: Resources, *, port: int | None = None, early: bool = True) -
     return _Server(config)
 
 
-async def _api(res: Resources, stop: asyncio.Event) -> None:
+async def _api(shop: storefront.Shop, stop: asyncio.Event) -> None:
     # the first flash sale after a start must not wait for PostgreSQL to plan its orders
-    await storefront.rehearse_orders(res)
-    server = api_server(res)
+    await storefront.rehearse_orders(shop.res)
+    server = api_server(shop)
     serving = asyncio.create_task(server.serve())
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     server.should_exit = True
     await serving
 
 
-async def _worker(res: Resources, stop: asyncio.Event) -> None:
-    loops = [asyncio.create_task(c) for c in storefront.worker_tasks(res)]
-    loops += [asyncio.create_task(c) for c in attribution.worker_tasks(res)]
+async def _worker(shop: storefront.Shop, stop: asyncio.Event) -> None:
+    loops = [asyncio.create_task(c) for c in storefront.worker_tasks(shop)]
+    loops += [asyncio.create_task(c) for c in attribution.worker_tasks(shop.res)]
     await stop.wait()
     for task in loops:
         task.cancel()
@@ -114,9 +108,11 @@ async def run(
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
     async with open_resources(settings, warm=True) as res:
+        # the API and the worker of one process share the storefront's parts
+        shop = storefront.Shop(res)
         parts = []
         if api:
-            parts.append(asyncio.create_task(_api(res, stop), name="api"))
+            parts.append(asyncio.create_task(_api(shop, stop), name="api"))
         if hub:
             parts.append(
                 asyncio.create_task(
@@ -125,7 +121,7 @@ async def run(
                 )
             )
         if worker:
-            parts.append(asyncio.create_task(_worker(res, stop), name="worker"))
+            parts.append(asyncio.create_task(_worker(shop, stop), name="worker"))
         if on_ready is not None:
             await on_ready(res)
         stopping = asyncio.create_task(stop.wait())

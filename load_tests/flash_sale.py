@@ -525,7 +525,7 @@ async def build_gates(found: Servers, drop_ids: list[int]) -> None:
     goes live."""
     import redis.asyncio as aioredis
 
-    from storefront.gate import Gate
+    from storefront.buy.gate import Gate
 
     pool = await asyncpg.create_pool(found.database_url, min_size=1, max_size=1)
     client = aioredis.Redis.from_url(found.redis_url)

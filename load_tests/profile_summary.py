@@ -32,8 +32,7 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
 # the innermost of these in a stack takes the sample
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("buy handler and gate, other", ("storefront/", "naive_buy")),
-    # before core.http: py-spy names frames by file name ("early_http.py:262")
-    ("early answer path (core.early_http), incl. its response socket write", ("early_http.py",)),
+    ("early refusals (storefront.buy.early)", ("storefront/buy/early.py", "(early.py:")),
     ("core.http helpers", ("core/http.py", "(http.py:")),
     ("Starlette routing, middleware, request objects", ("starlette/", "metrics.py:")),
     ("uvicorn HTTP protocol (httptools), incl. response socket writes", ("uvicorn/",)),

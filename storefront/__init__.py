@@ -9,17 +9,17 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from core.early_http import EarlyAnswerer
 from core.events import Outbox
-from core.resources import Resources
 from storefront import catalog
+from storefront.buy.placing import rehearse_orders
 from storefront.conn import Conn
-from storefront.placing import rehearse_orders
+from storefront.shop import Shop
 from storefront.views import DropView, OrderView, ProductPage, ProductView
 from storefront.worker import reconcile_drop, worker_tasks
 
 __all__ = [
     "DropView",
+    "Shop",
     "OrderView",
     "ProductPage",
     "ProductView",
@@ -27,7 +27,6 @@ __all__ = [
     "close_drop",
     "create_drop",
     "create_product",
-    "early_answerers",
     "list_products",
     "middleware",
     "product_view",
@@ -45,18 +44,11 @@ def routes() -> list[BaseRoute]:
 
 
 def middleware() -> list[Middleware]:
-    """ASGI middleware the API app runs in front of its router: the buy route's hot path."""
-    from storefront.hot_path import BuyRefusals
+    """ASGI middleware the API app runs in front of its router: the buy route's refusals that
+    the gate's recent memory proves, answered before routing."""
+    from storefront.buy.early import EarlyRefusals
 
-    return [Middleware(BuyRefusals)]
-
-
-def early_answerers(res: Resources) -> list[EarlyAnswerer]:
-    """Answers the API server gives at the HTTP protocol layer (core.early_http), with these
-    resources: the buy route's refusals that the gate's recent memory proves."""
-    from storefront.hot_path import early_answerer
-
-    return [early_answerer(res)]
+    return [Middleware(EarlyRefusals)]
 
 
 async def product_view(conn: Conn, product_id: int) -> ProductView | None:

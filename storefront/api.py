@@ -9,17 +9,15 @@ from starlette.routing import BaseRoute
 from core.events import Outbox
 from core.http import JSON, path_id, read_body, read_json, read_query, require, resources
 from core.openapi import api_route
-from core.ratelimit import Limit, address_subject, limiter_of
-from core.resources import Resources
-from storefront import billing, catalog, checkout, orders, sales
+from storefront import billing, catalog, orders, sales
+from storefront.buy import early, flow, idempotency
 from storefront.errors import (
-    BuyRateLimited,
-    IdempotencyKeyRequired,
     ProductNotFound,
     UnknownProduct,
 )
 from storefront.payments import SIGNATURE_HEADER
 from storefront.rooms import check_host, fetch_room
+from storefront.shop import shop_of
 from storefront.views import (
     BuyRequest,
     BuyResult,
@@ -36,8 +34,6 @@ from storefront.views import (
     WebhookAck,
 )
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-BUY_ROUTE = "/api/drops/{id}/buy"
 TAG = "storefront"
 
 
@@ -86,7 +82,8 @@ async def create_drop(request: Request) -> Response:
     product_id = int(body.product_id)
     if product_id < 1:
         raise UnknownProduct(product_id)
-    res = resources(request)
+    shop = shop_of(request)
+    res = shop.res
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
         check_host(await fetch_room(conn, room_id), who)
@@ -102,7 +99,7 @@ async def create_drop(request: Request) -> Response:
             duration_s=body.duration_s,
             created_by=who.user_id,
         )
-    await billing.gate_of(res).build(res.pool, int(view.id))
+    await shop.gate.build(res.pool, int(view.id))
     await outbox.flush(res.publisher)
     return JSON(view, 201)
 
@@ -117,13 +114,14 @@ async def get_drop(request: Request) -> Response:
 async def close_drop(request: Request) -> Response:
     who = require(request, "host", "admin")
     drop_id = path_id(request)
-    res = resources(request)
+    shop = shop_of(request)
+    res = shop.res
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
         row = await catalog.fetch_drop_row(conn, drop_id)
         check_host(await fetch_room(conn, row["room_id"]), who)
         view = await catalog.close_drop_row(conn, outbox, drop_id, "host")
-    await billing.gate_of(res).close(drop_id)
+    await shop.gate.close(drop_id)
     await outbox.flush(res.publisher)
     return JSON(view)
 
@@ -135,46 +133,6 @@ async def room_sales(request: Request) -> Response:
         check_host(await fetch_room(conn, room_id), who)
         view = await sales.room_sales(conn, room_id)
     return JSON(view)
-
-
-def idempotency_key(raw: str | None) -> str:
-    """The Idempotency-Key header's value, or IdempotencyKeyRequired."""
-    key = (raw or "").strip()
-    if not key or len(key) > 255 or not key.isprintable():
-        raise IdempotencyKeyRequired()
-    return key
-
-
-async def _rate_limit_buy(request: Request, res: Resources, user_id: str) -> None:
-    settings = res.settings
-    address = address_subject(request.client.host if request.client else None)
-    refused = await limiter_of(res.redis).hit(
-        (Limit("buy-user", settings.buy_rate_per_user), user_id),
-        (Limit("buy-ip", settings.buy_rate_per_ip), address),
-    )
-    if refused is not None:
-        subject = "user" if refused.limit.name == "buy-user" else "address"
-        raise BuyRateLimited(subject, refused.retry_after_s)
-
-
-async def buy(request: Request) -> Response:
-    who = require(request, "viewer")
-    drop_id = path_id(request)
-    key = idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
-    res = resources(request)
-    await _rate_limit_buy(request, res, who.user_id)
-    body = await read_json(request, BuyRequest)
-    stored = await checkout.buy(
-        res,
-        billing.gate_of(res),
-        drop_id=drop_id,
-        buyer_id=who.user_id,
-        key=key,
-        request=body,
-        path=request.url.path,
-    )
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
-    return Response(stored.body, stored.status, headers=headers, media_type="application/json")
 
 
 async def get_order(request: Request) -> Response:
@@ -189,14 +147,14 @@ async def get_order(request: Request) -> Response:
 async def pay(request: Request) -> Response:
     who = require(request)
     order_id = path_id(request)
-    started = await billing.start_payment(resources(request), order_id, who)
+    started = await billing.start_payment(shop_of(request), order_id, who)
     return JSON(started)
 
 
 async def payment_webhook(request: Request) -> Response:
     body = await read_body(request)
     ack = await billing.handle_webhook(
-        resources(request), body, request.headers.get(SIGNATURE_HEADER)
+        shop_of(request), body, request.headers.get(SIGNATURE_HEADER)
     )
     return JSON(ack)
 
@@ -211,9 +169,8 @@ async def refund(request: Request) -> Response:
     who = require(request)
     order_id = path_id(request)
     body = await read_json(request, RefundRequest)
-    res = resources(request)
     view = await orders.refund(
-        res, billing.gate_of(res), order_id, who, quantity=body.quantity, reason=body.reason
+        shop_of(request), order_id, who, quantity=body.quantity, reason=body.reason
     )
     return JSON(view)
 
@@ -294,8 +251,8 @@ def routes() -> list[BaseRoute]:
             tag=TAG,
         ),
         api_route(
-            BUY_ROUTE,
-            buy,
+            early.ROUTE,
+            flow.buy,
             methods=["POST"],
             summary="buy from a live drop: a held order, or 409 sold_out / drop_not_active, "
             "429 limit_reached; replaying an Idempotency-Key returns the stored response",
@@ -303,7 +260,7 @@ def routes() -> list[BaseRoute]:
             response=BuyResult,
             status=201,
             roles=("viewer",),
-            headers=(IDEMPOTENCY_HEADER,),
+            headers=(idempotency.HEADER,),
             errors=(401, 403, 404, 409, 429, 503),
             tag=TAG,
         ),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
@@ -16,6 +15,7 @@ from core.auth import Principal
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
+from storefront.buy.verdicts import Absent, Granted
 from storefront.conn import Conn, must
 from storefront.errors import (
     OrderNotFound,
@@ -25,7 +25,6 @@ from storefront.errors import (
     ProviderUnavailable,
 )
 from storefront.events import OrderPlaced, mask_buyer
-from storefront.gate import Gate
 from storefront.payments import (
     Checkout,
     PaymentEvent,
@@ -34,46 +33,30 @@ from storefront.payments import (
     verify,
     webhook_key,
 )
-from storefront.stock import announcer_of
-from storefront.verdicts import Absent, Granted
 from storefront.views import OrderStatus, PaymentOutcome, PaymentStarted, WebhookAck
+
+if TYPE_CHECKING:
+    from storefront.shop import Shop
 
 log = logging.getLogger("livesell.storefront.billing")
 
-_gates: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
-_providers: weakref.WeakKeyDictionary[Resources, PaymentProvider] = weakref.WeakKeyDictionary()
+def default_provider(shop: Shop) -> PaymentProvider | None:
+    """The payment provider a shop starts with: the simulated one in dev mode, none otherwise
+    (paying then answers 503 payments_unavailable)."""
+    if not shop.res.settings.dev:
+        return None
+
+    async def deliver(body: bytes, signature: str) -> None:
+        # the same path an HTTP webhook takes: verify, decode, settle
+        await handle_webhook(shop, body, signature)
+
+    return SimulatedProvider(webhook_key(shop.res.settings.secret), deliver)
 
 
-def gate_of(res: Resources) -> Gate:
-    """The process's gate over this Redis client (scripts registered once)."""
-    gate = _gates.get(res.redis)
-    if gate is None:
-        gate = _gates[res.redis] = Gate(res.redis)
-    return gate
-
-
-def provider_of(res: Resources) -> PaymentProvider:
-    """The payment provider: the simulated one in dev mode; none is built in for production."""
-    provider = _providers.get(res)
-    if provider is None:
-        if not res.settings.dev:
-            raise PaymentsUnavailable()
-
-        async def deliver(body: bytes, signature: str) -> None:
-            # the same path an HTTP webhook takes: verify, decode, settle
-            await handle_webhook(res, body, signature)
-
-        provider = _providers[res] = SimulatedProvider(webhook_key(res.settings.secret), deliver)
-    return provider
-
-
-def set_provider(res: Resources, provider: PaymentProvider | None) -> None:
-    """Install a payment provider for these resources (an integration, or a test's fake);
-    None goes back to the default."""
-    if provider is None:
-        _providers.pop(res, None)
-    else:
-        _providers[res] = provider
+def _provider(shop: Shop) -> PaymentProvider:
+    if shop.payments is None:
+        raise PaymentsUnavailable()
+    return shop.payments
 
 
 # A provider may deliver the outcome before `start` returns (the simulated provider does, in this
@@ -108,8 +91,9 @@ WHERE order_id = $1 AND status IN ('pending', 'succeeded')
 """
 
 
-async def start_payment(res: Resources, order_id: int, who: Principal) -> PaymentStarted:
-    provider = provider_of(res)
+async def start_payment(shop: Shop, order_id: int, who: Principal) -> PaymentStarted:
+    res = shop.res
+    provider = _provider(shop)
     payment_id = provider.new_payment_id()
     async with res.pool.acquire() as conn:
         while True:
@@ -225,12 +209,12 @@ LEFT JOIN payment ON true LEFT JOIN settled ON true LEFT JOIN paid ON true
 """
 
 
-async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> WebhookAck:
+async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> WebhookAck:
     """Verify, then settle a provider event once; a replayed event id is acknowledged as such,
     and an event about a payment already settled changes nothing."""
+    res = shop.res
     verify(webhook_key(res.settings.secret), body, signature)
     event = decode_json(body, PaymentEvent)
-    gate = gate_of(res)
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             data = event.data
@@ -260,7 +244,7 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
                 case "pending", "succeeded" if row["paid_order_id"] is not None:
                     settlement = await _settle_paid(conn, row)
                 case "pending", "succeeded":
-                    settlement = await _settle_unheld(conn, res, gate, event, row["payment_row"])
+                    settlement = await _settle_unheld(conn, shop, event, row["payment_row"])
                 case final, _:
                     settlement = _Settlement(_final_outcome(final, event))
             await conn.execute(
@@ -271,12 +255,12 @@ async def handle_webhook(res: Resources, body: bytes, signature: str | None) -> 
             )
     # committed
     if settlement.granted is not None:
-        await gate.commit(settlement.drop_id, settlement.granted)
+        await shop.gate.commit(settlement.drop_id, settlement.granted)
     await settlement.outbox.flush(res.publisher)
     if settlement.stock_moved:
-        await announcer_of(res).changed(res, settlement.drop_id, sold=True)
+        await shop.stock.changed(settlement.drop_id, sold=True)
     if settlement.refund is not None:
-        await refund_at_provider(res, *settlement.refund)
+        await refund_at_provider(shop, *settlement.refund)
     settled = _settled_here.get()
     if settled is not None and settlement.order_status is not None:
         settled[int(event.data.order_id)] = settlement.order_status
@@ -328,13 +312,13 @@ async def take_back(conn: Conn, order_id: int, cents: int) -> str | None:
     return payment_id
 
 
-async def refund_at_provider(res: Resources, payment_id: str | None, cents: int) -> None:
+async def refund_at_provider(shop: Shop, payment_id: str | None, cents: int) -> None:
     """Return `cents` of a payment at its provider (after the refund that took them back
     committed)."""
     if payment_id is None or cents <= 0:
         return
     try:
-        await provider_of(res).refund(payment_id, cents)
+        await _provider(shop).refund(payment_id, cents)
     except Exception as exc:  # noqa: BLE001 - recorded in PostgreSQL; an operator retries
         log.error("provider refund of %s (%d cents) failed: %r", payment_id, cents, exc)
 
@@ -380,7 +364,7 @@ def _order_placed(outbox: Outbox, order: asyncpg.Record, placed_at: datetime) ->
 
 
 async def _settle_unheld(
-    conn: Conn, res: Resources, gate: Gate, event: PaymentEvent, payment_row: int
+    conn: Conn, shop: Shop, event: PaymentEvent, payment_row: int
 ) -> _Settlement:
     """A payment that just succeeded, for an order no longer held: re-claim stock for an expired
     hold (or refund when there is none left); refund it when the order was settled by another
@@ -396,7 +380,7 @@ async def _settle_unheld(
             # SETTLE_SQL moves a held order; no path leads back to held
             raise RuntimeError(f"order {order['id']} still held after its payment settled")
         case "expired":
-            granted = await _reclaim(conn, res, gate, order)
+            granted = await _reclaim(conn, shop, order)
             if granted is None:
                 await _refund_whole(conn, payment_row)
                 return await _refund_unfillable(conn, order, payment, settlement)
@@ -427,13 +411,14 @@ async def _refund_whole(conn: Conn, payment_row: int) -> None:
     )
 
 
-async def _reclaim(conn: Conn, res: Resources, gate: Gate, order: asyncpg.Record) -> Granted | None:
+async def _reclaim(conn: Conn, shop: Shop, order: asyncpg.Record) -> Granted | None:
     """A payment for an expired hold: take free units again, through the gate so nobody else is
     handed them, and claim them in PostgreSQL. None when there are not enough."""
+    gate = shop.gate
     drop_id, buyer_id, quantity = order["drop_id"], order["buyer_id"], order["quantity"]
     outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
     if isinstance(outcome, Absent):
-        await gate.build(res.pool, drop_id)
+        await gate.build(shop.res.pool, drop_id)
         outcome = await gate.acquire(drop_id, buyer_id, quantity, mode="late")
     if not isinstance(outcome, Granted):
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 
@@ -25,10 +25,11 @@ from storefront.errors import (
     RefundTooLarge,
     ReturnWindowClosed,
 )
-from storefront.gate import Gate
 from storefront.rooms import check_host, fetch_room
-from storefront.stock import announcer_of
 from storefront.views import OrderView
+
+if TYPE_CHECKING:
+    from storefront.shop import Shop
 
 log = logging.getLogger("livesell.storefront.orders")
 
@@ -114,21 +115,22 @@ async def release_units(conn: Conn, order: asyncpg.Record, count: int | None = N
     return Returned(order["drop_id"], order["buyer_id"], units, bool(on_sale))
 
 
-async def after_release(res: Resources, gate: Gate, outbox: Outbox, returned: Returned) -> None:
+async def after_release(shop: Shop, outbox: Outbox, returned: Returned) -> None:
     """After commit: units back on sale (when the drop still sells) and viewers told."""
     if not returned.units:
         return
     if returned.on_sale:
         try:
-            await gate.release(returned.drop_id, returned.buyer_id, returned.units)
+            await shop.gate.release(returned.drop_id, returned.buyer_id, returned.units)
         except Exception as exc:  # noqa: BLE001 - reconciliation returns them later
             log.warning("drop %d: units not returned to the gate yet: %r", returned.drop_id, exc)
-    await outbox.flush(res.publisher)
-    await announcer_of(res).changed(res, returned.drop_id, returned=True)
+    await outbox.flush(shop.res.publisher)
+    await shop.stock.changed(returned.drop_id, returned=True)
 
 
-async def expire_holds(res: Resources, gate: Gate) -> int:
+async def expire_holds(shop: Shop) -> int:
     """Expire held orders past `hold_expires_at` (a batch); returns how many expired."""
+    res = shop.res
     outbox = Outbox()
     returned: list[Returned] = []
     async with res.pool.acquire() as conn, conn.transaction():
@@ -144,7 +146,7 @@ async def expire_holds(res: Resources, gate: Gate) -> int:
                 row["id"],
             )
     for item in returned:
-        await after_release(res, gate, outbox, item)
+        await after_release(shop, outbox, item)
     return len(rows)
 
 
@@ -167,8 +169,7 @@ async def deliver(res: Resources, order_id: int, who: Principal) -> OrderView:
 
 
 async def refund(
-    res: Resources,
-    gate: Gate,
+    shop: Shop,
     order_id: int,
     who: Principal,
     *,
@@ -178,6 +179,7 @@ async def refund(
     """Refund some or all units of a paid order. The buyer may before delivery and within the
     return window after it; an admin any time. Units go back on sale while the drop is live, and
     the money goes back to the buyer through the payment's provider once the refund committed."""
+    res = shop.res
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
         row = await visible_order(conn, order_id, who, lock=True)
@@ -226,8 +228,8 @@ async def refund(
             cast(Any, conn), outbox, order_id=order_id, refund_cents=cents
         )
         payment_id = await billing.take_back(conn, order_id, cents)
-    await after_release(res, gate, outbox, returned)
+    await after_release(shop, outbox, returned)
     if not returned.units:
         await outbox.flush(res.publisher)
-    await billing.refund_at_provider(res, payment_id, cents)
+    await billing.refund_at_provider(shop, payment_id, cents)
     return order_from_row(row, res.settings.return_window_s)

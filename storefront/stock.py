@@ -8,12 +8,8 @@ about once per pass instead of once per sale; a lone change is announced at once
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from core.events import Outbox
 from core.resources import Resources
@@ -76,12 +72,11 @@ class _Noted:
 class StockAnnouncer:
     """Coalesces the stock announcements of a process, per drop (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, res: Resources) -> None:
+        self._res = res
         self._passes: dict[int, _Noted] = {}  # drops with a pass under way
 
-    async def changed(
-        self, res: Resources, drop_id: int, *, sold: bool = False, returned: bool = False
-    ) -> None:
+    async def changed(self, drop_id: int, *, sold: bool = False, returned: bool = False) -> None:
         """Announce the drop's stock after a change that committed. When a pass is already under
         way it may have read the counts before this change: the change is noted for the pass
         that follows it, and this returns at once."""
@@ -91,9 +86,10 @@ class StockAnnouncer:
             noted.returned |= returned
             return
         self._passes[drop_id] = _Noted()
-        await self._pass(res, drop_id, sold, returned)
+        await self._pass(drop_id, sold, returned)
 
-    async def _pass(self, res: Resources, drop_id: int, sold: bool, returned: bool) -> None:
+    async def _pass(self, drop_id: int, sold: bool, returned: bool) -> None:
+        res = self._res
         try:
             outbox = Outbox()
             async with res.pool.acquire() as conn:
@@ -102,40 +98,14 @@ class StockAnnouncer:
         finally:
             noted = self._passes.pop(drop_id)
             if noted.sold or noted.returned:
-                # changes came in meanwhile: the next pass runs in the background
+                # changes came in meanwhile: the next pass runs after this one
                 self._passes[drop_id] = _Noted()
-                in_background(self._follow_up(res, drop_id, noted))
+                res.after_commit.soon(
+                    self._follow_up(drop_id, noted), what=f"stock of drop {drop_id}"
+                )
 
-    async def _follow_up(self, res: Resources, drop_id: int, noted: _Noted) -> None:
+    async def _follow_up(self, drop_id: int, noted: _Noted) -> None:
         try:
-            await self._pass(res, drop_id, noted.sold, noted.returned)
+            await self._pass(drop_id, noted.sold, noted.returned)
         except Exception as exc:  # noqa: BLE001 - the next change of the drop announces again
             log.warning("drop %d: stock not announced: %r", drop_id, exc)
-
-
-_announcers: weakref.WeakKeyDictionary[Resources, StockAnnouncer] = weakref.WeakKeyDictionary()
-
-
-def announcer_of(res: Resources) -> StockAnnouncer:
-    """The process's stock announcer for these resources."""
-    announcer = _announcers.get(res)
-    if announcer is None:
-        announcer = _announcers[res] = StockAnnouncer()
-    return announcer
-
-
-# after-commit work in flight (kept referenced until done)
-_background: set[asyncio.Task[None]] = set()
-
-
-def in_background(work: Coroutine[Any, Any, None]) -> None:
-    """Run after-commit work without making the request wait for it."""
-    task = asyncio.create_task(work)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-async def drain_background() -> None:
-    """Wait for after-commit work still running (tests, shutdown)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)

@@ -9,11 +9,10 @@ from typing import Any
 
 from core.events import Outbox
 from core.loops import run_periodically
-from core.resources import Resources
-from storefront.billing import gate_of
+from storefront.buy.placing import WRITE_TIMEOUT_S
 from storefront.catalog import end_due_drops, start_due_drops
 from storefront.orders import EXPIRY_BATCH, expire_holds
-from storefront.placing import WRITE_TIMEOUT_S
+from storefront.shop import Shop
 
 log = logging.getLogger("livesell.storefront.worker")
 
@@ -24,32 +23,31 @@ RECONCILE_INTERVAL_S = 5.0
 ABANDONED_AFTER_S = 3 * WRITE_TIMEOUT_S
 
 
-async def run_schedule(res: Resources) -> None:
+async def run_schedule(shop: Shop) -> None:
     """Announce drops that start and close drops whose time is up (each once, any worker)."""
+    res = shop.res
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
         await start_due_drops(conn, outbox)
         ended = await end_due_drops(conn, outbox)
-    gate = gate_of(res)
     for drop_id in ended:
-        await gate.close(drop_id)
+        await shop.gate.close(drop_id)
     await outbox.flush(res.publisher)
 
 
-async def run_expiry(res: Resources) -> None:
+async def run_expiry(shop: Shop) -> None:
     """Expire every hold past its time, a batch per transaction."""
-    gate = gate_of(res)
-    while await expire_holds(res, gate) == EXPIRY_BATCH:
+    while await expire_holds(shop) == EXPIRY_BATCH:
         pass
 
 
 async def reconcile_drop(
-    res: Resources, drop_id: int, *, stale_after_s: float = ABANDONED_AFTER_S
+    shop: Shop, drop_id: int, *, stale_after_s: float = ABANDONED_AFTER_S
 ) -> str:
     """Make drop `drop_id`'s gate agree with PostgreSQL: build it when Redis lost it; rebuild it
     in place when units went missing (a process died between gate and write, or a return to the
     gate failed). Returns what was done: "built", "rebuilt", "ok", or "changed" (busy; later)."""
-    gate = gate_of(res)
+    res, gate = shop.res, shop.gate
     probe = await gate.probe(drop_id)
     if probe.gen is None:
         await gate.build(res.pool, drop_id)
@@ -78,24 +76,24 @@ async def reconcile_drop(
     return verdict
 
 
-async def run_reconcile(res: Resources) -> None:
+async def run_reconcile(shop: Shop) -> None:
     """Check the gate of every drop that sells now or soon; on start-up this builds them all."""
-    async with res.pool.acquire() as conn:
+    async with shop.res.pool.acquire() as conn:
         drops = await conn.fetch(
             """SELECT id FROM drops WHERE closed_at IS NULL AND ends_at > now()
                AND starts_at < now() + interval '1 hour'"""
         )
     for record in drops:
-        await reconcile_drop(res, record["id"])
+        await reconcile_drop(shop, record["id"])
 
 
-def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
+def worker_tasks(shop: Shop) -> list[Coroutine[Any, Any, None]]:
     return [
         run_periodically(
-            "storefront drop schedule", lambda: run_schedule(res), SCHEDULE_INTERVAL_S
+            "storefront drop schedule", lambda: run_schedule(shop), SCHEDULE_INTERVAL_S
         ),
-        run_periodically("storefront hold expiry", lambda: run_expiry(res), EXPIRY_INTERVAL_S),
+        run_periodically("storefront hold expiry", lambda: run_expiry(shop), EXPIRY_INTERVAL_S),
         run_periodically(
-            "storefront gate reconciliation", lambda: run_reconcile(res), RECONCILE_INTERVAL_S
+            "storefront gate reconciliation", lambda: run_reconcile(shop), RECONCILE_INTERVAL_S
         ),
     ]

@@ -20,6 +20,7 @@ from core.embedded import EmbeddedPostgres, EmbeddedValkey
 from core.resources import Resources, open_resources
 from core.settings import Settings, load_settings
 from livesell.app import create_app
+from storefront import Shop
 
 TEST_SECRET = "test-secret-not-for-production-0123456789"
 
@@ -87,8 +88,18 @@ async def clean_state(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-async def client(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, resources)
+async def shop(resources: Resources) -> AsyncIterator[Shop]:
+    """The storefront's parts for one test (a fresh memory of refusals: ids restart)."""
+    shop = Shop(resources)
+    yield shop
+    await shop.settled()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, resources: Resources, shop: Shop
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, resources, shop)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://livesell.test") as http:
         yield http

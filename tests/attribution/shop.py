@@ -16,12 +16,12 @@ import httpx
 import msgspec
 
 import attribution
+import storefront
 from core.auth import mint_token
 from core.events import Outbox
 from core.resources import Resources
 from core.settings import Settings
 from livesell.app import create_app
-from storefront.billing import gate_of
 from storefront.orders import expire_holds
 
 HOST = "host-1"
@@ -33,7 +33,9 @@ class Shop:
             res = dataclasses.replace(res, settings=settings)
         self.res = res
         self.settings = res.settings
-        transport = httpx.ASGITransport(app=create_app(self.settings, res))
+        app = create_app(self.settings, res)
+        self.storefront: storefront.Shop = app.state.shop
+        transport = httpx.ASGITransport(app=app)
         self.http = httpx.AsyncClient(transport=transport, base_url="http://shop.test")
         self.prices: dict[int, int] = {}
 
@@ -139,7 +141,7 @@ class Shop:
                 "UPDATE orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
                 order_id,
             )
-        await expire_holds(self.res, gate_of(self.res))
+        await expire_holds(self.storefront)
         order = await self._call("GET", f"/api/orders/{order_id}", "admin-1", "admin")
         assert order["status"] == "expired", order
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from core.resources import Resources
-from storefront.checkout import drain_background
-from storefront.gate import gate_keys
+from storefront import Shop
+from storefront.buy.gate import gate_keys
 from tests.conftest import Servers
 from tests.faults.procs import Proc, env_for
 
@@ -46,7 +46,12 @@ async def _shop(client: httpx.AsyncClient, auth: Auth, quantity: int) -> tuple[s
 
 
 async def _buy_all(
-    client: httpx.AsyncClient, auth: Auth, drop_id: str, buyers: list[str], before: Any = None
+    client: httpx.AsyncClient,
+    auth: Auth,
+    shop: Shop,
+    drop_id: str,
+    buyers: list[str],
+    before: Any = None,
 ) -> list[str]:
     orders: list[str] = []
     queue = list(buyers)
@@ -65,7 +70,7 @@ async def _buy_all(
             orders.append(response.json()["order_id"])
 
     await asyncio.gather(*(worker() for _ in range(16)))
-    await drain_background()
+    await shop.settled()
     return orders
 
 
@@ -77,6 +82,7 @@ async def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 async def test_worker_killed_during_hold_expiry(
+    shop: Shop,
     servers: Servers,
     resources: Resources,
     client: httpx.AsyncClient,
@@ -85,7 +91,7 @@ async def test_worker_killed_during_hold_expiry(
 ) -> None:
     total = 600
     _, drop_id = await _shop(client, auth, total)
-    await _buy_all(client, auth, drop_id, [f"holder-{n}" for n in range(total)])
+    await _buy_all(client, auth, shop, drop_id, [f"holder-{n}" for n in range(total)])
     async with resources.pool.acquire() as conn:
         await conn.execute("UPDATE orders SET hold_expires_at = now() - interval '1 second'")
 
@@ -122,7 +128,7 @@ async def test_worker_killed_during_hold_expiry(
     view = (await client.get(f"/api/drops/{drop_id}")).json()
     assert (view["remaining"], view["held"], view["sold"]) == (total, 0, 0), view
     # and the units really are on sale again
-    resold = await _buy_all(client, auth, drop_id, [f"second-{n}" for n in range(5)])
+    resold = await _buy_all(client, auth, shop, drop_id, [f"second-{n}" for n in range(5)])
     assert len(resold) == 5
     print(f"\nworker kill during expiry: killed at {at_kill}/{total} expired, {in_gate} units "
           f"back in the gate; rerun: {total} expired once, gate == PostgreSQL")  # fmt: skip
@@ -133,6 +139,7 @@ async def _positive(count: Any) -> bool:
 
 
 async def test_worker_killed_during_settlement(
+    shop: Shop,
     servers: Servers,
     resources: Resources,
     client: httpx.AsyncClient,
@@ -152,7 +159,7 @@ async def test_worker_killed_during_settlement(
         assert response.status_code == 200, response.text
 
     buyers = [f"settle-{n}" for n in range(total)]
-    orders = await _buy_all(client, auth, drop_id, buyers, before=enter)
+    orders = await _buy_all(client, auth, shop, drop_id, buyers, before=enter)
     async with resources.pool.acquire() as conn:
         owners = dict(await conn.fetch("SELECT id::text, buyer_id FROM orders"))
     host = auth("wk-host", "host")

@@ -28,8 +28,7 @@ from hypothesis.stateful import (
 
 from core.auth import mint_token
 from core.resources import Resources
-from storefront.billing import gate_of, set_provider
-from storefront.checkout import drain_background
+from storefront import Shop
 from storefront.orders import expire_holds
 from tests.conftest import Servers
 from tests.fuzz.stats import record
@@ -60,6 +59,7 @@ class Order:
 class PaymentMachine(RuleBasedStateMachine):
     runner: ClassVar[asyncio.Runner]
     res: ClassVar[Resources]
+    shop: ClassVar[Shop]
     http: ClassVar[httpx.AsyncClient]
     drop_id: ClassVar[str]
 
@@ -69,7 +69,7 @@ class PaymentMachine(RuleBasedStateMachine):
         self.payments: dict[str, Payment] = {}
         self.keys = itertools.count()
         self.provider = HandProvider()
-        set_provider(self.res, self.provider)
+        self.shop.payments = self.provider
         record("payment model examples")
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -92,7 +92,7 @@ class PaymentMachine(RuleBasedStateMachine):
                 json={"quantity": quantity},
                 headers={**self.headers(buyer), "Idempotency-Key": f"pm{next(self.keys)}"},
             )
-            await drain_background()
+            await self.res.after_commit.drain()
             return response
 
         response = self.run(attempt())
@@ -182,7 +182,7 @@ class PaymentMachine(RuleBasedStateMachine):
                        WHERE id = $1 AND status = 'held'""",
                     int(order.id),
                 )
-            await expire_holds(self.res, gate_of(self.res))
+            await expire_holds(self.shop)
 
         self.run(expire())
 
@@ -283,7 +283,8 @@ async def _reset(res: Resources, http: httpx.AsyncClient, room_id: str, product_
 def test_random_payment_histories_keep_the_money_straight(servers: Servers) -> None:
     assert BPS and PRICE
     with asyncio.Runner() as runner:
-        res, http, room_id, product_id = runner.run(_open(servers))
+        shop, http, room_id, product_id = runner.run(_open(servers))
+        res = shop.res
 
         class Machine(PaymentMachine):
             def __init__(self) -> None:
@@ -291,6 +292,8 @@ def test_random_payment_histories_keep_the_money_straight(servers: Servers) -> N
                 super().__init__()
 
         Machine.runner, Machine.res, Machine.http = runner, res, http
+        Machine.shop = shop
+        default_payments = shop.payments
         try:
             run_state_machine_as_test(
                 Machine,
@@ -303,7 +306,7 @@ def test_random_payment_histories_keep_the_money_straight(servers: Servers) -> N
                 ),
             )
         finally:
-            set_provider(res, None)
+            shop.payments = default_payments
             runner.run(http.aclose())
             for stack in _stacks:
                 runner.run(stack.__aexit__(None, None, None))

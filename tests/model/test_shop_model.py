@@ -38,8 +38,7 @@ from core.auth import mint_token
 from core.db import migrate_url
 from core.resources import Resources, open_resources
 from livesell.app import create_app
-from storefront.billing import gate_of
-from storefront.checkout import drain_background
+from storefront import Shop
 from storefront.orders import expire_holds
 from tests.conftest import Servers, make_settings
 from tests.fuzz.stats import record
@@ -100,6 +99,7 @@ class World:
 class ShopMachine(RuleBasedStateMachine):
     runner: ClassVar[asyncio.Runner]
     res: ClassVar[Resources]
+    shop: ClassVar[Shop]
     http: ClassVar[httpx.AsyncClient]
     room_id: ClassVar[str]
     product_id: ClassVar[str]
@@ -187,7 +187,7 @@ class ShopMachine(RuleBasedStateMachine):
                 json={"quantity": quantity},
                 headers={**self.headers(buyer), "Idempotency-Key": key},
             )
-            await drain_background()
+            await self.res.after_commit.drain()
             return response
 
         return self.run(attempt())
@@ -231,7 +231,7 @@ class ShopMachine(RuleBasedStateMachine):
                     "UPDATE orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
                     int(order.id),
                 )
-            return await expire_holds(self.res, gate_of(self.res))
+            return await expire_holds(self.shop)
 
         assert self.run(expire()) == 1
         order.status = "expired"
@@ -363,7 +363,7 @@ class ShopMachine(RuleBasedStateMachine):
             assert shown["commission_cents"]["pending"] == pending[distributor]
 
 
-async def _open(servers: Servers) -> tuple[Resources, httpx.AsyncClient, str, str]:
+async def _open(servers: Servers) -> tuple[Shop, httpx.AsyncClient, str, str]:
     settings = msgspec.structs.replace(make_settings(servers), buy_rate_per_user=0)
     assert settings.database_url
     await migrate_url(settings.database_url)
@@ -378,7 +378,10 @@ async def _open(servers: Servers) -> tuple[Resources, httpx.AsyncClient, str, st
         names = ", ".join(f'"{t["tablename"]}"' for t in tables)
         await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     await res.redis.flushall()
-    transport = httpx.ASGITransport(app=create_app(settings, res), raise_app_exceptions=False)
+    shop = Shop(res)
+    transport = httpx.ASGITransport(
+        app=create_app(settings, res, shop), raise_app_exceptions=False
+    )
     http = httpx.AsyncClient(transport=transport, base_url="http://model.test")
 
     def h(who: str, *roles: str) -> dict[str, str]:
@@ -406,7 +409,7 @@ async def _open(servers: Servers) -> tuple[Resources, httpx.AsyncClient, str, st
                 headers=h(buyer),
             )
             assert entered.status_code == 200, entered.text
-    return res, http, str(room["id"]), str(product.json()["id"])
+    return shop, http, str(room["id"]), str(product.json()["id"])
 
 
 _stacks: list[Any] = []
@@ -415,8 +418,9 @@ _stacks: list[Any] = []
 @pytest.mark.timeout(600)
 def test_random_shop_histories_keep_the_invariants(servers: Servers) -> None:
     with asyncio.Runner() as runner:
-        res, http, room_id, product_id = runner.run(_open(servers))
-        ShopMachine.runner, ShopMachine.res, ShopMachine.http = runner, res, http
+        shop, http, room_id, product_id = runner.run(_open(servers))
+        ShopMachine.runner, ShopMachine.res, ShopMachine.http = runner, shop.res, http
+        ShopMachine.shop = shop
         ShopMachine.room_id, ShopMachine.product_id = room_id, product_id
         try:
             run_state_machine_as_test(

@@ -19,9 +19,12 @@ from tests.security.world import World, build_world
 
 @pytest.fixture
 async def world(
-    client: httpx.AsyncClient, auth: Callable[..., dict[str, str]], settings: Settings
+    client: httpx.AsyncClient,
+    auth: Callable[..., dict[str, str]],
+    settings: Settings,
+    resources: Resources,
 ) -> World:
-    return await build_world(client, auth, settings)
+    return await build_world(client, auth, settings, resources)
 
 
 @asynccontextmanager

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from core.resources import Resources
 from core.settings import Settings
-from storefront.checkout import drain_background
 
 Auth = Callable[..., dict[str, str]]
 
@@ -39,7 +39,9 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
-async def build_world(client: httpx.AsyncClient, auth: Auth, settings: Settings) -> World:
+async def build_world(
+    client: httpx.AsyncClient, auth: Auth, settings: Settings, resources: Resources
+) -> World:
     w = World()
     host = auth(w.host, "host")
 
@@ -98,7 +100,7 @@ async def build_world(client: httpx.AsyncClient, auth: Auth, settings: Settings)
             json={"quantity": 1},
             headers={**auth(who, "viewer"), "Idempotency-Key": new_key()},
         )
-        await drain_background()
+        await resources.after_commit.drain()
         return str((await ok(response, 201))["order_id"])
 
     w.paid_order = await buy(w.buyer)

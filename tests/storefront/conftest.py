@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from core.resources import Resources
-from storefront.checkout import drain_background
+from storefront import Shop
 from storefront.events import Event
 
 HOST = "hana"
@@ -84,7 +84,7 @@ Buy = Callable[..., Awaitable[httpx.Response]]
 
 
 @pytest.fixture
-def buy(client: httpx.AsyncClient, auth: Auth) -> Buy:
+def buy(client: httpx.AsyncClient, auth: Auth, shop: Shop) -> Buy:
     """`await buy(drop_id, "bob", quantity=1, key=None)` → the HTTP response."""
 
     async def attempt(
@@ -96,7 +96,7 @@ def buy(client: httpx.AsyncClient, auth: Auth) -> Buy:
             headers={**auth(buyer, "viewer"), "Idempotency-Key": key or new_key()},
         )
         # the gate and the room hear of a sale just after the answer; wait for that
-        await drain_background()
+        await shop.settled()
         return response
 
     return attempt

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 import msgspec
 
-from core.resources import Resources
-from storefront.billing import set_provider
+from storefront import Shop
 from storefront.payments import SIGNATURE_HEADER, Checkout, sign, webhook_key
 
 _ids = itertools.count(1)
@@ -41,13 +40,14 @@ class HandProvider:
         return next(c for p, c in self.started if p == payment_id)
 
 
-def install(res: Resources) -> Iterator[HandProvider]:
-    provider = HandProvider()
-    set_provider(res, provider)
+def install(shop: Shop) -> Iterator[HandProvider]:
+    """Make the hand provider `shop`'s payment provider while the caller needs it."""
+    provider, before = HandProvider(), shop.payments
+    shop.payments = provider
     try:
         yield provider
     finally:
-        set_provider(res, None)
+        shop.payments = before
 
 
 def event_body(

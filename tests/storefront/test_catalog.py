@@ -7,6 +7,7 @@ import httpx
 import storefront
 from core.events import Outbox
 from core.resources import Resources
+from storefront import Shop
 from storefront.events import mask_buyer
 from storefront.worker import run_schedule
 from tests.storefront.conftest import HOST, Auth, Buy, StartDrop, room_events
@@ -68,7 +69,7 @@ async def test_drop_lifecycle_events(
     auth: Auth,
     start_drop: StartDrop,
     buy: Buy,
-    resources: Resources,
+    resources: Resources, shop: Shop,
     room_id: int,
 ) -> None:
     drop = await start_drop(starts_in_s=60, quantity=2, per_buyer_limit=2)
@@ -83,8 +84,8 @@ async def test_drop_lifecycle_events(
             int(drop["id"]),
         )
     await resources.redis.delete(f"{{drop:{drop['id']}}}:gate")  # rebuilt with the new start
-    await run_schedule(resources)
-    await run_schedule(resources)
+    await run_schedule(shop)
+    await run_schedule(shop)
     events = await room_events(resources, room_id)
     started = [e for e in events if e["type"] == "drop.started"]
     assert len(started) == 1 and started[0]["drop"]["status"] == "live"
@@ -98,8 +99,8 @@ async def test_drop_lifecycle_events(
             "UPDATE drops SET ends_at = now() - interval '1 millisecond' WHERE id = $1",
             int(drop["id"]),
         )
-    await run_schedule(resources)
-    await run_schedule(resources)
+    await run_schedule(shop)
+    await run_schedule(shop)
     closed = [e for e in await room_events(resources, room_id) if e["type"] == "drop.closed"]
     assert len(closed) == 1
     assert closed[0] == {

@@ -25,10 +25,8 @@ from core.auth import mint_token
 from core.embedded import free_port
 from core.resources import Resources
 from core.settings import Settings
-from storefront import reconcile_drop
-from storefront.billing import gate_of
-from storefront.checkout import drain_background
-from storefront.gate import gate_keys
+from storefront import Shop, reconcile_drop
+from storefront.buy.gate import gate_keys
 from tests.storefront.conftest import StartDrop, new_key, stock_truth
 
 
@@ -69,7 +67,6 @@ async def _storm(
                 await on_progress(sum(statuses.values()))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    await drain_background()
     return statuses
 
 
@@ -81,6 +78,7 @@ def _headers(settings: Settings, attempts: list[tuple[str, int]]) -> dict[str, d
 
 
 async def _assert_invariants(res: Resources, drop_id: str) -> dict[str, int]:
+    await res.after_commit.drain()  # the gate and the room have heard of every sale
     truth = await stock_truth(res, drop_id)
     assert truth["held"] + truth["sold"] <= truth["quantity"], f"oversold: {truth}"
     assert truth["ordered_units"] == truth["held"] + truth["sold"], truth
@@ -123,7 +121,11 @@ async def _sell_the_rest(
 
 
 async def test_storm_sells_exactly_the_quantity(
-    client: httpx.AsyncClient, settings: Settings, resources: Resources, start_drop: StartDrop
+    client: httpx.AsyncClient,
+    settings: Settings,
+    resources: Resources,
+    shop: Shop,
+    start_drop: StartDrop,
 ) -> None:
     drop = await start_drop(quantity=40, per_buyer_limit=3)
     attempts = _attempts(buyers=300, attempts=2500, max_quantity=3, seed=1)
@@ -135,11 +137,15 @@ async def test_storm_sells_exactly_the_quantity(
     assert truth["held"] == 40, f"demand exceeded supply yet units were left: {truth}"
     view = (await client.get(f"/api/drops/{drop['id']}")).json()
     assert (view["remaining"], view["held"], view["status"]) == (0, 40, "sold_out")
-    assert await reconcile_drop(resources, int(drop["id"])) == "ok", "gate and PostgreSQL agree"
+    assert await reconcile_drop(shop, int(drop["id"])) == "ok", "gate and PostgreSQL agree"
 
 
 async def test_storm_with_redis_flushed_midway(
-    client: httpx.AsyncClient, settings: Settings, resources: Resources, start_drop: StartDrop
+    client: httpx.AsyncClient,
+    settings: Settings,
+    resources: Resources,
+    shop: Shop,
+    start_drop: StartDrop,
 ) -> None:
     drop = await start_drop(quantity=30, per_buyer_limit=2)
     attempts = _attempts(buyers=200, attempts=2000, max_quantity=2, seed=2)
@@ -161,19 +167,23 @@ async def test_storm_with_redis_flushed_midway(
     assert flushed.is_set()
     assert set(statuses) <= {201, 409, 429}, statuses
     await _assert_invariants(resources, drop["id"])
-    await reconcile_drop(resources, int(drop["id"]))
+    await reconcile_drop(shop, int(drop["id"]))
     await _gate_matches_postgres(resources, drop["id"])
     await _sell_the_rest(client, settings, resources, drop["id"])
 
 
 async def test_gate_grant_without_database_write_is_healed(
-    client: httpx.AsyncClient, settings: Settings, resources: Resources, start_drop: StartDrop
+    client: httpx.AsyncClient,
+    settings: Settings,
+    resources: Resources,
+    shop: Shop,
+    start_drop: StartDrop,
 ) -> None:
     """The deterministic form of a crash between gate and write: units leave the gate, the
     order is never written. Young in-flight grants are left alone (their writer may still
     commit); once abandoned, reconciliation returns their units."""
     drop = await start_drop(quantity=5, per_buyer_limit=5)
-    gate = gate_of(resources)
+    gate = shop.gate
     granted = await gate.acquire(int(drop["id"]), "ghost", 3)
     assert not hasattr(granted, "reason"), granted
     crowd = [(f"v{i}", 1) for i in range(10)]
@@ -181,15 +191,19 @@ async def test_gate_grant_without_database_write_is_healed(
     truth = await _assert_invariants(resources, drop["id"])
     assert truth["held"] == 2, "three units are stuck with the dead attempt"
 
-    assert await reconcile_drop(resources, int(drop["id"])) == "ok", "young: not yet abandoned"
-    assert await reconcile_drop(resources, int(drop["id"]), stale_after_s=0) == "rebuilt"
+    assert await reconcile_drop(shop, int(drop["id"])) == "ok", "young: not yet abandoned"
+    assert await reconcile_drop(shop, int(drop["id"]), stale_after_s=0) == "rebuilt"
     await _gate_matches_postgres(resources, drop["id"])
     await _sell_the_rest(client, settings, resources, drop["id"])
 
 
 @pytest.mark.slow
 async def test_api_killed_mid_storm(
-    settings: Settings, resources: Resources, client: httpx.AsyncClient, start_drop: StartDrop
+    settings: Settings,
+    resources: Resources,
+    shop: Shop,
+    client: httpx.AsyncClient,
+    start_drop: StartDrop,
 ) -> None:
     """A real `livesell api` process is SIGKILLed while a storm is in flight."""
     drop = await start_drop(quantity=40, per_buyer_limit=2)
@@ -244,6 +258,6 @@ async def test_api_killed_mid_storm(
         api.wait(10)
     await _assert_invariants(resources, drop["id"])
     # nobody else is writing now, so every in-flight grant left behind is abandoned
-    await reconcile_drop(resources, int(drop["id"]), stale_after_s=0)
+    await reconcile_drop(shop, int(drop["id"]), stale_after_s=0)
     await _gate_matches_postgres(resources, drop["id"])
     await _sell_the_rest(client, settings, resources, drop["id"])

@@ -15,13 +15,14 @@ import pytest
 
 from core.resources import Resources
 from core.settings import Settings
+from storefront import Shop
 from tests.storefront.conftest import Auth, Buy, StartDrop
 from tests.storefront.payments_fake import HandProvider, deliver, event_body, install
 
 
 @pytest.fixture
-def hand(resources: Resources) -> Iterator[HandProvider]:
-    yield from install(resources)
+def hand(shop: Shop) -> Iterator[HandProvider]:
+    yield from install(shop)
 
 
 async def _held(buy: Buy, drop_id: str, buyer: str = "bob", quantity: int = 1) -> str:

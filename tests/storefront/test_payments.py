@@ -11,6 +11,7 @@ import pytest
 
 from core.resources import Resources
 from core.settings import Settings
+from storefront import Shop
 from storefront.payments import SIGNATURE_HEADER, sign, webhook_key
 from storefront.worker import run_expiry
 from tests.storefront.conftest import HOST, Auth, Buy, StartDrop, room_events, stock_truth
@@ -184,13 +185,13 @@ async def test_webhook_amount_mismatch_is_refused(
         assert await conn.fetchval("SELECT status FROM orders") == "held"
 
 
-async def _expire(resources: Resources, order_id: str) -> None:
-    async with resources.pool.acquire() as conn:
+async def _expire(shop: Shop, order_id: str) -> None:
+    async with shop.res.pool.acquire() as conn:
         await conn.execute(
             "UPDATE orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
             int(order_id),
         )
-    await run_expiry(resources)
+    await run_expiry(shop)
 
 
 async def test_late_payment_reclaims_a_free_unit(
@@ -200,11 +201,12 @@ async def test_late_payment_reclaims_a_free_unit(
     buy: Buy,
     resources: Resources,
     settings: Settings,
+    shop: Shop,
 ) -> None:
     drop = await start_drop(quantity=2)
     order_id = await _held_order(buy, drop["id"])
     payment = await _payment_for(resources, order_id)
-    await _expire(resources, order_id)
+    await _expire(shop, order_id)
     assert (await _order(client, auth, order_id))["status"] == "expired"
 
     body = _event(order_id, payment)
@@ -226,11 +228,12 @@ async def test_late_payment_with_no_stock_left_is_refunded(
     buy: Buy,
     resources: Resources,
     settings: Settings,
+    shop: Shop,
 ) -> None:
     drop = await start_drop(quantity=1)
     order_id = await _held_order(buy, drop["id"])
     payment = await _payment_for(resources, order_id)
-    await _expire(resources, order_id)
+    await _expire(shop, order_id)
     assert (await buy(drop["id"], "carol")).status_code == 201, "the unit went to someone else"
 
     body = _event(order_id, payment)
@@ -245,7 +248,7 @@ async def test_late_payment_with_no_stock_left_is_refunded(
 
 
 async def test_expiry_returns_stock_and_viewers_see_it(
-    client: httpx.AsyncClient, start_drop: StartDrop, buy: Buy, resources: Resources
+    client: httpx.AsyncClient, start_drop: StartDrop, buy: Buy, resources: Resources, shop: Shop
 ) -> None:
     drop = await start_drop(quantity=2, per_buyer_limit=2)
     order_id = await _held_order(buy, drop["id"], quantity=2)
@@ -253,7 +256,7 @@ async def test_expiry_returns_stock_and_viewers_see_it(
     events = await room_events(resources, drop["room_id"])
     assert any(e["type"] == "drop.sold_out" for e in events)
 
-    await _expire(resources, order_id)
+    await _expire(shop, order_id)
     events = await room_events(resources, drop["room_id"])
     last_stock = [e for e in events if e["type"] == "stock.changed"][-1]
     assert last_stock == {

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
@@ -15,12 +13,14 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from core.resources import Resources, redis_client
-from storefront import billing, refusals
-from storefront.gate import gate_keys, idempotency_digest
+from core.resources import Resources
+from storefront import Shop
+from storefront.buy import refusals
+from storefront.buy.gate import gate_keys
+from storefront.buy.idempotency import idempotency_digest
+from storefront.buy.refusals import GateState, Snapshot
+from storefront.buy.verdicts import LimitReached, NotActive, SoldOut
 from storefront.orders import expire_holds
-from storefront.refusals import GateState, Snapshot
-from storefront.verdicts import LimitReached, NotActive, SoldOut
 from tests.storefront.conftest import Auth, Buy, StartDrop, new_key, stock_truth
 
 
@@ -32,26 +32,21 @@ async def _gate_calls(res: Resources) -> int:
     )
 
 
-async def _expire(resources: Resources, order_id: str, res: Resources | None = None) -> None:
-    async with resources.pool.acquire() as conn:
+async def _expire(shop: Shop, order_id: str) -> None:
+    """The hold of `order_id` runs out, and `shop`'s process expires it."""
+    async with shop.res.pool.acquire() as conn:
         await conn.execute(
             "UPDATE orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
             int(order_id),
         )
-    target = res or resources
-    assert await expire_holds(target, billing.gate_of(target)) == 1
+    assert await expire_holds(shop) == 1
 
 
 @pytest.fixture
-async def other_process(resources: Resources) -> AsyncIterator[Resources]:
-    """Resources with their own Redis client, hence their own gate and memory: what another
-    API or worker process would have."""
-    assert resources.settings.redis_url
-    client = redis_client(resources.settings.redis_url)
-    try:
-        yield dataclasses.replace(resources, redis=client)
-    finally:
-        await client.aclose()
+def other_process(resources: Resources) -> Shop:
+    """A shop of its own, hence its own gate and memory: what another API or worker process
+    would have."""
+    return Shop(resources)
 
 
 async def test_losers_after_sell_out_are_refused_without_calling_redis(
@@ -138,23 +133,23 @@ async def test_over_limit_buyer_still_hears_limit_reached_after_sell_out(
 
 
 async def test_stock_returned_in_this_process_is_buyable_at_once(
-    start_drop: StartDrop, buy: Buy, resources: Resources
+    start_drop: StartDrop, buy: Buy, shop: Shop
 ) -> None:
     drop = await start_drop(quantity=1, per_buyer_limit=1)
     held = await buy(drop["id"], "bob")
     assert (await buy(drop["id"], "carol")).status_code == 409
-    await _expire(resources, held.json()["order_id"])
+    await _expire(shop, held.json()["order_id"])
     assert (await buy(drop["id"], "carol")).status_code == 201
 
 
 async def test_stock_returned_by_another_process_is_buyable_within_the_bound(
-    start_drop: StartDrop, buy: Buy, resources: Resources, other_process: Resources
+    start_drop: StartDrop, buy: Buy, other_process: Shop
 ) -> None:
     drop = await start_drop(quantity=1, per_buyer_limit=1)
     held = await buy(drop["id"], "bob")
     assert (await buy(drop["id"], "carol")).status_code == 409
     # the worker (another process) expires bob's hold: this process is not told
-    await _expire(resources, held.json()["order_id"], other_process)
+    await _expire(other_process, held.json()["order_id"])
     returned_at = time.monotonic()
     while True:
         sent_after = time.monotonic() - returned_at
@@ -164,7 +159,7 @@ async def test_stock_returned_by_another_process_is_buyable_within_the_bound(
         assert attempt.json()["error"]["code"] == "sold_out"
         assert sent_after < refusals.MEMORY_S + 0.05, "the returned unit stayed unbuyable"
         await asyncio.sleep(0.01)
-    truth = await stock_truth(resources, drop["id"])
+    truth = await stock_truth(other_process.res, drop["id"])
     assert truth["held"] == 1 and truth["max_per_buyer"] == 1
 
 
@@ -198,12 +193,12 @@ async def test_a_scheduled_drop_opens_on_time_despite_remembered_refusals(
 
 
 async def test_snapshots_are_not_trusted_past_their_moment(
-    start_drop: StartDrop, buy: Buy, resources: Resources
+    start_drop: StartDrop, buy: Buy, shop: Shop
 ) -> None:
     drop = await start_drop(quantity=1, per_buyer_limit=1)
     assert (await buy(drop["id"], "bob")).status_code == 201
     assert (await buy(drop["id"], "carol")).status_code == 409
-    memory = billing.gate_of(resources).recent
+    memory = shop.gate.recent
     digest = idempotency_digest("carol", "k")
     assert memory.refusal(int(drop["id"]), "carol", 1, digest) == SoldOut(0)
     await asyncio.sleep(refusals.MEMORY_S)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 from core.resources import Resources
-from storefront.checkout import drain_background
 from storefront.stock import StockAnnouncer
 from tests.storefront.conftest import Buy, StartDrop, room_events, stock_truth
 
@@ -21,15 +20,15 @@ async def test_changes_during_a_pass_make_one_more_announcement_with_the_latest_
     drop = await start_drop(quantity=5, per_buyer_limit=5)
     assert (await buy(drop["id"], "bob", 2)).status_code == 201
     before = len(await _stock_events(resources, drop["room_id"]))
-    announcer = StockAnnouncer()
+    announcer = StockAnnouncer(resources)
 
-    first = asyncio.create_task(announcer.changed(resources, int(drop["id"]), sold=True))
+    first = asyncio.create_task(announcer.changed(int(drop["id"]), sold=True))
     await asyncio.sleep(0)  # its pass is reading the counts now
     for _ in range(3):  # three more sales commit meanwhile: noted, their callers do not wait
-        await announcer.changed(resources, int(drop["id"]), sold=True)
+        await announcer.changed(int(drop["id"]), sold=True)
     assert not first.done()
     await first
-    await drain_background()
+    await resources.after_commit.drain()
 
     events = await _stock_events(resources, drop["room_id"])
     assert len(events) - before == 2, "the pass under way, then one pass for the three noted"
@@ -56,14 +55,14 @@ async def test_a_noted_sale_that_took_the_last_unit_announces_the_sell_out(
     assert len(sold_out) == 1
     async with resources.pool.acquire() as conn:  # as if the sell-out was not announced yet
         await conn.execute("UPDATE drops SET sold_out_at = NULL WHERE id = $1", int(drop["id"]))
-    announcer = StockAnnouncer()
+    announcer = StockAnnouncer(resources)
 
     # a pass for returned units is under way when a sale is noted: the next pass is a sale's
-    first = asyncio.create_task(announcer.changed(resources, int(drop["id"]), returned=True))
+    first = asyncio.create_task(announcer.changed(int(drop["id"]), returned=True))
     await asyncio.sleep(0)
-    await announcer.changed(resources, int(drop["id"]), sold=True)
+    await announcer.changed(int(drop["id"]), sold=True)
     await first
-    await drain_background()
+    await resources.after_commit.drain()
 
     types = [e["type"] for e in await room_events(resources, drop["room_id"])]
     assert types[-3:] == ["stock.changed", "stock.changed", "drop.sold_out"]

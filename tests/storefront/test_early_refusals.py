@@ -1,5 +1,7 @@
-"""The buy route's hot path: refusals the gate's memory proves are answered before routing,
-byte for byte as the route answers them; everything else still reaches the route."""
+"""The buy route's early refusals (storefront.buy.early): refusals the gate's memory proves are
+answered before routing, byte for byte as the route answers them; everything else still reaches
+the route, with its body whole; and what the answerer remembers between attempts stays bounded
+and decodes as the route decodes."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from core.auth import mint_token, verified_tokens
+from core.errors import LivesellError
 from core.resources import Resources
 from core.settings import Settings
 from livesell.app import create_app
-from storefront import api
+from storefront import Shop
+from storefront.buy import early, flow
 from tests.storefront.conftest import Auth, Buy, StartDrop, new_key
 
 
@@ -31,18 +35,18 @@ class Counted:
 
 @pytest.fixture
 async def counted(
-    settings: Settings, resources: Resources, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, resources: Resources, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Counted]:
     """An API app whose buy route notes every request that reaches it."""
-    original = api.buy
+    original = flow.buy
     calls: list[str] = []
 
     async def buy(request: Request) -> Response:
         calls.append(request.url.path)
         return await original(request)
 
-    monkeypatch.setattr(api, "buy", buy)
-    app = create_app(settings, resources)
+    monkeypatch.setattr(flow, "buy", buy)
+    app = create_app(settings, resources, shop)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://livesell.test") as http:
         yield Counted(http, app, calls)
@@ -58,7 +62,7 @@ async def _sold_out(start_drop: StartDrop, buy: Buy, **drop: Any) -> tuple[str, 
 
 
 def _count(status: str) -> float:
-    labels = {"method": "POST", "route": api.BUY_ROUTE, "status": status}
+    labels = {"method": "POST", "route": early.ROUTE, "status": status}
     return REGISTRY.get_sample_value("livesell_http_requests_total", labels) or 0.0
 
 
@@ -69,7 +73,7 @@ async def test_refusals_skip_the_route_and_match_it_byte_for_byte(
     counted.route_calls.clear()
     url = f"/api/drops/{drop_id}/buy"
     headers = {**auth("dave", "viewer"), "Idempotency-Key": new_key()}
-    verified_tokens.clear()  # dave's token is new to this process: the hot path verifies it
+    verified_tokens.clear()  # dave's token is new to this process: the early path verifies it
     counted_409 = _count("409")
     for _ in range(5):
         fast = await counted.http.post(
@@ -78,7 +82,7 @@ async def test_refusals_skip_the_route_and_match_it_byte_for_byte(
         assert fast.status_code == by_route.status_code == 409
         assert fast.content == by_route.content
         assert fast.headers == by_route.headers
-    assert counted.route_calls == [], "the hot path answered without the route"
+    assert counted.route_calls == [], "answered early, without the route"
     assert _count("409") == counted_409 + 5  # and the metrics still count them
 
 
@@ -118,7 +122,7 @@ async def test_everything_else_reaches_the_route(
     assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
     assert counted.route_calls == [url]
 
-    # a token never seen by this process is verified on the hot path; one that fails is
+    # a token never seen by this process is verified on the early path; one that fails is
     # refused by the route, every time (a failure is not remembered)
     stranger = mint_token(settings.secret, "frank", ["viewer"])
     forged = mint_token("not-the-secret-0123456789abcdef0123456", "frank", ["viewer"])
@@ -182,3 +186,31 @@ async def test_a_body_in_several_chunks_is_handed_on_whole(
         counted.app, path, {**auth("winner", "viewer"), "Idempotency-Key": "won"}, chunks
     )
     assert replay["status"] == 201, replay["body"]
+
+
+def test_authorization_headers_are_remembered_only_when_short() -> None:
+    early._remembered_bearer.cache_clear()
+    token = "t" * 200
+    assert early._bearer(b"Bearer " + token.encode()) == token
+    assert early._bearer(b"Bearer " + token.encode()) == token
+    info = early._remembered_bearer.cache_info()
+    assert (info.hits, info.currsize) == (1, 1)
+    long = "x" * early.REMEMBERED_HEADER_MAX
+    assert early._bearer(b"Bearer " + long.encode()) == long
+    assert early._remembered_bearer.cache_info().currsize == 1, "a long header is not kept"
+
+
+def test_a_malformed_header_is_refused_every_time_and_never_remembered() -> None:
+    early._remembered_bearer.cache_clear()
+    for _ in range(2):
+        with pytest.raises(LivesellError):
+            early._bearer(b"Basic abc")
+    assert early._remembered_bearer.cache_info().currsize == 0
+
+
+def test_a_remembered_body_decodes_as_the_route_decodes() -> None:
+    assert early._quantity(b'{"quantity": 2}') == 2
+    assert early._quantity(b"  ") == 1  # an empty body is `{}`: the default quantity
+    for bad in (b'{"quantity": 0}', b'{"quantity": "1"}', b"[", b'{"quantity": 1, "x": 1}'):
+        with pytest.raises(LivesellError):
+            early._quantity(bad)

@@ -30,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal
 
 import asyncpg
 
@@ -69,28 +69,37 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """What PostgreSQL made of one order: `outcome` is 'placed' (with the order and its stored
-    201 body), 'missing' (no such drop), the status of a drop that no longer sells, or
-    'unique_violation' / 'check_violation' with the constraint that refused it."""
+    """The order is written: what its 201 says."""
 
-    outcome: str
-    order_id: int | None = None
-    body: bytes | None = None
-    refused_by: str | None = None
+    order_id: int
+    hold_expires_at: datetime
+    amount_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotPlaced:
+    """Nothing was written, and why (storefront_place_orders' outcomes, migration 0014)."""
+
+    reason: Literal[
+        "missing", "scheduled", "closed", "ended", "key_taken", "unit_taken", "over_limit"
+    ]
+
+
+PlaceOutcome = Placed | NotPlaced
 
 
 class OrderWriter:
-    """One per process and Resources (`writer_of`)."""
+    """One per process (`Shop.orders`)."""
 
     def __init__(self, res: Resources) -> None:
         self._res = res
-        self._queue: list[tuple[OrderRequest, asyncio.Future[Placed]]] = []
+        self._queue: list[tuple[OrderRequest, asyncio.Future[PlaceOutcome]]] = []
         self._in_flight = 0
         self._writers: set[asyncio.Task[None]] = set()
         self.batches = 0  # batches written, for tests and curiosity
 
-    async def place(self, order: OrderRequest) -> Placed:
-        future: asyncio.Future[Placed] = asyncio.get_running_loop().create_future()
+    async def place(self, order: OrderRequest) -> PlaceOutcome:
+        future: asyncio.Future[PlaceOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((order, future))
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
@@ -131,7 +140,7 @@ class OrderWriter:
                     future.cancel()
                 self._queue.clear()
 
-    async def _write(self, orders: list[OrderRequest]) -> list[Placed]:
+    async def _write(self, orders: list[OrderRequest]) -> list[PlaceOutcome]:
         """Write `orders` in lock order (see the module's docstring); their results in the
         order given."""
         by_lock = sorted(range(len(orders)), key=lambda i: (orders[i].drop_id, orders[i].buyer_id))
@@ -175,14 +184,11 @@ async def _place_orders(
     )
 
 
-def _placed(row: asyncpg.Record) -> Placed:
-    body = row["placed_body"]
-    return Placed(
-        row["placed_outcome"],
-        row["placed_order"],
-        None if body is None else bytes(body),
-        row["refused_by"],
-    )
+def _placed(row: asyncpg.Record) -> PlaceOutcome:
+    """One row of storefront_place_orders, decoded (the one place its outcomes are read)."""
+    if row["placed_outcome"] == "placed":
+        return Placed(row["order_id"], row["hold_expires_at"], row["amount_cents"])
+    return NotPlaced(row["placed_outcome"])
 
 
 # how long a rehearsal waits for a pooled connection another task holds
@@ -253,25 +259,14 @@ async def _rehearse(settings: Settings, conn: asyncpg.pool.PoolConnectionProxy) 
         drop_id = await conn.fetchval(REHEARSAL_DROP_SQL)
         order = OrderRequest(drop_id, "livesell-rehearsal", "rehearsal", bytes(32), [1])
         rows = await _place_orders(conn, settings, [order])
-        if [_placed(row).outcome for row in rows] != ["placed"]:
+        if not isinstance(_placed(rows[0]), Placed):
             raise RuntimeError(f"the rehearsal order was not placed: {rows!r}")
     finally:
         await transaction.rollback()
 
 
-def _nobody_waits(future: asyncio.Future[Placed]) -> None:
+def _nobody_waits(future: asyncio.Future[PlaceOutcome]) -> None:
     """The outcome of an order whose caller went away: retrieved, so that a failed batch is
     not reported again as an exception nobody retrieved."""
     if not future.cancelled():
         future.exception()
-
-
-_writers: weakref.WeakKeyDictionary[Resources, OrderWriter] = weakref.WeakKeyDictionary()
-
-
-def writer_of(res: Resources) -> OrderWriter:
-    """The process's order writer for these resources."""
-    writer = _writers.get(res)
-    if writer is None:
-        writer = _writers[res] = OrderWriter(res)
-    return writer

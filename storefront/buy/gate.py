@@ -21,7 +21,6 @@ per-buyer CHECK refuse whatever a wrong gate lets through, so losing Redis can c
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -34,9 +33,10 @@ import msgspec
 import redis.asyncio as aioredis
 
 from core.scripts import Batched, register
+from storefront.buy.idempotency import idempotency_digest
+from storefront.buy.refusals import RecentRefusals
+from storefront.buy.verdicts import Granted, NotActive, SoldOut, Verdict
 from storefront.errors import DropNotFound, GateBusy
-from storefront.refusals import RecentRefusals
-from storefront.verdicts import Granted, NotActive, SoldOut, Verdict
 
 log = logging.getLogger("livesell.storefront.gate")
 
@@ -57,10 +57,6 @@ def gate_keys(drop_id: int) -> list[str]:
 
 def lock_key(drop_id: int) -> str:
     return f"{{drop:{drop_id}}}:lock"
-
-
-def idempotency_digest(buyer_id: str, key: str) -> str:
-    return hashlib.sha256(f"{buyer_id}\0{key}".encode()).hexdigest()[:32]
 
 
 def _ms(moment: datetime) -> int:
@@ -85,16 +81,16 @@ class Probe:
 
 
 class Gate:
-    """The Redis side of the buy path; one per process, built from the Redis client."""
+    """The Redis side of the buy path; one per process (`Shop.gate`)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._acquire = Batched(client, register(client, "storefront", "gate_acquire"))
-        self._commit = Batched(client, register(client, "storefront", "gate_commit"))
-        self._release = register(client, "storefront", "gate_release")
-        self._build = register(client, "storefront", "gate_build")
-        self._unlock = register(client, "storefront", "gate_unlock")
-        self._probe = register(client, "storefront", "gate_probe")
+        self._acquire = Batched(client, register(client, "storefront.buy", "gate_acquire"))
+        self._commit = Batched(client, register(client, "storefront.buy", "gate_commit"))
+        self._release = register(client, "storefront.buy", "gate_release")
+        self._build = register(client, "storefront.buy", "gate_build")
+        self._unlock = register(client, "storefront.buy", "gate_unlock")
+        self._probe = register(client, "storefront.buy", "gate_probe")
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
         # refusals proven by a recent snapshot are answered without a Redis call
         self.recent = RecentRefusals(client, gate_keys)

@@ -29,7 +29,7 @@ import redis.exceptions
 
 from core.metrics import LoopCounter
 from core.scripts import register
-from storefront.verdicts import LimitReached, NotActive, Refusal, SoldOut
+from storefront.buy.verdicts import LimitReached, NotActive, Refusal, SoldOut
 
 log = logging.getLogger("livesell.storefront.refusals")
 
@@ -109,7 +109,7 @@ class RecentRefusals:
         self.memory_s = memory_s
         self.max_drops = max_drops
         self._keys_of = keys_of
-        self._snapshot_script = register(client, "storefront", "gate_snapshot")
+        self._snapshot_script = register(client, "storefront.buy", "gate_snapshot")
         self._snapshots: dict[int, Snapshot] = {}
         # drops whose snapshot is being read, and the event set when it is in
         self._loading: dict[int, asyncio.Event] = {}
