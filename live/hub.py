@@ -81,6 +81,12 @@ class _SnapshotFetch:
     task: asyncio.Task[bytes]
 
 
+def _canonical_id(text: str) -> bool:
+    """A room id as the database writes it: digits only, no sign, no leading zero, in range.
+    Any other spelling of a room would be a channel of its own that no publication reaches."""
+    return text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 18
+
+
 class Hub:
     def __init__(self, res: Resources, node_id: str | None = None) -> None:
         self.res = res
@@ -218,7 +224,7 @@ class Hub:
 
     def _authorize(self, session: Session, channel: str) -> None:
         kind, sep, name = channel.partition(":")
-        if sep and kind == "room" and name.isascii() and name.isdigit() and len(name) <= 18:
+        if sep and kind == "room" and _canonical_id(name):
             return
         kind, sep, name = channel.partition("#")
         if sep and kind == "dashboard" and name:

@@ -12,7 +12,7 @@ would disconnect every viewer on the next SDK release. Unknown *methods* are ans
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -39,12 +39,19 @@ class ConnectRequest(msgspec.Struct, omit_defaults=True):
     headers: dict[str, str] | None = None
 
 
+# Stream offsets are unsigned 64-bit integers in the protocol: a negative or larger one (like a
+# fraction or a string) does not decode, and the command is a bad request, as in Centrifugo.
+# (msgspec bounds stop at int64; `decode_commands` checks the upper one.)
+MAX_OFFSET = 2**64 - 1
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class SubscribeRequest(msgspec.Struct, omit_defaults=True):
     channel: str = ""
     token: str = ""
     recover: bool = False
     epoch: str = ""
-    offset: int = 0
+    offset: Offset = 0
     data: Any = None  # ignored: no subscribe proxy
     positioned: bool = False
     recoverable: bool = False
@@ -167,9 +174,12 @@ def decode_commands(frame: bytes | str) -> Iterator[Command]:
         if not line.strip():
             continue
         try:
-            yield _decoder.decode(line)
+            command = _decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise HubBadRequest(str(exc)) from None
+        if command.subscribe is not None and command.subscribe.offset > MAX_OFFSET:
+            raise HubBadRequest("offset out of range")
+        yield command
 
 
 def publication_push(channel: str, data: bytes, offset: int) -> bytes:
