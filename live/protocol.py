@@ -68,11 +68,16 @@ class UnsubscribeRequest(msgspec.Struct, omit_defaults=True):
     channel: str = ""
 
 
+class RefreshRequest(msgspec.Struct, omit_defaults=True):
+    token: str = ""
+
+
 class Command(msgspec.Struct, omit_defaults=True):
     id: int = 0
     connect: ConnectRequest | None = None
     subscribe: SubscribeRequest | None = None
     unsubscribe: UnsubscribeRequest | None = None
+    refresh: RefreshRequest | None = None
     # methods of the full protocol this hub does not offer: answered with 104
     publish: Any = None
     presence: Any = None
@@ -81,7 +86,6 @@ class Command(msgspec.Struct, omit_defaults=True):
     ping: Any = None
     send: Any = None
     rpc: Any = None
-    refresh: Any = None
     sub_refresh: Any = None
 
     @property
@@ -105,6 +109,14 @@ class ConnectResult(msgspec.Struct, omit_defaults=True):
     ping: int
     pong: bool
     node: str = ""
+    # the token carries `exp`: refresh it within `ttl` seconds
+    expires: bool = False
+    ttl: int = 0
+
+
+class RefreshResult(msgspec.Struct, omit_defaults=True):
+    expires: bool = False
+    ttl: int = 0
 
 
 class Publication(msgspec.Struct, omit_defaults=True):
@@ -133,6 +145,7 @@ class Reply(msgspec.Struct, omit_defaults=True):
     connect: ConnectResult | None = None
     subscribe: SubscribeResult | None = None
     unsubscribe: Empty | None = None
+    refresh: RefreshResult | None = None
 
 
 class UnsubscribePush(msgspec.Struct):
