@@ -77,7 +77,7 @@ class Session:
         self.closing = False
         self.awaiting_pong = False
         self.outbox_bytes = outbox_bytes
-        self.expiry: object = None  # the token's deadline entry, kept by `live.expiry.Expiries`
+        self.expiry: object = None  # the token's deadline entry, kept by `live.tokens.Expiries`
         self._tokens = 0.0
         self._refilled_at = 0.0
 
