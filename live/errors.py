@@ -130,6 +130,7 @@ class Disconnect(Exception):
 
 
 SHUTDOWN = Disconnect(3001, "shutdown")
+EXPIRED = Disconnect(3005, "expired")  # the token ran out unrefreshed: reconnect with a new one
 SLOW = Disconnect(3008, "slow")
 INSUFFICIENT_STATE = Disconnect(3010, "insufficient state")
 NO_PONG = Disconnect(3012, "no pong")

@@ -182,12 +182,18 @@ class Feed:
             return
         frame = text_frame(b"\n".join(push for _, push in items))
         slow: list[Session] = []
+        gone: list[Session] = []
         for session, transport in self.live.items():
             if transport.get_write_buffer_size() > session.outbox_bytes:
                 slow.append(session)
             else:
-                transport.write(frame)
-        written = len(self.live) - len(slow)
+                try:
+                    transport.write(frame)
+                except RuntimeError:  # the client closed; its handler has not noticed yet
+                    gone.append(session)
+        written = len(self.live) - len(slow) - len(gone)
+        for session in gone:
+            session.peer_closed()
         if self.skipping:
             for session, upto in list(self.skipping.items()):
                 wanted = [push for offset, push in items if offset > upto]

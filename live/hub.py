@@ -2,7 +2,8 @@
 
 One `Hub` per process. It owns the node's single pub/sub link (one Redis subscription per channel
 with local subscribers, never per viewer), the feeds that fan publications out, the heartbeat
-that pings every session, and the loop that reports viewer counts across nodes.
+that pings every session and disconnects those whose token ran out unrefreshed, and the loop
+that reports viewer counts across nodes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,15 +19,13 @@ from dataclasses import dataclass
 
 import msgspec
 
-from core.auth import verify_token
-from core.errors import Unauthorized
 from core.events import channel_keys, room_channel
 from core.loops import run_periodically
 from core.resources import Resources
 from live.errors import (
     BAD_REQUEST,
+    EXPIRED,
     FLOODING,
-    INVALID_TOKEN,
     NO_PONG,
     SHUTDOWN,
     AlreadySubscribed,
@@ -35,7 +35,6 @@ from live.errors import (
     LimitExceeded,
     MethodNotFound,
     PermissionDenied,
-    TokenExpired,
     TooManyRequests,
     UnknownChannel,
     UnrecoverablePosition,
@@ -50,6 +49,8 @@ from live.protocol import (
     ConnectResult,
     Empty,
     Publication,
+    RefreshRequest,
+    RefreshResult,
     Reply,
     SubscribeRequest,
     SubscribeResult,
@@ -62,6 +63,7 @@ from live.protocol import (
 from live.pubsub import PubSubLink
 from live.session import PING_FRAME, Session
 from live.snapshot import room_snapshot
+from live.tokens import Expiries, connect_credentials, refresh_credentials
 from live.viewers import VIEWERS_INTERVAL_S, ViewerCounts
 
 log = logging.getLogger("livesell.hub")
@@ -79,6 +81,12 @@ class _SnapshotFetch:
     started: float
     top: int
     task: asyncio.Task[bytes]
+
+
+def _canonical_id(text: str) -> bool:
+    """A room id as the database writes it: digits only, no sign, no leading zero, in range.
+    Any other spelling of a room would be a channel of its own that no publication reaches."""
+    return text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 18
 
 
 class Hub:
@@ -107,6 +115,8 @@ class Hub:
         self._snapshots: dict[str, _SnapshotFetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_s = self.settings.hub_flush_ms / 1000
+        # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
+        self.expiries = Expiries()
 
     # --- lifecycle ---
 
@@ -143,6 +153,7 @@ class Hub:
 
     def detach(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.expiries.discard(session)
         for bucket in self._buckets:
             bucket.discard(session)
         for feed in list(session.feeds.values()):
@@ -195,30 +206,41 @@ class Hub:
                 if feed is not None:
                     feed.remove(session)
                 session.send(encode(Reply(id=command.id, unsubscribe=Empty())))
+            case Command(refresh=RefreshRequest() as request):
+                session.send(encode(Reply(id=command.id, refresh=self._refresh(session, request))))
             case _:
                 raise MethodNotFound()
 
     def _connect(self, session: Session, request: ConnectRequest) -> ConnectResult:
         if session.connected:
             raise BAD_REQUEST.fresh()
+        exp, ttl = None, 0
         if request.token:
-            try:
-                session.principal = verify_token(self.settings.secret, request.token)
-            except Unauthorized as exc:
-                if exc.details.get("reason") == "expired":
-                    raise TokenExpired() from None
-                raise INVALID_TOKEN.fresh() from None
+            credentials = connect_credentials(self.settings.secret, request.token)
+            session.principal, exp, ttl = credentials.principal, credentials.exp, credentials.ttl
         session.connected = True
+        self.expiries.track(session, exp)
         session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
         # a random bucket spreads pings (and the pong checks) evenly over the interval
         random.choice(self._buckets).add(session)
         return ConnectResult(
-            client=session.client_id, version=VERSION, ping=self.settings.hub_ping_s, pong=True
+            client=session.client_id,
+            version=VERSION,
+            ping=self.settings.hub_ping_s,
+            pong=True,
+            expires=exp is not None,
+            ttl=ttl,
         )
+
+    def _refresh(self, session: Session, request: RefreshRequest) -> RefreshResult:
+        credentials = refresh_credentials(self.settings.secret, request.token, session.user_id)
+        session.principal = credentials.principal
+        self.expiries.track(session, credentials.exp)
+        return RefreshResult(expires=credentials.exp is not None, ttl=credentials.ttl)
 
     def _authorize(self, session: Session, channel: str) -> None:
         kind, sep, name = channel.partition(":")
-        if sep and kind == "room" and name.isascii() and name.isdigit() and len(name) <= 18:
+        if sep and kind == "room" and _canonical_id(name):
             return
         kind, sep, name = channel.partition("#")
         if sep and kind == "dashboard" and name:
@@ -390,11 +412,14 @@ class Hub:
 
     async def _heartbeat(self) -> None:
         """Each second, ping one bucket of sessions; a session that left the previous ping
-        unanswered is disconnected (3012 no pong)."""
+        unanswered is disconnected (3012 no pong). Sessions whose token expired unrefreshed
+        are disconnected too (3005)."""
         tick = 0
         while True:
             await asyncio.sleep(1)
             tick += 1
+            for session in self.expiries.due(time.time()):
+                session.disconnect(EXPIRED)
             for session in list(self._buckets[tick % len(self._buckets)]):
                 if session.awaiting_pong:
                     session.disconnect(NO_PONG)

@@ -12,7 +12,7 @@ would disconnect every viewer on the next SDK release. Unknown *methods* are ans
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -39,12 +39,19 @@ class ConnectRequest(msgspec.Struct, omit_defaults=True):
     headers: dict[str, str] | None = None
 
 
+# Stream offsets are unsigned 64-bit integers in the protocol: a negative or larger one (like a
+# fraction or a string) does not decode, and the command is a bad request, as in Centrifugo.
+# (msgspec bounds stop at int64; `decode_commands` checks the upper one.)
+MAX_OFFSET = 2**64 - 1
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class SubscribeRequest(msgspec.Struct, omit_defaults=True):
     channel: str = ""
     token: str = ""
     recover: bool = False
     epoch: str = ""
-    offset: int = 0
+    offset: Offset = 0
     data: Any = None  # ignored: no subscribe proxy
     positioned: bool = False
     recoverable: bool = False
@@ -61,11 +68,16 @@ class UnsubscribeRequest(msgspec.Struct, omit_defaults=True):
     channel: str = ""
 
 
+class RefreshRequest(msgspec.Struct, omit_defaults=True):
+    token: str = ""
+
+
 class Command(msgspec.Struct, omit_defaults=True):
     id: int = 0
     connect: ConnectRequest | None = None
     subscribe: SubscribeRequest | None = None
     unsubscribe: UnsubscribeRequest | None = None
+    refresh: RefreshRequest | None = None
     # methods of the full protocol this hub does not offer: answered with 104
     publish: Any = None
     presence: Any = None
@@ -74,7 +86,6 @@ class Command(msgspec.Struct, omit_defaults=True):
     ping: Any = None
     send: Any = None
     rpc: Any = None
-    refresh: Any = None
     sub_refresh: Any = None
 
     @property
@@ -98,6 +109,14 @@ class ConnectResult(msgspec.Struct, omit_defaults=True):
     ping: int
     pong: bool
     node: str = ""
+    # the token carries `exp`: refresh it within `ttl` seconds
+    expires: bool = False
+    ttl: int = 0
+
+
+class RefreshResult(msgspec.Struct, omit_defaults=True):
+    expires: bool = False
+    ttl: int = 0
 
 
 class Publication(msgspec.Struct, omit_defaults=True):
@@ -126,6 +145,7 @@ class Reply(msgspec.Struct, omit_defaults=True):
     connect: ConnectResult | None = None
     subscribe: SubscribeResult | None = None
     unsubscribe: Empty | None = None
+    refresh: RefreshResult | None = None
 
 
 class UnsubscribePush(msgspec.Struct):
@@ -167,9 +187,12 @@ def decode_commands(frame: bytes | str) -> Iterator[Command]:
         if not line.strip():
             continue
         try:
-            yield _decoder.decode(line)
+            command = _decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise HubBadRequest(str(exc)) from None
+        if command.subscribe is not None and command.subscribe.offset > MAX_OFFSET:
+            raise HubBadRequest("offset out of range")
+        yield command
 
 
 def publication_push(channel: str, data: bytes, offset: int) -> bytes:

@@ -5,6 +5,9 @@ Frames are built here, not by the `websockets` library: server→client frames a
 the same bytes are written to every viewer's transport. The per-connection outbox is the
 transport's write buffer: past `outbox_bytes` the viewer is too slow and is disconnected (3008)
 instead of being buffered without limit.
+
+Nothing is written once the connection is closing: after the peer's close frame websockets has
+answered it and half-closed the TCP connection, and a later write would raise.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def text_frame(payload: bytes) -> bytes:
 
 PING_FRAME = text_frame(b"{}")
 
+# A viewer cut off as slow still gets its close frame (3008) behind the data already queued, if
+# it reads again within this many seconds; one that does not is dropped without it.
+SLOW_CLOSE_PATIENCE_S = 10.0
+_DRAIN_POLL_S = 0.05
+
 # closing handshakes in flight (held so they are not garbage-collected mid-way)
 _closing: set[asyncio.Task[None]] = set()
 
@@ -53,6 +61,7 @@ class Session:
         "closing",
         "awaiting_pong",
         "outbox_bytes",
+        "expiry",
         "_tokens",
         "_refilled_at",
         "__weakref__",
@@ -68,6 +77,7 @@ class Session:
         self.closing = False
         self.awaiting_pong = False
         self.outbox_bytes = outbox_bytes
+        self.expiry: object = None  # the token's deadline entry, kept by `live.tokens.Expiries`
         self._tokens = 0.0
         self._refilled_at = 0.0
 
@@ -81,6 +91,9 @@ class Session:
 
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
+            return
+        if self.ws.protocol.state is not State.OPEN:
+            self.peer_closed()
             return
         if self.transport.get_write_buffer_size() > self.outbox_bytes:
             self.disconnect(SLOW)
@@ -98,17 +111,42 @@ class Session:
         self._tokens = burst
         self._refilled_at = now
 
+    def peer_closed(self) -> None:
+        """The client closed the connection: send nothing more; the connection handler sees the
+        close and detaches the session."""
+        if not self.closing:
+            self._stop()
+
     def disconnect(self, reason: Disconnect) -> None:
         """Close with `reason`'s code; the connection handler then drops every subscription."""
         if self.closing:
             return
-        self.closing = True
-        for feed in list(self.feeds.values()):
-            feed.remove(self)
-        self.feeds.clear()
+        self._stop()
         if self.ws.protocol.state is State.OPEN:
-            task = asyncio.get_running_loop().create_task(self.ws.close(reason.code, reason.reason))
+            task = asyncio.get_running_loop().create_task(self._close(reason))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
         else:
             self.transport.abort()
+
+    def _stop(self) -> None:
+        self.closing = True
+        for feed in list(self.feeds.values()):
+            feed.remove(self)
+        self.feeds.clear()
+
+    async def _close(self, reason: Disconnect) -> None:
+        if reason.code == SLOW.code:
+            # The close frame can only follow the data already queued; written now, the closing
+            # handshake's timeout would run out while the viewer drains that data and the frame
+            # would be dropped with it. So wait, a bounded time, for the queue to drain first.
+            loop = asyncio.get_running_loop()
+            give_up_at = loop.time() + SLOW_CLOSE_PATIENCE_S
+            while self.transport.get_write_buffer_size() and loop.time() < give_up_at:
+                if self.ws.protocol.state is not State.OPEN:
+                    return  # it closed meanwhile
+                await asyncio.sleep(_DRAIN_POLL_S)
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # never read again: nothing more to wait for
+                return
+        await self.ws.close(reason.code, reason.reason)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from centrifuge import (
     Client,
+    ClientEventHandler,
+    ConnectingContext,
+    DisconnectedContext,
     PublicationContext,
     SubscribedContext,
     SubscriptionErrorContext,
@@ -48,10 +52,36 @@ class Events(SubscriptionEventHandler):
         self.queue.put_nowait({"event": "subscription_error", "code": code})
 
 
+class ClientEvents(ClientEventHandler):
+    """The connection's state changes, into the same queue as the subscription's events."""
+
+    def __init__(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self.queue = queue
+
+    async def on_connecting(self, ctx: ConnectingContext) -> None:
+        self.queue.put_nowait({"event": "connecting", "code": ctx.code})
+
+    async def on_disconnected(self, ctx: DisconnectedContext) -> None:
+        self.queue.put_nowait({"event": "disconnected", "code": ctx.code})
+
+
 class PythonViewer:
-    def __init__(self, url: str, channel: str, token: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        token: str = "",
+        get_token: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self.events = Events()
-        self.client = Client(url, token=token, min_reconnect_delay=0.1, max_reconnect_delay=1.0)
+        self.client = Client(
+            url,
+            events=ClientEvents(self.events.queue),
+            token=token,
+            get_token=get_token,
+            min_reconnect_delay=0.1,
+            max_reconnect_delay=1.0,
+        )
         self.sub = self.client.new_subscription(channel, self.events)
 
     async def start(self) -> None:
@@ -73,7 +103,11 @@ class NodeViewer:
         self.process = process
 
     @classmethod
-    async def start(cls, url: str, channel: str, token: str = "") -> NodeViewer:
+    async def start(
+        cls, url: str, channel: str, token: str = "", *, get_token: bool = False
+    ) -> NodeViewer:
+        """With `get_token`, the SDK asks for new tokens (event `token_wanted`); answer with
+        `give_token`."""
         node = shutil.which("node")
         assert node, "node is required"
         process = await asyncio.create_subprocess_exec(
@@ -82,13 +116,14 @@ class NodeViewer:
             url,
             channel,
             token,
+            "refresh" if get_token else "",
             cwd=JS_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         return cls(process)
 
-    async def _read(self) -> dict[str, Any]:
+    async def read(self) -> dict[str, Any]:
         assert self.process.stdout
         line = await self.process.stdout.readline()
         if not line:
@@ -96,12 +131,15 @@ class NodeViewer:
         return json.loads(line)  # type: ignore[no-any-return]
 
     async def next(self, event: str, timeout: float = 10.0) -> dict[str, Any]:
-        return await _next(self._read, event, timeout)
+        return await _next(self.read, event, timeout)
 
     async def tell(self, command: str) -> None:
         assert self.process.stdin
         self.process.stdin.write(command.encode() + b"\n")
         await self.process.stdin.drain()
+
+    async def give_token(self, token: str) -> None:
+        await self.tell(f"token {token}")
 
     async def stop(self) -> None:
         if self.process.returncode is None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
+import random
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.events import Event, room_channel
 from core.resources import Resources
+from live.server import CLOSE_TIMEOUT_S
 from tests.live.conftest import RawClient, Room, RunningHub, hub_resources, open_raw, start_hub
 
 Opener = Callable[..., Any]
@@ -227,3 +231,199 @@ async def test_hub_survives_a_burst_of_garbage_connections(
         with socket.create_connection(("127.0.0.1", hub.port)) as sock:
             sock.sendall(b"GARBAGE\r\n\r\n")
     await _still_delivers(bystander, client, room)
+
+
+async def test_clients_that_leave_right_after_subscribing_leave_no_errors(
+    hub: RunningHub, resources: Resources, room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replies of a client that closed meanwhile are dropped quietly: no traceback in the
+    log, no 1011 close, and the hub carries on."""
+    frame = "\n".join(
+        (
+            json.dumps({"id": 1, "connect": {}}),
+            json.dumps({"id": 2, "subscribe": {"channel": f"room:{room.id}"}}),
+        )
+    )
+
+    async def hit_and_run() -> int | None:
+        viewer = await open_raw(hub.url)
+        await viewer.ws.send(frame)
+        await viewer.ws.close()
+        return viewer.ws.close_code
+
+    async def watch_then_leave(viewer: RawClient) -> None:
+        await asyncio.sleep(random.random() * 0.2)
+        await viewer.ws.close()
+
+    async def publish_meanwhile(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await resources.publisher.publish(room_channel(room.id), Blob(body="tick"))
+            await asyncio.sleep(0.001)
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(4):
+            codes = await asyncio.gather(*(hit_and_run() for _ in range(50)))
+            assert 1011 not in codes
+        # subscribed viewers leaving while publications are being fanned out to them
+        for _ in range(3):
+            viewers = [await open_raw(hub.url) for _ in range(50)]
+            for viewer in viewers:
+                await viewer.connect()
+                await viewer.subscribe(f"room:{room.id}")
+            stop = asyncio.Event()
+            publishing = asyncio.create_task(publish_meanwhile(stop))
+            await asyncio.gather(*(watch_then_leave(viewer) for viewer in viewers))
+            stop.set()
+            await publishing
+        deadline = asyncio.get_running_loop().time() + 5
+        while hub.hub.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    assert not hub.hub.sessions and f"room:{room.id}" not in hub.hub.feeds
+    troubles = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert troubles == [], [r.getMessage() for r in troubles]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "0{id}",
+        "00{id}",
+        "+{id}",
+        "-{id}",
+        " {id}",
+        "{id} ",
+        "{id}.0",
+        "1e3",
+        "0",
+        "0x1F",
+        "1" * 19,
+        "\u0661\u0660\u0661",
+    ],
+)
+async def test_room_channels_must_name_the_room_canonically(
+    hub: RunningHub, raw_client: Opener, room: Room, name: str
+) -> None:
+    """One room, one channel name: an alias would get the snapshot but none of the live events,
+    and would split the viewer count."""
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    alias = f"room:{name.format(id=room.id)}"
+    assert (await viewer.subscribe(alias))["error"]["code"] == 102, alias
+    assert alias not in hub.hub.feeds
+    assert "subscribe" in await viewer.subscribe(f"room:{room.id}")
+
+
+@pytest.mark.parametrize("offset", ["-1", "-7", str(2**64), "1.5", '"abc"', "null"])
+async def test_a_malformed_recovery_position_is_a_bad_request(
+    raw_client: Opener, room: Room, offset: str
+) -> None:
+    """Offsets are unsigned 64-bit integers in Centrifugo's protocol: anything else is a
+    command that does not decode, closed 3501 (no SDK retries it), never a temporary error."""
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    epoch = (await viewer.subscribe(f"room:{room.id}"))["subscribe"]["epoch"]
+    again: RawClient = await raw_client()
+    await again.connect()
+    position = f'"recover":true,"epoch":"{epoch}","offset":{offset}'
+    await again.ws.send(f'{{"id":2,"subscribe":{{"channel":"room:{room.id}",{position}}}}}')
+    assert await _closed_with(again) == 3501
+
+
+async def test_a_position_beyond_the_stream_is_not_recovered(
+    raw_client: Opener, room: Room
+) -> None:
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    epoch = (await viewer.subscribe(f"room:{room.id}"))["subscribe"]["epoch"]
+    for offset in (2**63 + 5, 2**64 - 1):
+        again: RawClient = await raw_client()
+        await again.connect()
+        reply = await again.subscribe(f"room:{room.id}", recover=True, epoch=epoch, offset=offset)
+        result = reply["subscribe"]
+        assert result["was_recovering"] is True and result.get("recovered", False) is False
+        assert result["data"]["room"]["id"] == room.id
+
+
+def _close_code(stream: bytes) -> int | None:
+    """The code of the close frame in a server→client byte stream (frames are unmasked)."""
+    pos = 0
+    while pos + 2 <= len(stream):
+        opcode, size = stream[pos] & 0x0F, stream[pos + 1] & 0x7F
+        pos += 2
+        if size == 126:
+            (size,) = struct.unpack_from("!H", stream, pos)
+            pos += 2
+        elif size == 127:
+            (size,) = struct.unpack_from("!Q", stream, pos)
+            pos += 8
+        if opcode == 0x8:
+            payload = stream[pos : pos + size]
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        pos += size
+    return None
+
+
+async def test_a_viewer_cut_off_as_slow_gets_close_code_3008(
+    resources: Resources, room: Room
+) -> None:
+    running, stop = await start_hub(resources)  # the default outbox: 1 MiB
+    loop = asyncio.get_running_loop()
+    try:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", running.port))
+        stuck.setblocking(False)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(
+            stuck,
+            (
+                "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n\r\n"
+            ).encode(),
+        )
+        handshake = b""
+        while b"\r\n\r\n" not in handshake:
+            handshake += await asyncio.wait_for(loop.sock_recv(stuck, 1), 5)
+        assert b" 101 " in handshake
+
+        def masked(text: str) -> bytes:
+            payload = text.encode()
+            mask = os.urandom(4)
+            body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            return bytes((0x81, 0x80 | len(payload))) + mask + body
+
+        await loop.sock_sendall(stuck, masked('{"id":1,"connect":{}}'))
+        await loop.sock_sendall(
+            stuck, masked(json.dumps({"id": 2, "subscribe": {"channel": f"room:{room.id}"}}))
+        )
+        feed = None
+        for _ in range(100):
+            feed = running.hub.feeds.get(f"room:{room.id}")
+            if feed is not None and feed.live:
+                break
+            await asyncio.sleep(0.02)
+        assert feed is not None and len(feed) == 1
+        big = "x" * 20_000
+        for _ in range(1000):  # nothing is read meanwhile
+            await resources.publisher.publish(room_channel(room.id), Blob(body=big))
+            if len(feed) == 0:
+                break
+            await asyncio.sleep(0.005)
+        assert len(feed) == 0, "the stuck viewer was cut off"
+
+        # it reads again, later than a closing handshake may take: everything queued before
+        # the cut-off, then the close frame
+        await asyncio.sleep(CLOSE_TIMEOUT_S + 1)
+        received = b""
+        async with asyncio.timeout(10):
+            while _close_code(received) is None:
+                chunk = await loop.sock_recv(stuck, 4096)
+                if not chunk:
+                    break
+                received += chunk
+                await asyncio.sleep(0.001)  # a slow link, not a stalled one
+        assert _close_code(received) == 3008, f"{len(received)} bytes, no close frame"
+        stuck.close()
+    finally:
+        await stop()
