@@ -23,6 +23,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -109,8 +110,12 @@ class EmbeddedPostgres:
     def _bin(self, name: str) -> str:
         return str(pg_install_dir() / "bin" / name)
 
-    def _run_as(self) -> str | None:
-        return PG_SYSTEM_USER if os.geteuid() == 0 else None
+    def _run_as(self) -> dict[str, Any]:
+        """subprocess.run's arguments that drop root for the system user: its user and group
+        and no other group (root's group would keep root's group permissions)."""
+        if os.geteuid() != 0:
+            return {}
+        return {"user": PG_SYSTEM_USER, "group": system_user().pw_gid, "extra_groups": []}
 
     def _prepare_root(self) -> None:
         """Let the system user run PostgreSQL on this data, changing only what it must: its
@@ -126,8 +131,8 @@ class EmbeddedPostgres:
                     f"PostgreSQL refuses to run as root, so livesell runs it as the system user "
                     f"{user.pw_name}, who cannot pass through {blocked} (mode "
                     f"{stat.filemode(blocked.stat().st_mode)}) to reach {holds} {path}. "
-                    "livesell changes no directory above them. Choose a data dir the user can "
-                    "reach (LIVESELL_DATA_DIR=/var/lib/livesell, say), allow it yourself "
+                    f"livesell never changes a directory above {holds}. Choose a data dir the user "
+                    "can reach (LIVESELL_DATA_DIR=/var/lib/livesell, say), allow it yourself "
                     f"(chmod o+x {blocked}), or run livesell as a user other than root."
                 )
         if not _can(user, data_dir, "x"):
@@ -158,7 +163,7 @@ class EmbeddedPostgres:
             self._prepare_root()
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
-            subprocess.run(
+            init = subprocess.run(
                 [
                     self._bin("initdb"),
                     "-D",
@@ -170,11 +175,15 @@ class EmbeddedPostgres:
                     "--locale=C",
                     "--no-sync",
                 ],
-                check=True,
-                user=self._run_as(),
+                **self._run_as(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                text=True,
             )
+            if init.returncode != 0:
+                raise EmbeddedServerError(
+                    f"PostgreSQL could not initialise {self.pgdata}:\n{init.stderr.strip()}"
+                )
 
         running = self._pid_file()
         if running is not None:
@@ -212,7 +221,7 @@ class EmbeddedPostgres:
                 " ".join(options),
                 "start",
             ],
-            user=self._run_as(),
+            **self._run_as(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -232,7 +241,7 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)),
              "-m", mode, "stop"],
-            user=self._run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            **self._run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while (running := self._pid_file()) is not None and time.monotonic() < deadline:
