@@ -22,14 +22,8 @@ import msgspec
 import pytest
 
 from core.auth import mint_token, verify_token
-from core.embedded import (
-    PG_SYSTEM_USER,
-    EmbeddedPostgres,
-    EmbeddedServerError,
-    _share_install,
-    free_port,
-    system_user,
-)
+from core.embedded import PG_SYSTEM_USER, EmbeddedPostgres, EmbeddedServerError, free_port
+from core.embedded_root import share_install, system_user
 from core.resources import Resources
 from core.settings import SECRET_MIN_BYTES, Settings, SettingsError, load_settings
 from livesell.app import create_app
@@ -458,7 +452,7 @@ def test_as_root_only_unreadable_install_files_are_opened_and_said_first(
     readable.write_text("")
     readable.chmod(0o755)
     with caplog.at_level(logging.INFO, logger="livesell.embedded"):
-        _share_install(install, user)
+        share_install(install, user)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "3 files" in caplog.records[0].getMessage()
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (program, library, readable)}
@@ -467,5 +461,5 @@ def test_as_root_only_unreadable_install_files_are_opened_and_said_first(
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="livesell.embedded"):
-        _share_install(install, user)
+        share_install(install, user)
     assert caplog.records == [], "nothing left to change, nothing said"
