@@ -119,8 +119,9 @@ def _decoded_claims(secret: str, token: str) -> dict[str, Any]:
         raise Unauthorized("token expired", reason="expired") from None
     except jwt.ImmatureSignatureError:
         raise Unauthorized("token not yet valid", reason="not_yet_valid") from None
-    except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"invalid token: {exc}", reason="invalid") from None
+    except jwt.InvalidTokenError:
+        # PyJWT's reasons can quote Python internals ("'utf-8' codec can't decode byte ...")
+        raise Unauthorized("invalid token", reason="invalid") from None
     return claims
 
 

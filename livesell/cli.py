@@ -8,6 +8,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from attribution import cli as attribution_cli
@@ -21,14 +22,19 @@ livesell: live-stream selling with real-time distribution attribution.
 With no DATABASE_URL / REDIS_URL set, commands start an embedded PostgreSQL and Valkey with
 data under LIVESELL_DATA_DIR (default ./.livesell). At scale, run `livesell api`, `livesell hub`
 and `livesell worker` as many times as needed against a real PostgreSQL and Redis.
+
+Dev mode (POST /api/dev/token, simulated payments) is on by default only in embedded mode on a
+loopback address; elsewhere mint tokens with `livesell token`.
 """
 
 EPILOG = """\
 examples:
   livesell serve                         everything in one process, embedded servers, demo room
   livesell serve --api-port 9000 --no-demo
+  livesell serve --host 0.0.0.0          reachable from the network; dev mode stays off
   livesell hub --hub-port 8001 --workers 2
   livesell token --sub alice --roles host,distributor
+  livesell token --data-dir /srv/livesell --sub alice --roles host
   livesell payouts --out payouts.csv     settle due commissions, pay them, export the batch
   DATABASE_URL=postgresql://... REDIS_URL=redis://... livesell api
 """
@@ -40,6 +46,14 @@ def _ports(parser: argparse.ArgumentParser, api: bool = True, hub: bool = True) 
     if hub:
         parser.add_argument("--hub-port", type=int, help="hub port (env LIVESELL_HUB_PORT, 8001)")
     parser.add_argument("--host", help="address to listen on (env LIVESELL_HOST, 127.0.0.1)")
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded servers' data and the generated secret (env LIVESELL_DATA_DIR, ./.livesell)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Starts embedded PostgreSQL and Valkey when their URLs are unset.",
     )
     _ports(serve)
+    _data_dir(serve)
     serve.add_argument("--no-demo", action="store_true", help="do not seed the demo room")
 
     api = sub.add_parser(
@@ -68,36 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the HTTP API alone (scale out behind a load balancer).",
     )
     _ports(api, hub=False)
+    _data_dir(api)
     hub = sub.add_parser(
         "hub",
         help="run only the WebSocket hub",
         description="Run the WebSocket hub alone; hubs need no sticky sessions.",
     )
     _ports(hub, api=False)
+    _data_dir(hub)
     hub.add_argument(
         "--workers",
         type=int,
         default=1,
         help="hub processes sharing the port with SO_REUSEPORT (default 1)",
     )
-    sub.add_parser(
+    worker = sub.add_parser(
         "worker",
         help="run only the background loops",
         description="Hold expiry, commission settlement and other background loops.",
     )
-    sub.add_parser(
+    _data_dir(worker)
+    migrate = sub.add_parser(
         "migrate",
         help="apply pending database migrations and exit",
         description="Apply numbered SQL migrations; safe to run from many processes.",
     )
+    _data_dir(migrate)
 
     attribution_cli.add_parser(sub)
+    _data_dir(sub.choices["payouts"])
 
     token = sub.add_parser(
         "token",
         help="print a JWT for a user",
-        description="Mint an HS256 JWT signed with LIVESELL_SECRET.",
+        description="Mint an HS256 JWT signed with the server's secret: LIVESELL_SECRET, else "
+        "the secret `livesell serve` generated into the data dir. It never generates one: "
+        "a token signed with a secret the server does not have would be refused.",
     )
+    _data_dir(token)
     token.add_argument("--sub", required=True, help="user id (the token's subject)")
     token.add_argument(
         "--roles", default="viewer", help=f"comma-separated roles from: {', '.join(sorted(ROLES))}"
@@ -110,9 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
+        # a token signed with a secret of its own would be refused by the server
+        create_secret=args.command != "token",
         api_port=getattr(args, "api_port", None),
         hub_port=getattr(args, "hub_port", None),
         host=getattr(args, "host", None),
+        data_dir=getattr(args, "data_dir", None),
         log_level=args.log_level,
     )
 
@@ -132,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
     except SettingsError as exc:
+        print(f"livesell: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the data dir (or its secret) cannot be created or read
         print(f"livesell: configuration error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)

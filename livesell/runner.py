@@ -46,6 +46,26 @@ def embedded_servers(settings: Settings, *, stop_on_exit: bool = True) -> Iterat
         yield msgspec.structs.replace(settings, database_url=database_url, redis_url=redis_url)
 
 
+def announce_dev_mode(settings: Settings) -> None:
+    """Say at start-up what dev mode means here: loudly when it is on while a listener is not
+    on loopback (only an explicit LIVESELL_DEV=1 does that), and how to mint tokens when it is
+    off."""
+    if settings.dev and not settings.loopback_only:
+        log.warning(
+            "DEV MODE IS ON WHILE LISTENING ON %s, NOT A LOOPBACK ADDRESS (LIVESELL_DEV=1): "
+            "anyone who reaches the API can mint any token, admin included "
+            "(POST /api/dev/token), and the simulated payment provider marks orders paid. "
+            "Unset LIVESELL_DEV on a server others can reach.",
+            settings.host,
+        )
+    elif not settings.dev:
+        log.info(
+            "dev mode is off (listening on %s): POST /api/dev/token and the simulated payment "
+            "provider are disabled. Mint tokens with: livesell token --sub alice --roles host",
+            settings.host,
+        )
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the runner owns SIGINT/SIGTERM."""
 
@@ -99,6 +119,8 @@ async def run(
 ) -> None:
     """Run the chosen parts in this process until SIGINT / SIGTERM."""
     assert settings.database_url and settings.redis_url
+    if api or hub:
+        announce_dev_mode(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ isolated without paying for a server per test.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,18 @@ def servers() -> Iterator[Servers]:
     finally:
         valkey.stop()
         pg.stop(mode="immediate")
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A fresh directory for an embedded server's data, directly in the system temp dir.
+
+    Not pytest's tmp_path: run as root, PostgreSQL runs as a system user, who cannot pass
+    through tmp_path's private (0700) parents, and livesell changes no directory above a data
+    dir."""
+    path = Path(tempfile.mkdtemp(prefix="livesell-data-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def make_settings(servers: Servers, **overrides: object) -> Settings:

@@ -26,7 +26,7 @@ from core.http import JSON, exception_handlers, require
 from core.resources import Resources, open_resources
 from core.settings import Settings, SettingsError, load_settings
 from livesell.app import create_app
-from tests.conftest import Servers, make_settings
+from tests.conftest import TEST_SECRET, Servers, make_settings
 
 
 async def _fresh_database(servers: Servers, name: str) -> str:
@@ -54,8 +54,8 @@ async def test_migrations_apply_once_under_concurrency(servers: Servers) -> None
     assert [r["name"] for r in rows] == expected
 
 
-async def test_embedded_postgres_keeps_data_across_restart_and_crash(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg", durable=True)
+async def test_embedded_postgres_keeps_data_across_restart_and_crash(embedded_dir: Path) -> None:
+    pg = EmbeddedPostgres(embedded_dir / "pg", durable=True)
     url = pg.start()
     conn = await asyncpg.connect(url)
     await conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before restart')")
@@ -69,11 +69,11 @@ async def test_embedded_postgres_keeps_data_across_restart_and_crash(tmp_path: P
     await conn.close()
 
     pg.kill()  # a crash leaves postmaster.pid behind
-    assert (tmp_path / "pg" / "postmaster.pid").exists()
+    assert (embedded_dir / "pg" / "postmaster.pid").exists()
     deadline = time.monotonic() + 20
     while True:
         try:
-            url = EmbeddedPostgres(tmp_path / "pg").start()
+            url = EmbeddedPostgres(embedded_dir / "pg").start()
             break
         except Exception:
             if time.monotonic() > deadline:
@@ -85,7 +85,7 @@ async def test_embedded_postgres_keeps_data_across_restart_and_crash(tmp_path: P
     finally:
         await conn.close()
     assert [r["v"] for r in rows] == ["before crash", "before restart"]
-    EmbeddedPostgres(tmp_path / "pg").stop()
+    EmbeddedPostgres(embedded_dir / "pg").stop()
 
 
 async def test_embedded_valkey_persists_and_is_adopted(tmp_path: Path) -> None:
@@ -258,10 +258,12 @@ async def test_metrics_and_openapi(client: httpx.AsyncClient) -> None:
 
 def test_settings_refuse_malformed_values() -> None:
     with pytest.raises(SettingsError, match="LIVESELL_API_PORT"):
-        load_settings(environ={"LIVESELL_API_PORT": "eighty", "LIVESELL_SECRET": "s"}, dotenv=None)
+        load_settings(
+            environ={"LIVESELL_API_PORT": "eighty", "LIVESELL_SECRET": TEST_SECRET}, dotenv=None
+        )
     with pytest.raises(SettingsError, match="LIVESELL_ATTRIBUTION"):
         load_settings(
-            environ={"LIVESELL_ATTRIBUTION": "middle", "LIVESELL_SECRET": "s"}, dotenv=None
+            environ={"LIVESELL_ATTRIBUTION": "middle", "LIVESELL_SECRET": TEST_SECRET}, dotenv=None
         )
 
 
@@ -274,12 +276,15 @@ def test_settings_defaults_serve_embedded_mode(tmp_path: Path) -> None:
         settings.secret
     )
     external = load_settings(
-        environ={"DATABASE_URL": "postgresql://x/y", "LIVESELL_SECRET": "s"}, dotenv=None
+        environ={"DATABASE_URL": "postgresql://x/y", "LIVESELL_SECRET": TEST_SECRET}, dotenv=None
     )
     assert not external.dev, "dev mode is off once a real database is configured"
 
 
 # --- the front door: `livesell serve` as a real process ---
+
+
+SERVE_SECRET = "serve-test-secret-0123456789abcdef"
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> dict[str, object]:
@@ -321,9 +326,9 @@ def _stop(process: subprocess.Popen[bytes]) -> str:
 
 
 @pytest.mark.slow
-def test_serve_embedded_becomes_healthy_and_stops_cleanly(tmp_path: Path) -> None:
+def test_serve_embedded_becomes_healthy_and_stops_cleanly(embedded_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(LIVESELL_DATA_DIR=str(tmp_path / "data"), LIVESELL_SECRET="serve-test-secret")
+    env.update(LIVESELL_DATA_DIR=str(embedded_dir), LIVESELL_SECRET=SERVE_SECRET)
     api_port, hub_port = free_port(), free_port()
     process = _serve(env, api_port, hub_port)
     started = time.monotonic()
@@ -338,7 +343,7 @@ def test_serve_embedded_becomes_healthy_and_stops_cleanly(tmp_path: Path) -> Non
     assert process.returncode == 0, output
     assert elapsed < 60
     assert "livesell is up" in output and "Bearer" in output
-    pg_pid = tmp_path / "data" / "pg" / "postmaster.pid"
+    pg_pid = embedded_dir / "pg" / "postmaster.pid"
     assert not pg_pid.exists(), f"embedded PostgreSQL still running after exit:\n{output}"
 
     # a second run on the same data dir reuses the data (demo seeded once, not twice)
@@ -357,7 +362,7 @@ def test_serve_with_urls_starts_nothing_embedded(servers: Servers, tmp_path: Pat
         DATABASE_URL=servers.pg.url,
         REDIS_URL=servers.valkey.url,
         LIVESELL_DATA_DIR=str(tmp_path / "data"),
-        LIVESELL_SECRET="serve-test-secret",
+        LIVESELL_SECRET=SERVE_SECRET,
     )
     api_port, hub_port = free_port(), free_port()
     process = _serve(env, api_port, hub_port)

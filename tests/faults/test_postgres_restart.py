@@ -29,8 +29,10 @@ async def _buy(api: httpx.AsyncClient, drop_id: str, buyer: str) -> httpx.Respon
     )
 
 
-async def test_postgres_restart_gives_503_loses_nothing_and_recovers(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg", durable=True)
+async def test_postgres_restart_gives_503_loses_nothing_and_recovers(
+    tmp_path: Path, embedded_dir: Path
+) -> None:
+    pg = EmbeddedPostgres(embedded_dir / "pg", durable=True)
     pg.start()
     # its own Redis too: gate keys are per drop id, and this database numbers drops from 1
     valkey = EmbeddedValkey(tmp_path / "valkey", durable=False)
