@@ -47,7 +47,7 @@ from attribution.views import (
     PayoutBatchView,
     PayoutHistory,
 )
-from core.auth import Principal, verify_token
+from core.auth import Principal
 from core.errors import Unauthorized
 from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
@@ -106,7 +106,7 @@ async def new_link(request: Request) -> Response:
     return JSON(view, 201)
 
 
-def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str | None]:
+def _link_visitor(request: Request, res: Resources) -> tuple[Principal | None, str | None]:
     """Who follows a link: a user identified by a token (header, `?token=`, cookie), else the
     anonymous visitor of a signed cookie. A bad token on a share link is ignored, not refused:
     the viewer still lands in the room, as an anonymous visitor."""
@@ -115,10 +115,10 @@ def _link_visitor(request: Request, secret: str) -> tuple[Principal | None, str 
     token = token or request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
     if token:
         try:
-            return verify_token(secret, token), None
+            return res.tokens.verify(token), None
         except Unauthorized:
             pass
-    return None, visitor_from_cookie(secret, request.cookies.get(VISITOR_COOKIE))
+    return None, visitor_from_cookie(res.settings.secret, request.cookies.get(VISITOR_COOKIE))
 
 
 async def _record(
@@ -164,7 +164,7 @@ async def _follow_link(request: Request) -> Response:
     if request.method == "HEAD":
         # link-preview fetchers probe with HEAD: redirected, never counted, never given an id
         return Response(status_code=302, headers=headers)
-    user, anonymous = _link_visitor(request, settings.secret)
+    user, anonymous = _link_visitor(request, resources(request))
     if user is None and anonymous is None:
         anonymous, cookie = new_visitor_cookie(settings.secret)
         secure = "; Secure" if settings.api_base_url.startswith("https://") else ""

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.auth import Principal, authorize, bearer_token, verify_token
+from core.auth import Principal, authorize, bearer_token
 from core.errors import (
     BadRequest,
     LivesellError,
@@ -54,7 +54,7 @@ def principal(request: Request) -> Principal | None:
     if cached is not False:
         return cached  # type: ignore[no-any-return]
     token = bearer_token(request.headers.get("authorization"))
-    found = verify_token(resources(request).settings.secret, token) if token else None
+    found = resources(request).tokens.verify(token) if token else None
     request.scope["livesell.principal"] = found
     return found
 

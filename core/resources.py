@@ -10,6 +10,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core.aftercommit import AfterCommit
+from core.auth import TokenVerifier
 from core.db import create_pool
 from core.events import Publisher
 from core.ratelimit import RateLimiter
@@ -29,6 +30,8 @@ class Resources:
     redis: aioredis.Redis
     publisher: Publisher
     limiter: RateLimiter
+    # bearer tokens, verified once and remembered while valid
+    tokens: TokenVerifier
     # follow-up work of committed commands, run until the resources close
     after_commit: AfterCommit
 
@@ -62,6 +65,7 @@ async def open_resources(
             redis=client,
             publisher=publisher,
             limiter=RateLimiter(client),
+            tokens=TokenVerifier(settings.secret),
             after_commit=after_commit,
         )
 

@@ -216,7 +216,7 @@ class Hub:
             raise BAD_REQUEST.fresh()
         exp, ttl = None, 0
         if request.token:
-            credentials = connect_credentials(self.settings.secret, request.token)
+            credentials = connect_credentials(self.res.tokens, request.token)
             session.principal, exp, ttl = credentials.principal, credentials.exp, credentials.ttl
         session.connected = True
         self.expiries.track(session, exp)
@@ -233,7 +233,7 @@ class Hub:
         )
 
     def _refresh(self, session: Session, request: RefreshRequest) -> RefreshResult:
-        credentials = refresh_credentials(self.settings.secret, request.token, session.user_id)
+        credentials = refresh_credentials(self.res.tokens, request.token, session.user_id)
         session.principal = credentials.principal
         self.expiries.track(session, credentials.exp)
         return RefreshResult(expires=credentials.exp is not None, ttl=credentials.ttl)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from core.auth import Principal, verify_token
+from core.auth import Principal, TokenVerifier
 from core.errors import Unauthorized
 from live.errors import BAD_REQUEST, EXPIRED, INVALID_TOKEN, TokenExpired
 
@@ -46,11 +46,11 @@ class Credentials(msgspec.Struct, frozen=True):
     ttl: int  # whole seconds left until `exp`: 0 when there is none, or when it has passed
 
 
-def connect_credentials(secret: str, token: str) -> Credentials:
+def connect_credentials(tokens: TokenVerifier, token: str) -> Credentials:
     """The connect token's holder: an expired token is error 109 (the SDK fetches a new one and
     connects again), any other defect closes 3500."""
     try:
-        principal = verify_token(secret, token)
+        principal = tokens.verify(token)
     except Unauthorized as exc:
         if exc.details.get("reason") == "expired":
             raise TokenExpired() from None
@@ -61,14 +61,14 @@ def connect_credentials(secret: str, token: str) -> Credentials:
     return credentials
 
 
-def refresh_credentials(secret: str, token: str, user_id: str) -> Credentials:
+def refresh_credentials(tokens: TokenVerifier, token: str, user_id: str) -> Credentials:
     """A refreshed token for a connection of `user_id`, as Centrifugo takes it: an expired token
     closes 3005 (the SDK reconnects and fetches another); an invalid one, or another user's,
     closes 3500; none at all is a bad request."""
     if not token:
         raise BAD_REQUEST.fresh()
     try:
-        principal = verify_token(secret, token)
+        principal = tokens.verify(token)
     except Unauthorized as exc:
         if exc.details.get("reason") == "expired":
             raise EXPIRED.fresh() from None

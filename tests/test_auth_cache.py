@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from core import auth
-from core.auth import VerifiedTokens, mint_token, verify_token
+from core.auth import TokenVerifier, mint_token
 from core.errors import Unauthorized
 from core.settings import Settings
 
@@ -20,45 +20,47 @@ SECRET = "auth-cache-secret-0123456789abcdef0123"
 
 def test_a_remembered_token_expires_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "LEEWAY_S", 0)
+    tokens = TokenVerifier(SECRET)
     token = mint_token(SECRET, "bob", ["viewer"], ttl_s=1)
-    assert verify_token(SECRET, token).user_id == "bob"
-    assert auth.verified_tokens.get(SECRET, token) is not None  # remembered
+    assert tokens.verify(token).user_id == "bob"
+    assert len(tokens) == 1  # remembered
     expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
     time.sleep(max(0.0, expires_at - time.time()) + 0.05)
     with pytest.raises(Unauthorized) as refused:
-        verify_token(SECRET, token)
+        tokens.verify(token)
     assert refused.value.details["reason"] == "expired"
-    assert auth.verified_tokens.get(SECRET, token) is None
+    assert len(tokens) == 0
 
 
 def test_tampered_and_foreign_tokens_are_refused_even_next_to_a_remembered_one() -> None:
+    tokens = TokenVerifier(SECRET)
     token = mint_token(SECRET, "bob", ["viewer"])
-    assert verify_token(SECRET, token).roles == frozenset({"viewer"})
+    assert tokens.verify(token).roles == frozenset({"viewer"})
     header, payload, signature = token.split(".")
     admin = mint_token("another-secret-0123456789abcdef01234", "bob", ["admin"])
     forged = f"{header}.{admin.split('.')[1]}.{signature}"  # bob's signature, admin's claims
     flipped = f"{header}.{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}"
-    for bad in (forged, flipped, forged, flipped):  # twice: a failure is not remembered
+    none_alg = jwt.encode({"sub": "bob", "roles": ["admin"]}, None, algorithm="none")
+    for bad in (forged, flipped, none_alg, forged, flipped):  # a failure is not remembered
         with pytest.raises(Unauthorized):
-            verify_token(SECRET, bad)
-    # a token remembered under one secret means nothing under another
+            tokens.verify(bad)
+    assert len(tokens) == 1
+    # a token remembered by one secret's verifier means nothing to another's
     with pytest.raises(Unauthorized):
-        verify_token("rotated-secret-0123456789abcdef012345", token)
-    assert verify_token(SECRET, token).user_id == "bob"
+        TokenVerifier("rotated-secret-0123456789abcdef012345").verify(token)
+    assert tokens.verify(token).user_id == "bob"
 
 
 def test_the_memory_is_a_bounded_lru() -> None:
-    memory = VerifiedTokens(max_entries=3)
-    who = auth.Principal(user_id="x", roles=frozenset())
-    for name in ("a", "b", "c"):
-        memory.put(SECRET, name, who, None)
-    assert memory.get(SECRET, "a") is who  # used: now the most recent
-    memory.put(SECRET, "d", who, None)
-    assert len(memory) == 3
-    assert memory.get(SECRET, "b") is None  # the least recently used went
-    assert all(memory.get(SECRET, name) is who for name in ("a", "c", "d"))
-    memory.put(SECRET, "e", who, time.time() - auth.LEEWAY_S - 1)
-    assert memory.get(SECRET, "e") is None  # an expired entry is never served
+    tokens = TokenVerifier(SECRET, max_entries=3)
+    minted = {name: mint_token(SECRET, name, ["viewer"]) for name in "abcde"}
+    for name in "abc":
+        tokens.verify(minted[name])
+    tokens.verify(minted["a"])  # used: now the most recent
+    tokens.verify(minted["d"])
+    assert len(tokens) == 3
+    remembered = list(tokens._entries)
+    assert remembered == [minted["c"], minted["a"], minted["d"]], "the least recently used went"
 
 
 async def test_routes_refuse_an_expired_token_they_accepted_before(

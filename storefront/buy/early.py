@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.auth import bearer_token, verify_token
+from core.auth import bearer_token
 from core.errors import LivesellError
 from core.http import decode_json, error_response
 from core.metrics import LoopCounter
@@ -119,7 +119,7 @@ def provable_refusal(
         if not token:
             return None
         # remembered after the first time (core.auth); a bad token is the route's to refuse
-        who = verify_token(shop.res.settings.secret, token)
+        who = shop.res.tokens.verify(token)
         if not who.has_any(("viewer",)):
             return None
         quantity = _quantity(body)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from core.auth import mint_token, verified_tokens
+from core.auth import mint_token
 from core.errors import LivesellError
 from core.resources import Resources
 from core.settings import Settings
@@ -73,7 +73,7 @@ async def test_refusals_skip_the_route_and_match_it_byte_for_byte(
     counted.route_calls.clear()
     url = f"/api/drops/{drop_id}/buy"
     headers = {**auth("dave", "viewer"), "Idempotency-Key": new_key()}
-    verified_tokens.clear()  # dave's token is new to this process: the early path verifies it
+    counted.app.state.resources.tokens.forget()  # dave is new here: the early path verifies
     counted_409 = _count("409")
     for _ in range(5):
         fast = await counted.http.post(
@@ -126,7 +126,7 @@ async def test_everything_else_reaches_the_route(
     # refused by the route, every time (a failure is not remembered)
     stranger = mint_token(settings.secret, "frank", ["viewer"])
     forged = mint_token("not-the-secret-0123456789abcdef0123456", "frank", ["viewer"])
-    verified_tokens.clear()
+    counted.app.state.resources.tokens.forget()
     counted.route_calls.clear()
     for token, status, route_calls in ((stranger, 409, 0), (forged, 401, 1), (forged, 401, 2)):
         again = await counted.http.post(
