@@ -1,4 +1,5 @@
--- An order's return window, fixed on the order when it starts.
+-- Order terms: an order's return window, fixed on the order when it starts. And the ids of a
+-- start-up rehearsal's rows, which take no sequence's values (the section at the end).
 --
 -- A buyer may return a delivered order until its return_window_ends_at, and the commission of a
 -- credited order is confirmed once that moment has passed. The delivery writes it, once:
@@ -27,3 +28,20 @@ WHERE delivered_at IS NOT NULL;
 ALTER TABLE orders ADD CONSTRAINT orders_return_window_fixed
     CHECK ((delivered_at IS NULL) = (return_window_ends_at IS NULL)
            AND return_window_ends_at >= delivered_at);
+
+-- The ids of a start-up rehearsal's order and unit claim.
+--
+-- An API rehearses an order on each pooled connection when it starts (storefront.placing's
+-- rehearse_orders: one storefront_place_orders call in a transaction it rolls back), so that
+-- PostgreSQL has compiled and planned the buy path before the first flash sale. A sequence's
+-- nextval is not undone by a rollback: each start used to take an order number (and a claim id)
+-- per connection, and a fresh database's first order was number 21. A transaction that sets
+-- livesell.rehearsal_id (set_config(..., true): to its own end only) gives its new order and
+-- claim that id instead of their sequences' next; unset, the default is the sequence's, as
+-- before. The statements rehearsed are the very ones a real order runs, with the same plans.
+ALTER TABLE orders ALTER COLUMN id SET DEFAULT coalesce(
+    nullif(current_setting('livesell.rehearsal_id', true), '')::bigint,
+    nextval('orders_id_seq'::regclass));
+ALTER TABLE stock_claims ALTER COLUMN id SET DEFAULT coalesce(
+    nullif(current_setting('livesell.rehearsal_id', true), '')::bigint,
+    nextval('stock_claims_id_seq'::regclass));
