@@ -1,5 +1,6 @@
 """The commission lifecycle of an order: accrue when paid, reverse or claw back on refund,
-confirm once the return window after delivery has passed.
+confirm once the order's return window has passed (`orders.return_window_ends_at`, fixed when
+the order was delivered: this process's `return_window_s` plays no part).
 
 Every step locks the order's attribution row first, so a refund and a settlement racing on the
 same order serialise; every posting carries an idempotency key, so replays post nothing.
@@ -8,7 +9,7 @@ same order serialise; every posting carries an idempotency key, so replays post 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -29,7 +30,7 @@ SETTLE_BATCH = 200
 
 _LOCKED_ORDER = """
 SELECT a.order_id, a.room_id, a.distributor_id, a.commission_bps, a.self_referral,
-       o.amount_cents, o.refunded_cents, o.delivered_at,
+       o.amount_cents, o.refunded_cents, o.return_window_ends_at,
        d.id, d.user_id, d.team, d.created_at
 FROM order_attributions a
 JOIN orders o ON o.id = a.order_id
@@ -145,15 +146,17 @@ async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_ce
 
 
 async def confirm_order(
-    conn: Conn, outbox: Outbox, order_id: int, delivered_before: datetime
+    conn: Conn, outbox: Outbox, order_id: int, now: datetime
 ) -> asyncpg.Record | None:
-    """Move the order's outstanding pending commission to payable, if its window has passed.
+    """Move the order's outstanding pending commission to payable, if its return window had
+    ended by `now`.
 
     Returns the credited distributor's row when something was confirmed."""
     row = await conn.fetchrow(_LOCKED_ORDER, order_id)
     if row is None or row["distributor_id"] is None:
         return None
-    if row["delivered_at"] is None or row["delivered_at"] > delivered_before:
+    ends_at = row["return_window_ends_at"]
+    if ends_at is None or ends_at > now:
         return None
     outstanding = (await ledger.order_balances(conn, order_id))["pending"]
     if outstanding <= 0:
@@ -180,7 +183,7 @@ _DUE = """
 SELECT o.id
 FROM ledger_transactions t
 JOIN orders o ON o.id = t.order_id
-WHERE t.kind = 'accrue' AND o.delivered_at IS NOT NULL AND o.delivered_at <= $1
+WHERE t.kind = 'accrue' AND o.return_window_ends_at <= $1
   AND NOT EXISTS (
       SELECT 1 FROM ledger_transactions c WHERE c.order_id = o.id AND c.kind = 'confirm')
   AND (SELECT coalesce(sum(e.amount_cents), 0)
@@ -188,29 +191,29 @@ WHERE t.kind = 'accrue' AND o.delivered_at IS NOT NULL AND o.delivered_at <= $1
        JOIN ledger_entries e ON e.transaction_id = x.id
        JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'pending'
        WHERE x.order_id = o.id) > 0
-ORDER BY o.delivered_at, o.id
+ORDER BY o.return_window_ends_at, o.id
 LIMIT $2
 """
 
 
 async def settle(res: Resources, now: datetime | None = None) -> int:
-    """Confirm every commission whose return window has passed; returns how many.
+    """Confirm every commission whose order's return window had ended by `now` (default: the
+    present); returns how many.
 
     Safe to run repeatedly and from several workers at once: each order is confirmed in its own
     transaction under its row lock, and the confirm posting is unique per order.
     """
     now = now or datetime.now(UTC)
-    cutoff = now - timedelta(seconds=res.settings.return_window_s)
     confirmed = 0
     while True:
         async with res.pool.acquire() as conn:
-            due = [r["id"] for r in await conn.fetch(_DUE, cutoff, SETTLE_BATCH)]
+            due = [r["id"] for r in await conn.fetch(_DUE, now, SETTLE_BATCH)]
         progressed = 0
         for order_id in due:
             outbox = Outbox()
             async with res.pool.acquire() as conn:
                 async with conn.transaction():
-                    row = await confirm_order(conn, outbox, order_id, cutoff)
+                    row = await confirm_order(conn, outbox, order_id, now)
             await outbox.flush(res.publisher)
             progressed += row is not None
         confirmed += progressed

@@ -141,7 +141,7 @@ async def get_order(request: Request) -> Response:
     res = resources(request)
     async with res.pool.acquire() as conn:
         row = await orders.visible_order(conn, order_id, who)
-    return JSON(orders.order_from_row(row, res.settings.return_window_s))
+    return JSON(orders.order_from_row(row))
 
 
 async def pay(request: Request) -> Response:

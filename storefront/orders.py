@@ -36,8 +36,8 @@ log = logging.getLogger("livesell.storefront.orders")
 EXPIRY_BATCH = 200
 
 
-def order_from_row(row: asyncpg.Record, return_window_s: int) -> OrderView:
-    delivered_at = row["delivered_at"]
+def order_from_row(row: asyncpg.Record) -> OrderView:
+    """The order as the API shows it; its return window is the one fixed at delivery."""
     return OrderView(
         id=str(row["id"]),
         drop_id=str(row["drop_id"]),
@@ -54,12 +54,10 @@ def order_from_row(row: asyncpg.Record, return_window_s: int) -> OrderView:
         hold_expires_at=row["hold_expires_at"],
         created_at=row["created_at"],
         paid_at=row["paid_at"],
-        delivered_at=delivered_at,
+        delivered_at=row["delivered_at"],
         refunded_at=row["refunded_at"],
         expired_at=row["expired_at"],
-        return_window_ends_at=(
-            delivered_at + timedelta(seconds=return_window_s) if delivered_at else None
-        ),
+        return_window_ends_at=row["return_window_ends_at"],
         refund_reason=row["refund_reason"],
     )
 
@@ -151,6 +149,8 @@ async def expire_holds(shop: Shop) -> int:
 
 
 async def deliver(res: Resources, order_id: int, who: Principal) -> OrderView:
+    """Mark a paid order delivered, which starts its return window: the window's end is fixed on
+    the order now, with this process's `return_window_s`, and never recomputed."""
     async with res.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
         if row is None:
@@ -160,12 +160,14 @@ async def deliver(res: Resources, order_id: int, who: Principal) -> OrderView:
             raise OrderStateConflict(order_id, row["status"], "deliver")
         row = must(
             await conn.fetchrow(
-                """UPDATE orders SET status = 'delivered', delivered_at = now()
+                """UPDATE orders SET status = 'delivered', delivered_at = now(),
+                                 return_window_ends_at = now() + $2::interval
                WHERE id = $1 RETURNING *""",
                 order_id,
+                timedelta(seconds=res.settings.return_window_s),
             )
         )
-    return order_from_row(row, res.settings.return_window_s)
+    return order_from_row(row)
 
 
 async def refund(
@@ -187,9 +189,7 @@ async def refund(
             raise OrderStateConflict(order_id, row["status"], "refund")
         if not who.is_admin and row["delivered_at"] is not None:
             window_open = await conn.fetchval(
-                "SELECT now() <= $1::timestamptz + $2::interval",
-                row["delivered_at"],
-                timedelta(seconds=res.settings.return_window_s),
+                "SELECT now() <= $1::timestamptz", row["return_window_ends_at"]
             )
             if not window_open:
                 raise ReturnWindowClosed(order_id)
@@ -232,4 +232,4 @@ async def refund(
     if not returned.units:
         await outbox.flush(res.publisher)
     await billing.refund_at_provider(shop, payment_id, cents)
-    return order_from_row(row, res.settings.return_window_s)
+    return order_from_row(row)

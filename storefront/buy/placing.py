@@ -22,7 +22,10 @@ A PostgreSQL backend compiles the PL/pgSQL functions and plans the statements of
 of its foreign-key checks) the first time it writes one, and asyncpg prepares the call once per
 connection: several milliseconds per pooled connection, which the first flash sale after a
 start would pay while its winners wait. `rehearse_orders` has every pooled connection place one
-order on a throwaway drop in a transaction it rolls back, before the API serves.
+order on a throwaway drop in a transaction it rolls back, before the API serves. The rehearsal
+takes no value of any sequence (a rollback does not give one back): the product, room and drop
+bring their own ids, and the order and its unit claim take livesell.rehearsal_id's (migration
+0012), so starts leave no gaps in order numbers.
 """
 
 from __future__ import annotations
@@ -193,11 +196,14 @@ def _placed(row: asyncpg.Record) -> PlaceOutcome:
 
 # how long a rehearsal waits for a pooled connection another task holds
 REHEARSAL_WAIT_S = 1.0
-# the throwaway drop a rehearsal sells from (rolled back with everything else). Its product,
-# room and drop take ids of their own (minus the backend's pid, unique among the rehearsals
-# running at once) rather than their sequences' next: a rolled-back insert still uses up a
-# sequence value, and a fresh database's first room stays room 1. Its order and unit claim
-# take their sequences' values (ids are never gap-free: any rolled-back buy skips some too).
+# Every row a rehearsal writes (all rolled back) takes minus the backend's pid as its id, unique
+# among the rehearsals running at once, rather than its sequence's next: a rolled-back insert
+# still uses up a sequence value, and starts must not skip order numbers (nor make a fresh
+# database's first room room 21). The product, room and drop say so in their inserts; the
+# order and its unit claim, inserted by storefront_place_order, take the transaction's
+# livesell.rehearsal_id (their columns' defaults, migration 0012).
+REHEARSAL_ID_SQL = "SELECT set_config('livesell.rehearsal_id', (-pg_backend_pid())::text, true)"
+# the throwaway drop a rehearsal sells from
 REHEARSAL_DROP_SQL = """
 WITH product AS (
     INSERT INTO products (id, sku, title, price_cents, commission_bps, created_by)
@@ -256,6 +262,7 @@ async def _rehearse(settings: Settings, conn: asyncpg.pool.PoolConnectionProxy) 
     transaction = conn.transaction()
     await transaction.start()
     try:
+        await conn.execute(REHEARSAL_ID_SQL)
         drop_id = await conn.fetchval(REHEARSAL_DROP_SQL)
         order = OrderRequest(drop_id, "livesell-rehearsal", "rehearsal", bytes(32), [1])
         rows = await _place_orders(conn, settings, [order])

@@ -1,8 +1,8 @@
 """The shop around attribution, driven through storefront's public HTTP API exactly as a host
 and buyers use it: rooms, products, drops, buys with Idempotency-Key, payment through the
 simulated provider's signed webhook, delivery and unit refunds. Only time is simulated (moving
-`delivered_at` back past the return window, a hold past its expiry), because tests cannot wait
-seven days.
+a delivery back, its return window's end with it, a hold past its expiry), because tests cannot
+wait seven days.
 """
 
 from __future__ import annotations
@@ -146,15 +146,34 @@ class Shop:
         assert order["status"] == "expired", order
 
     async def window_passes(self, order_id: int) -> None:
-        """Move a delivered order's delivery back past the return window."""
-        await self._shift_delivery(
-            order_id, timedelta(seconds=self.settings.return_window_s, days=1)
-        )
+        """Move a delivered order's delivery back past its return window."""
+        async with self.res.pool.acquire() as conn:
+            window = await conn.fetchval(
+                "SELECT return_window_ends_at - delivered_at FROM orders WHERE id = $1", order_id
+            )
+        await self._shift_delivery(order_id, window + timedelta(days=1))
 
-    async def _shift_delivery(self, order_id: int, back: timedelta) -> None:
+    async def time_passes(self, order_id: int, by: timedelta) -> None:
+        """`by` passes for a delivered order: its delivery and its return window's end move
+        that much into the past."""
         async with self.res.pool.acquire() as conn:
             await conn.execute(
-                "UPDATE orders SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NOT NULL",
+                """UPDATE orders SET delivered_at = delivered_at - $2::interval,
+                                     return_window_ends_at = return_window_ends_at - $2::interval
+                   WHERE id = $1 AND delivered_at IS NOT NULL""",
+                order_id,
+                by,
+            )
+
+    async def _shift_delivery(self, order_id: int, back: timedelta) -> None:
+        """Delivered `back` ago: the delivery and its return window's end move together, as
+        if that much time had passed since."""
+        async with self.res.pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE orders SET delivered_at = $2::timestamptz,
+                                     return_window_ends_at = $2::timestamptz
+                                         + (return_window_ends_at - delivered_at)
+                   WHERE id = $1 AND delivered_at IS NOT NULL""",
                 order_id,
                 datetime.now(UTC) - back,
             )

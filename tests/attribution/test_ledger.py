@@ -22,6 +22,8 @@ from core.resources import Resources
 from tests.attribution.conftest import Auth, People
 from tests.attribution.shop import Shop
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 async def _credited_world(shop: Shop, people: People, price: int = 10_000, bps: int = 1_000):  # type: ignore[no-untyped-def]
     room = await shop.room()
@@ -230,6 +232,8 @@ async def test_livesell_payouts_command_settles_pays_and_exports(
         REDIS_URL=str(settings.redis_url),
         LIVESELL_SECRET=settings.secret,
         LIVESELL_DATA_DIR=str(tmp_path / "data"),
+        # this checkout's livesell, whichever one the interpreter has installed
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
 
     async def run(*args: str) -> tuple[int, str, str]:

@@ -168,6 +168,9 @@ async def test_worker_killed_during_settlement(
             "order_status"
         ] == "paid"
         assert (await client.post(f"/api/orders/{order}/deliver", headers=host)).status_code == 200
+    # every order's return window has ended (time simulated: the window is fixed at delivery)
+    async with resources.pool.acquire() as conn:
+        await conn.execute("UPDATE orders SET return_window_ends_at = delivered_at")
 
     async def confirmed() -> int:
         async with resources.pool.acquire() as conn:
@@ -183,10 +186,9 @@ async def test_worker_killed_during_settlement(
     await transaction.start()
     held_back = await blocker.fetch(
         """SELECT a.order_id FROM order_attributions a JOIN orders o ON o.id = a.order_id
-           ORDER BY o.delivered_at DESC, o.id DESC LIMIT 40 FOR UPDATE OF a"""
+           ORDER BY o.return_window_ends_at DESC, o.id DESC LIMIT 40 FOR UPDATE OF a"""
     )
-    env = env_for(servers.pg.url, servers.valkey.url, tmp_path / "data",
-                  LIVESELL_RETURN_WINDOW_S="0")  # fmt: skip
+    env = env_for(servers.pg.url, servers.valkey.url, tmp_path / "data")
     worker = Proc(["worker"], env, tmp_path / "worker-1.log")
     try:
         await _wait(lambda: _positive(confirmed), 60, "settlement to start")

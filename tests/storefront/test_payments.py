@@ -314,7 +314,9 @@ async def test_deliver_then_refund_within_and_after_the_window(
 
     async with resources.pool.acquire() as conn:
         await conn.execute(
-            "UPDATE orders SET delivered_at = now() - interval '8 days' WHERE id = $1",
+            """UPDATE orders SET delivered_at = delivered_at - interval '8 days',
+                                 return_window_ends_at = return_window_ends_at - interval '8 days'
+               WHERE id = $1""",
             int(order_id),
         )
     late = await client.post(f"/api/orders/{order_id}/refund", headers=auth("bob"))
