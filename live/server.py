@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -20,6 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from core.processes import configure_logging, event_loop_runner, run_processes
 from core.ratelimit import Limit, address_subject
 from core.resources import Resources, open_resources
 from core.settings import Settings
@@ -140,14 +139,6 @@ async def run_hub(
 # --- `livesell hub --workers N` ---
 
 
-def _event_loop_runner() -> Callable[[Awaitable[None]], None]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[return-value]
-
-
 async def _serve_process(settings: Settings, reuse_port: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,14 +150,10 @@ async def _serve_process(settings: Settings, reuse_port: bool) -> None:
         )
 
 
-def _worker_main(settings: Settings, reuse_port: bool) -> None:
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def _worker_main(settings: Settings, reuse_port: bool = True) -> None:
+    configure_logging(settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
-        _event_loop_runner()(_serve_process(settings, reuse_port))
+        event_loop_runner()(_serve_process(settings, reuse_port))
 
 
 def run_hub_workers(settings: Settings, n: int) -> int:
@@ -180,26 +167,4 @@ def run_hub_workers(settings: Settings, n: int) -> int:
     if n <= 1:
         _worker_main(settings, reuse_port=False)
         return 0
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker_main, args=(settings, True), name=f"livesell-hub-{i}")
-        for i in range(n)
-    ]
-
-    def forward(signum: int, _frame: object) -> None:
-        for worker in workers:
-            if worker.is_alive() and worker.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    codes = [w.exitcode or 0 for w in workers]
-    return max(abs(c) for c in codes)
+    return run_processes(_worker_main, settings, n, "livesell-hub")

