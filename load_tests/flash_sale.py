@@ -703,7 +703,8 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
         result.cpu_us = cpu
 
     async def livesell() -> None:
-        serve = [sys.executable, "-m", "livesell.cli", "api", "--api-port"]
+        serve = [sys.executable, "-m", "livesell.cli", "api", "--workers", str(args.api_workers)]
+        serve.append("--api-port")
         load, pg_load, cpu, local = await measure("livesell", serve, "/api", True)
         state = await truth(database_url, drop_id)
         result = results["livesell"] = outcome("livesell", load, state["claimed"], args.quantity)
@@ -869,6 +870,12 @@ def build_parser() -> argparse.ArgumentParser:
         "first; the round with the median ratio is reported (5; an odd number has one median)",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="measure livesell only")
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="livesell API processes on the port (`livesell api --workers N`; 1)",
+    )
     parser.add_argument(
         "--floor",
         action="store_true",
