@@ -20,7 +20,6 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from starlette.routing import BaseRoute
 
 from attribution import binding, commissions
@@ -38,6 +37,7 @@ from attribution.views import (
     PayoutBatchView,
     PayoutHistory,
 )
+from core.db import Conn
 from core.events import Outbox
 from core.loops import run_periodically
 from core.resources import Resources
@@ -89,7 +89,7 @@ def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
 
 
 async def credit_order(
-    conn: asyncpg.Connection,
+    conn: Conn,
     outbox: Outbox,
     settings: Settings,
     *,
@@ -114,13 +114,13 @@ async def credit_order(
     )
 
 
-async def order_paid(conn: asyncpg.Connection, outbox: Outbox, *, order_id: int) -> None:
+async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
     """In the payment transaction: post the pending commission of a credited order."""
     await commissions.order_paid(conn, outbox, order_id=order_id)
 
 
 async def order_refunded(
-    conn: asyncpg.Connection, outbox: Outbox, *, order_id: int, refund_cents: int
+    conn: Conn, outbox: Outbox, *, order_id: int, refund_cents: int
 ) -> None:
     """In the refund transaction, after `orders.refunded_cents` includes this refund: reverse
     (or, once confirmed, claw back) commission pro rata."""

@@ -28,7 +28,6 @@ from attribution.errors import (
     LinkNotFound,
     LinkRoomMismatch,
     NotADistributor,
-    RoomNotFound,
 )
 from attribution.stats import dashboard, leaderboard
 from attribution.trail import order_trail
@@ -48,7 +47,7 @@ from attribution.views import (
     PayoutHistory,
 )
 from core.auth import Principal
-from core.errors import Unauthorized
+from core.errors import RoomNotFound, Unauthorized
 from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.resources import Resources

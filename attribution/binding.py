@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from attribution.sql import Conn
+from core.db import Conn
 from core.settings import Settings
 
 

@@ -33,7 +33,7 @@ import redis.exceptions
 
 from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
-from attribution.sql import Conn
+from core.db import Conn
 from core.events import Event, Publisher, dashboard_channel, room_channel
 from core.scripts import register, run_many
 

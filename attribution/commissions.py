@@ -20,7 +20,7 @@ from attribution.events import (
     CommissionReversed,
 )
 from attribution.refresh import mark, mark_dashboard
-from attribution.sql import Conn
+from core.db import Conn
 from core.events import Outbox
 from core.resources import Resources
 

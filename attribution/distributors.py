@@ -6,9 +6,10 @@ import asyncpg
 import msgspec
 
 from attribution.codes import link_code_is_authentic, new_link_code
-from attribution.errors import LinkNotFound, ProductNotFound, RoomNotFound
-from attribution.sql import Conn
+from attribution.errors import LinkNotFound
 from attribution.views import DistributorView, LinkList, LinkSummary, LinkView
+from core.db import Conn
+from core.errors import ProductNotFound, RoomNotFound
 from core.settings import Settings
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unprocessable
+from core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unprocessable,
+)
 
 
 class LinkNotFound(NotFound):
@@ -21,20 +27,6 @@ class LinkRoomMismatch(Unprocessable):
         super().__init__("the link leads into another room", room_id=str(room_id))
 
 
-class RoomNotFound(NotFound):
-    code = "room_not_found"
-
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"no room {room_id}", room_id=str(room_id))
-
-
-class ProductNotFound(NotFound):
-    code = "product_not_found"
-
-    def __init__(self, product_id: int) -> None:
-        super().__init__(f"no product {product_id}", product_id=str(product_id))
-
-
 class NotADistributor(Forbidden):
     code = "not_a_distributor"
 
@@ -47,15 +39,6 @@ class DistributorNotFound(NotFound):
 
     def __init__(self, distributor_id: int | str) -> None:
         super().__init__(f"no distributor {distributor_id}", distributor_id=str(distributor_id))
-
-
-class OrderNotFound(NotFound):
-    """No such order, or the caller may not see its attribution."""
-
-    code = "order_not_found"
-
-    def __init__(self, order_id: int) -> None:
-        super().__init__(f"no order {order_id}", order_id=str(order_id))
 
 
 class PayoutNotFound(NotFound):

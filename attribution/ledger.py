@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from attribution.sql import Conn
+from core.db import Conn
 
 TransactionKind = Literal["accrue", "reverse", "confirm", "payout", "clawback"]
 AccountKind = Literal["pending", "payable", "commission_expense", "payouts"]

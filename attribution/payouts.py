@@ -12,8 +12,8 @@ import io
 from attribution import ledger
 from attribution.errors import PayoutNotFound
 from attribution.refresh import mark_dashboard
-from attribution.sql import Conn
 from attribution.views import PayoutBatchView, PayoutHistory, PayoutItem, PayoutRecord
+from core.db import Conn
 from core.resources import Resources
 
 # Any fixed 64-bit number: payout batches are created one at a time, cluster-wide.

@@ -13,8 +13,8 @@ import contextlib
 import logging
 
 from attribution.events import LeaderboardChanged, StatsChanged
-from attribution.sql import Conn
 from attribution.stats import dashboard, leaderboard
+from core.db import Conn
 from core.events import Event, dashboard_channel, room_channel
 from core.resources import Resources
 

@@ -10,7 +10,6 @@ import asyncpg
 import msgspec
 
 from attribution.ledger import DISTRIBUTOR_SUMS, fold_balances
-from attribution.sql import Conn
 from attribution.views import (
     CommissionTotals,
     CommunityMetrics,
@@ -19,6 +18,7 @@ from attribution.views import (
     LeaderboardView,
     TeamRank,
 )
+from core.db import Conn
 
 LEADERBOARD_SIZE = 20
 SECONDS_PER_DAY = 86_400

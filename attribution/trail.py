@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from attribution.errors import OrderNotFound
-from attribution.sql import Conn
 from attribution.views import AttributionTrail, ClickRef, CommissionTrail, DistributorRef, Posting
 from core.auth import Principal
+from core.db import Conn
+from core.errors import OrderNotFound
 
 _SNAPSHOT = """
 SELECT a.order_id, a.room_id, a.buyer_id, a.distributor_id, a.entry_id, a.rule,

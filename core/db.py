@@ -7,6 +7,11 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection SQL helpers accept: a plain one, or one borrowed from the pool (the one type all
+# packages use)
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 log = logging.getLogger("livesell.db")
 

@@ -75,3 +75,52 @@ class ServiceUnavailable(LivesellError):
 class PayloadTooLarge(LivesellError):
     status = 413
     code = "payload_too_large"
+
+
+# Situations every context meets: one name and one code each, whichever route meets them.
+
+
+class RoomNotFound(NotFound):
+    code = "room_not_found"
+
+    def __init__(self, room_id: int | str) -> None:
+        super().__init__(f"no room {room_id}", room_id=str(room_id))
+
+
+class ProductNotFound(NotFound):
+    code = "product_not_found"
+
+    def __init__(self, product_id: int | str) -> None:
+        super().__init__(f"no product {product_id}", product_id=str(product_id))
+
+
+class OrderNotFound(NotFound):
+    """No such order, or the caller may not see it."""
+
+    code = "order_not_found"
+
+    def __init__(self, order_id: int | str) -> None:
+        super().__init__(f"no order {order_id}", order_id=str(order_id))
+
+
+class UnknownProduct(Unprocessable):
+    """A body names a product that does not exist."""
+
+    code = "unknown_product"
+
+    def __init__(self, product_id: int | str) -> None:
+        super().__init__(f"no product {product_id}", field="product_id")
+
+
+class NotRoomHost(Forbidden):
+    code = "not_room_host"
+
+    def __init__(self, room_id: int | str) -> None:
+        super().__init__(f"only the host of room {room_id} may do this", room_id=str(room_id))
+
+
+class RoomEnded(Conflict):
+    code = "room_ended"
+
+    def __init__(self, room_id: int | str) -> None:
+        super().__init__(f"room {room_id} has ended", room_id=str(room_id))

@@ -11,12 +11,12 @@ from typing import Literal
 
 import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
+
+from core.db import Conn
 
 RoomStatus = Literal["scheduled", "live", "ended"]
 
 # a plain connection or one borrowed from the pool
-Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 class Room(msgspec.Struct, kw_only=True, frozen=True):

@@ -15,28 +15,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from core.errors import Conflict, Forbidden, NotFound, Unprocessable
-
-
-class RoomNotFound(NotFound):
-    code = "room_not_found"
-
-    def __init__(self, room_id: int | str) -> None:
-        super().__init__(f"no room {room_id}", room_id=str(room_id))
-
-
-class NotRoomHost(Forbidden):
-    code = "not_room_host"
-
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"only the host of room {room_id} may control it", room_id=str(room_id))
-
-
-class RoomEnded(Conflict):
-    code = "room_ended"
-
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"room {room_id} has ended", room_id=str(room_id))
+from core.errors import (
+    Conflict,
+)
 
 
 class RoomAlreadyLive(Conflict):
@@ -44,13 +25,6 @@ class RoomAlreadyLive(Conflict):
 
     def __init__(self, room_id: int) -> None:
         super().__init__(f"room {room_id} is already live", room_id=str(room_id))
-
-
-class UnknownProduct(Unprocessable):
-    code = "unknown_product"
-
-    def __init__(self, product_id: int | str) -> None:
-        super().__init__(f"no product {product_id}", field="product_id")
 
 
 # --- the hub's protocol errors (Centrifugo client protocol codes) ---

@@ -7,9 +7,7 @@ changes it, and publishes the matching room event only after the transaction com
 from __future__ import annotations
 
 import logging
-from typing import cast
 
-import asyncpg
 import msgspec
 import redis.exceptions
 from starlette.requests import Request
@@ -19,12 +17,13 @@ from starlette.routing import BaseRoute
 import storefront
 from core import rooms as rooms_db
 from core.auth import Principal
-from core.errors import Unprocessable
+from core.db import Conn
+from core.errors import NotRoomHost, RoomEnded, RoomNotFound, UnknownProduct, Unprocessable
 from core.events import Outbox
 from core.http import JSON, path_id, read_json, require, resources
 from core.openapi import api_route
-from core.rooms import Conn, Room
-from live.errors import NotRoomHost, RoomAlreadyLive, RoomEnded, RoomNotFound, UnknownProduct
+from core.rooms import Room
+from live.errors import RoomAlreadyLive
 from live.events import CardPinned, CardUnpinned, RoomLive
 from live.events import RoomEnded as RoomEndedEvent
 from live.snapshot import RoomSnapshot, RoomView, room_snapshot, room_view
@@ -124,7 +123,7 @@ async def pin_card(request: Request) -> Response:
         room = await _controlled_room(conn, who, room_id)
         if room.status == "ended":
             raise RoomEnded(room_id)
-        product = await storefront.product_view(cast(asyncpg.Connection, conn), product_id)
+        product = await storefront.product_view(conn, product_id)
         if product is None:
             raise UnknownProduct(product_id)
         if room.pinned_product_id != product_id:

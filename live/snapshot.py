@@ -4,13 +4,12 @@ carries as `data`, so a viewer joining (or failing to recover) starts from the c
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
 
-import asyncpg
 import msgspec
 
 import storefront
-from core.rooms import Conn, Room, RoomStatus, get_room
+from core.db import Conn
+from core.rooms import Room, RoomStatus, get_room
 from storefront import DropView, ProductView
 
 
@@ -51,11 +50,10 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
     room = await get_room(conn, room_id)
     if room is None:
         return None
-    plain = cast(asyncpg.Connection, conn)  # storefront's views take either kind
     pinned = None
     if room.pinned_product_id is not None:
-        pinned = await storefront.product_view(plain, room.pinned_product_id)
-    drop = await storefront.active_drop_view(plain, room_id)
+        pinned = await storefront.product_view(conn, room.pinned_product_id)
+    drop = await storefront.active_drop_view(conn, room_id)
     return RoomSnapshot(
         room=room_view(room),
         pinned=pinned,

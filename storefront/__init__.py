@@ -9,10 +9,10 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from core.db import Conn
 from core.events import Outbox
 from storefront import catalog
 from storefront.buy.placing import rehearse_orders
-from storefront.conn import Conn
 from storefront.shop import Shop
 from storefront.views import DropView, OrderView, ProductPage, ProductView
 from storefront.worker import reconcile_drop, worker_tasks

@@ -6,15 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from core.errors import ProductNotFound, UnknownProduct
 from core.events import Outbox
 from core.http import JSON, path_id, read_body, read_json, read_query, require, resources
 from core.openapi import api_route
 from storefront import billing, catalog, orders, sales
 from storefront.buy import early, flow, idempotency
-from storefront.errors import (
-    ProductNotFound,
-    UnknownProduct,
-)
 from storefront.payments import SIGNATURE_HEADER
 from storefront.rooms import check_host, fetch_room
 from storefront.shop import shop_of

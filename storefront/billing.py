@@ -6,19 +6,20 @@ import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 import attribution
 from core.auth import Principal
+from core.db import Conn
+from core.errors import OrderNotFound
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
 from storefront.buy.verdicts import Absent, Granted
-from storefront.conn import Conn, must
+from storefront.conn import must
 from storefront.errors import (
-    OrderNotFound,
     OrderStateConflict,
     PaymentMismatch,
     PaymentsUnavailable,
@@ -344,7 +345,7 @@ async def _settle_paid(conn: Conn, paid: asyncpg.Record) -> _Settlement:
     """The held order is paid now (SETTLE_SQL moved it): post the commission, tell the room."""
     order_id = paid["paid_order_id"]
     settlement = _Settlement("paid", drop_id=paid["drop_id"], stock_moved=True, order_status="paid")
-    await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order_id)
+    await attribution.order_paid(conn, settlement.outbox, order_id=order_id)
     _order_placed(settlement.outbox, paid, paid["now"])
     return settlement
 
@@ -396,7 +397,7 @@ async def _settle_unheld(
         "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1 RETURNING paid_at",
         order["id"],
     )
-    await attribution.order_paid(cast(Any, conn), settlement.outbox, order_id=order["id"])
+    await attribution.order_paid(conn, settlement.outbox, order_id=order["id"])
     settlement.stock_moved = True
     settlement.order_status = "paid"
     _order_placed(settlement.outbox, order, placed_at)

@@ -6,16 +6,11 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from core.db import Conn
+from core.errors import RoomEnded, UnknownProduct
 from core.events import Outbox
-from storefront.conn import Conn, must
-from storefront.errors import (
-    DropInProgress,
-    DropNotActive,
-    DropNotFound,
-    RoomEnded,
-    SkuTaken,
-    UnknownProduct,
-)
+from storefront.conn import must
+from storefront.errors import DropInProgress, DropNotActive, DropNotFound, SkuTaken
 from storefront.events import DropClosed, DropScheduled, DropStarted
 from storefront.rooms import fetch_room
 from storefront.views import DropStatus, DropView, ProductPage, ProductView

@@ -1,13 +1,8 @@
-"""The connection type storefront's SQL helpers accept: a plain one or one from the pool."""
+"""Small helpers of storefront's SQL."""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
-
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
-Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 def must(row: asyncpg.Record | None) -> asyncpg.Record:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from core.errors import (
     BadRequest,
     Conflict,
-    Forbidden,
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
@@ -13,40 +12,11 @@ from core.errors import (
 )
 
 
-class ProductNotFound(NotFound):
-    def __init__(self, product_id: int) -> None:
-        super().__init__(f"no product {product_id}", product_id=str(product_id))
-
-
-class UnknownProduct(Unprocessable):
-    code = "unknown_product"
-
-    def __init__(self, product_id: int) -> None:
-        super().__init__(f"no product {product_id}", field="product_id")
-
-
 class SkuTaken(Conflict):
     code = "sku_taken"
 
     def __init__(self, sku: str) -> None:
         super().__init__(f"a product with sku {sku!r} already exists", sku=sku)
-
-
-class RoomNotFound(NotFound):
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"no room {room_id}", room_id=str(room_id))
-
-
-class NotRoomHost(Forbidden):
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"only the host of room {room_id} may do this", room_id=str(room_id))
-
-
-class RoomEnded(Conflict):
-    code = "room_ended"
-
-    def __init__(self, room_id: int) -> None:
-        super().__init__(f"room {room_id} has ended", room_id=str(room_id))
 
 
 class DropInProgress(Conflict):
@@ -128,11 +98,6 @@ class GateBusy(ServiceUnavailable):
         super().__init__(
             f"stock for drop {drop_id} is being rebuilt; retry shortly", drop_id=str(drop_id)
         )
-
-
-class OrderNotFound(NotFound):
-    def __init__(self, order_id: int) -> None:
-        super().__init__(f"no order {order_id}", order_id=str(order_id))
 
 
 class OrderStateConflict(Conflict):

@@ -9,22 +9,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 import attribution
 from core.auth import Principal
+from core.db import Conn
+from core.errors import OrderNotFound
 from core.events import Outbox
 from core.resources import Resources
 from storefront import billing
-from storefront.conn import Conn, must
-from storefront.errors import (
-    OrderNotFound,
-    OrderStateConflict,
-    RefundTooLarge,
-    ReturnWindowClosed,
-)
+from storefront.conn import must
+from storefront.errors import OrderStateConflict, RefundTooLarge, ReturnWindowClosed
 from storefront.rooms import check_host, fetch_room
 from storefront.views import OrderView
 
@@ -225,7 +222,7 @@ async def refund(
             who.user_id,
         )
         await attribution.order_refunded(
-            cast(Any, conn), outbox, order_id=order_id, refund_cents=cents
+            conn, outbox, order_id=order_id, refund_cents=cents
         )
         payment_id = await billing.take_back(conn, order_id, cents)
     await after_release(shop, outbox, returned)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from core.auth import Principal
+from core.db import Conn
+from core.errors import NotRoomHost, RoomNotFound
 from core.rooms import Room, get_room
-from storefront.conn import Conn
-from storefront.errors import NotRoomHost, RoomNotFound
 
 
 async def fetch_room(conn: Conn, room_id: int, *, lock: bool = False) -> Room:

@@ -6,7 +6,7 @@ so `revenue_cents` is what the room keeps: paid minus refunded. Held and expired
 
 from __future__ import annotations
 
-from storefront.conn import Conn
+from core.db import Conn
 from storefront.views import DropSales, RoomSales
 
 # by drop (orders are indexed by drop, drops by room), newest drop first

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.db import Conn
 from core.events import Outbox
 from core.resources import Resources
 from storefront.catalog import StockCounts, drop_stock
-from storefront.conn import Conn
 from storefront.events import DropSoldOut, StockChanged
 
 log = logging.getLogger("livesell.storefront.stock")
