@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -30,6 +30,17 @@ log = logging.getLogger("livesell.http")
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1_048_576
+
+# An id on the wire: a positive integer as text, without leading zeros, at most 18 digits (it
+# fits a PostgreSQL bigint). The same rule holds in paths, bodies and queries. `$(?!\n)` is "end
+# of text" in both Python's re (where `$` alone also matches before a final newline) and
+# ECMA-262, which JSON Schema validators use.
+ID_PATTERN = r"^[1-9][0-9]{0,17}$(?!\n)"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a numeric id, as a string")]
+_ID = re.compile(ID_PATTERN)
+# Text with something besides whitespace: a character outside Python's whitespace (str.isspace),
+# spelled out, since `\S` means a different set in ECMA-262 regexes.
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 _encoder = msgspec.json.Encoder()
 
@@ -124,9 +135,9 @@ def _field_of(message: str) -> str | None:
 
 
 def path_id(request: Request, name: str = "id") -> int:
-    """A numeric id from the path; anything else is a 404, as no such thing exists."""
+    """An id (`Id`) from the path; anything else is a 404, as no such thing exists."""
     raw = request.path_params.get(name, "")
-    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not isinstance(raw, str) or _ID.search(raw) is None:
         raise NotFound(f"no {name.removesuffix('_id') or 'item'} {raw!r}")
     return int(raw)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from typing import Annotated
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -16,9 +20,8 @@ from storefront.errors import (
     BuyRateLimited,
     IdempotencyKeyRequired,
     ProductNotFound,
-    UnknownProduct,
 )
-from storefront.payments import SIGNATURE_HEADER
+from storefront.payments import SIGNATURE_HEADER, PaymentEvent
 from storefront.rooms import check_host, fetch_room
 from storefront.views import (
     BuyRequest,
@@ -36,6 +39,14 @@ from storefront.views import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# 1 to 255 visible ASCII characters, spaces inside allowed
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$(?!\n)"
+IdempotencyKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN)
+]
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+# `t=<unix seconds>,v1=<hex HMAC>` (storefront.payments); checked by the route, not the schema
+Signature = Annotated[str, msgspec.Meta(min_length=1)]
 BUY_ROUTE = "/api/drops/{id}/buy"
 TAG = "storefront"
 
@@ -83,8 +94,6 @@ async def create_drop(request: Request) -> Response:
     room_id = path_id(request)
     body = await read_json(request, NewDrop)
     product_id = int(body.product_id)
-    if product_id < 1:
-        raise UnknownProduct(product_id)
     res = resources(request)
     outbox = Outbox()
     async with res.pool.acquire() as conn, conn.transaction():
@@ -128,11 +137,10 @@ async def close_drop(request: Request) -> Response:
 
 
 def idempotency_key(raw: str | None) -> str:
-    """The Idempotency-Key header's value, or IdempotencyKeyRequired."""
-    key = (raw or "").strip()
-    if not key or len(key) > 255 or not key.isprintable():
+    """The Idempotency-Key header's value (`IdempotencyKey`), or IdempotencyKeyRequired."""
+    if raw is None or len(raw) > 255 or _IDEMPOTENCY_KEY.search(raw) is None:
         raise IdempotencyKeyRequired()
-    return key
+    return raw
 
 
 async def _rate_limit_buy(request: Request, res: Resources, user_id: str) -> None:
@@ -284,7 +292,7 @@ def routes() -> list[BaseRoute]:
             response=BuyResult,
             status=201,
             roles=("viewer",),
-            headers=(IDEMPOTENCY_HEADER,),
+            headers={IDEMPOTENCY_HEADER: IdempotencyKey},
             errors=(401, 403, 404, 409, 429, 503),
             tag=TAG,
         ),
@@ -312,10 +320,12 @@ def routes() -> list[BaseRoute]:
             "/api/payments/webhook",
             payment_webhook,
             methods=["POST"],
-            summary=f"payment provider events, signed in the {SIGNATURE_HEADER} header",
+            summary=f"payment provider events, signed in the {SIGNATURE_HEADER} header "
+            "(t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>); a missing, stale or "
+            "wrong signature is a 400 invalid_signature",
+            body=PaymentEvent,
             response=WebhookAck,
-            headers=(SIGNATURE_HEADER,),
-            errors=(400, 413, 422),
+            headers={SIGNATURE_HEADER: Signature},
             tag=TAG,
         ),
         api_route(

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from core.http import Id
+
 DropStatus = Literal["scheduled", "live", "sold_out", "closed", "ended"]
 OrderStatus = Literal["held", "paid", "delivered", "expired", "refunded"]
 
@@ -87,15 +89,14 @@ class NewProduct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     price_cents: Cents
     commission_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
-    image_url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://\S+$")] | None = (
-        None
-    )
+    # printable ASCII without spaces (`\S` differs between Python and ECMA-262 regexes)
+    image_url: (
+        Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[!-~]+$(?!\n)")] | None
+    ) = None
 
 
 class NewDrop(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    product_id: (
-        Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | Annotated[int, msgspec.Meta(ge=1)]
-    )
+    product_id: Id
     price_cents: Cents
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
     per_buyer_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
@@ -119,7 +120,7 @@ class ProductQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     mine: bool = False
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE
-    before: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | None = None
+    before: Id | None = None
 
 
 # --- outbound results ---
