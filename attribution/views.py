@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from core.http import NOT_BLANK, Id
+from core.http import NOT_BLANK, TEXT, Id
 
 Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NOT_BLANK)]
-LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 

@@ -38,9 +38,13 @@ MAX_BODY_BYTES = 1_048_576
 ID_PATTERN = r"^[1-9][0-9]{0,17}$(?!\n)"
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a numeric id, as a string")]
 _ID = re.compile(ID_PATTERN)
-# Text with something besides whitespace: a character outside Python's whitespace (str.isspace),
-# spelled out, since `\S` means a different set in ECMA-262 regexes.
-NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# Text PostgreSQL can store: no NUL (decode_json refuses it in any string).
+TEXT = r"^[^\x00]*$(?!\n)"
+# Text with something besides whitespace: Python's whitespace (str.isspace) spelled out, since
+# `\s` means a different set in ECMA-262 regexes; blanks, then one other character, then any
+# (the classes are disjoint, so matching never backtracks).
+_BLANK = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[{_BLANK}]*[^\x00{_BLANK}][^\x00]*$(?!\n)"
 
 _encoder = msgspec.json.Encoder()
 
@@ -121,9 +125,27 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
-        raise Unprocessable(f"invalid body: {exc}", field=_field_of(str(exc))) from None
+        error = exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if "got `float`" in str(error):
+        # JSON (and JSON Schema's `integer`) does not tell 5.0 from 5: an integral number is an
+        # integer however it is written. Rare, so only tried once the fast decode refused.
+        try:
+            return msgspec.convert(_integral_as_int(msgspec.json.decode(body)), kind, strict=True)
+        except msgspec.ValidationError as exc:
+            error = exc
+    raise Unprocessable(f"invalid body: {error}", field=_field_of(str(error))) from None
+
+
+def _integral_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_as_int(v) for k, v in value.items()}
+    return value
 
 
 def _field_of(message: str) -> str | None:

@@ -214,9 +214,17 @@ async def test_the_server_refuses_exactly_what_the_schema_refuses(
         ("/api/links", "/api/links", {"room_id": "0"}),
         ("/api/links", "/api/links", {"room_id": rid, "product_id": pid + "\n"}),
         ("/api/links", "/api/links", {"room_id": rid, "product_id": pid}),
-        ("/api/products", "/api/products",
-         {"sku": "S2", "title": "t", "price_cents": 1, "commission_bps": 0,
-          "image_url": "https://x.test/a.png\n"}),  # fmt: skip
+        (
+            "/api/products",
+            "/api/products",
+            {
+                "sku": "S2",
+                "title": "t",
+                "price_cents": 1,
+                "commission_bps": 0,
+                "image_url": "https://x.test/a.png\n",
+            },
+        ),
         ("/api/distributors", "/api/distributors", {"team": " \t"}),
         ("/api/distributors", "/api/distributors", {"team": "a"}),
         ("/api/dev/token", "/api/dev/token", {"sub": "a", "roles": ["root"]}),
@@ -224,6 +232,9 @@ async def test_the_server_refuses_exactly_what_the_schema_refuses(
         ("/api/dev/token", "/api/dev/token", {"sub": "a\x7f"}),
         ("/api/dev/token", "/api/dev/token", {"sub": "a", "ttl_s": 0}),
         ("/api/dev/token", "/api/dev/token", {"sub": "a", "ttl_s": 60}),
+        # JSON Schema's integer is a value: 120.0 is one, 120.5 is not
+        ("/api/dev/token", "/api/dev/token", {"sub": "a", "ttl_s": 120.0}),
+        ("/api/dev/token", "/api/dev/token", {"sub": "a", "ttl_s": 120.5}),
     ]
     for template, path, body in cases:
         schema_accepts = _body_validator(template).is_valid(body)
