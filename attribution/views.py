@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Id = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$", description="numeric id as a string")]
-Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"\S")]
-LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+from core.http import NOT_BLANK, TEXT, Id
+
+Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NOT_BLANK)]
+LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 

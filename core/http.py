@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -30,6 +30,21 @@ log = logging.getLogger("livesell.http")
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1_048_576
+
+# An id on the wire: a positive integer as text, without leading zeros, at most 18 digits (it
+# fits a PostgreSQL bigint). The same rule holds in paths, bodies and queries. `$(?!\n)` is "end
+# of text" in both Python's re (where `$` alone also matches before a final newline) and
+# ECMA-262, which JSON Schema validators use.
+ID_PATTERN = r"^[1-9][0-9]{0,17}$(?!\n)"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a numeric id, as a string")]
+_ID = re.compile(ID_PATTERN)
+# Text PostgreSQL can store: no NUL (decode_json refuses it in any string).
+TEXT = r"^[^\x00]*$(?!\n)"
+# Text with something besides whitespace: Python's whitespace (str.isspace) spelled out, since
+# `\s` means a different set in ECMA-262 regexes; blanks, then one other character, then any
+# (the classes are disjoint, so matching never backtracks).
+_BLANK = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[{_BLANK}]*[^\x00{_BLANK}][^\x00]*$(?!\n)"
 
 _encoder = msgspec.json.Encoder()
 
@@ -110,9 +125,27 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind, strict=True)
     except msgspec.ValidationError as exc:
-        raise Unprocessable(f"invalid body: {exc}", field=_field_of(str(exc))) from None
+        error = exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if "got `float`" in str(error):
+        # JSON (and JSON Schema's `integer`) does not tell 5.0 from 5: an integral number is an
+        # integer however it is written. Rare, so only tried once the fast decode refused.
+        try:
+            return msgspec.convert(_integral_as_int(msgspec.json.decode(body)), kind, strict=True)
+        except msgspec.ValidationError as exc:
+            error = exc
+    raise Unprocessable(f"invalid body: {error}", field=_field_of(str(error))) from None
+
+
+def _integral_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_as_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_as_int(v) for k, v in value.items()}
+    return value
 
 
 def _field_of(message: str) -> str | None:
@@ -124,9 +157,9 @@ def _field_of(message: str) -> str | None:
 
 
 def path_id(request: Request, name: str = "id") -> int:
-    """A numeric id from the path; anything else is a 404, as no such thing exists."""
+    """An id (`Id`) from the path; anything else is a 404, as no such thing exists."""
     raw = request.path_params.get(name, "")
-    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not isinstance(raw, str) or _ID.search(raw) is None:
         raise NotFound(f"no {name.removesuffix('_id') or 'item'} {raw!r}")
     return int(raw)
 

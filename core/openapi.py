@@ -1,18 +1,31 @@
 """Routes that describe themselves, and the OpenAPI document built from them.
 
-Packages declare routes with `api_route(...)`, naming the msgspec body and response types; the
-document at `/api/openapi.json` is generated from those declarations, so it cannot drift.
+Packages declare routes with `api_route(...)`, naming the msgspec types of their path
+parameters, headers, query, body and response; the document at `/api/openapi.json` is generated
+from those declarations, so it cannot drift. It is OpenAPI 3.1, whose schemas are JSON Schema
+2020-12: what msgspec emits.
+
+Patterns in those types are checked by msgspec with Python's `re.search` and by clients with
+ECMA-262 regular expressions, so they are written to mean the same in both: explicit classes
+(`[0-9]`, not `\\d`), and `$(?!\\n)` for the end of the text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from core.http import Id
+
+OPENAPI_VERSION = "3.1.0"
+JSON_MEDIA = "application/json"
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
@@ -25,11 +38,37 @@ class Operation:
     query: Any = None
     status: int = 200
     roles: tuple[str, ...] = ()
-    headers: tuple[str, ...] = ()
+    # (name, msgspec type) of each required header and of each path parameter
+    headers: tuple[tuple[str, Any], ...] = ()
+    path: tuple[tuple[str, Any], ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     # other success statuses with the same response (e.g. 200 when a create finds it exists)
     also: tuple[int, ...] = ()
+    # the success response's media type; a non-JSON one is a string
+    media_type: str = JSON_MEDIA
+
+    @property
+    def body_required(self) -> bool:
+        """A body is required when its type has a required field: an empty body reads as `{}`
+        (core.http.read_json), so a type with none is served by no body at all."""
+        if self.body is None:
+            return False
+        fields = msgspec.structs.fields(self.body)
+        return any(f.required for f in fields)
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """The error statuses the route answers with: its own, plus those its body (400 not JSON,
+        413 too large, 422 invalid) and its authentication (401) bring."""
+        implied: set[int] = set()
+        if self.body is not None:
+            implied |= {400, 413, 422}
+        if self.query is not None:
+            implied.add(422)
+        if self.roles:
+            implied.add(401)
+        return tuple(sorted(implied | set(self.errors)))
 
 
 def api_route(
@@ -43,24 +82,74 @@ def api_route(
     query: Any = None,
     status: int = 200,
     roles: Iterable[str] = (),
-    headers: Iterable[str] = (),
+    headers: Mapping[str, Any] | None = None,
+    path_params: Mapping[str, Any] | None = None,
     errors: Iterable[int] = (),
     tag: str = "",
     also: Iterable[int] = (),
+    media_type: str = JSON_MEDIA,
 ) -> Route:
+    """A route described in the OpenAPI document. Path parameters are ids (`core.http.Id`)
+    unless `path_params` names another type."""
+    params = dict(path_params or {})
     route = Route(path, endpoint, methods=list(methods))
-    route.operation = Operation(  # type: ignore[attr-defined]
+    operation = Operation(
         summary=summary,
         body=body,
         response=response,
         query=query,
         status=status,
         roles=tuple(roles),
-        headers=tuple(headers),
+        headers=tuple((headers or {}).items()),
+        path=tuple((name, params.get(name, Id)) for name in _PARAM.findall(path)),
         errors=tuple(errors),
         tags=(tag,) if tag else (),
         also=tuple(also),
+        media_type=media_type,
     )
+    route.operations = {m: operation for m in route.methods or ()}  # type: ignore[attr-defined]
+    return route
+
+
+def one_route_per_path(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """`routes` with the routes that share a path (e.g. `POST` and `GET /api/products`) joined
+    into one, at the place of the first: Starlette answers 405 (and so OPTIONS) from the first
+    route whose path matches, so that route must know every method of the path for its `Allow`
+    header to list them all."""
+    routes = list(routes)
+    groups: dict[str, list[Route]] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            groups.setdefault(route.path, []).append(route)
+    joined: list[BaseRoute] = []
+    for route in routes:
+        if not isinstance(route, Route) or len(groups[route.path]) == 1:
+            joined.append(route)
+        elif route is groups[route.path][0]:
+            joined.append(_joined(groups[route.path]))
+    return joined
+
+
+def _joined(group: list[Route]) -> Route:
+    handlers: dict[str, Callable[[Request], Any]] = {}
+    operations: dict[str, Operation] = {}
+    for route in group:
+        for method in route.methods or ():
+            if method in handlers:
+                raise ValueError(f"{method} {route.path} is declared twice")
+            handlers[method] = route.endpoint
+        operations.update(getattr(route, "operations", {}))
+
+    async def by_method(request: Request) -> Response:
+        response: Response = await handlers[request.method](request)
+        return response
+
+    by_method.__name__ = by_method.__qualname__ = "+".join(
+        getattr(r.endpoint, "__name__", "endpoint") for r in group
+    )
+    route = Route(group[0].path, by_method, methods=sorted(handlers), name=group[0].name)
+    route.operations = operations  # type: ignore[attr-defined]
+    route.endpoints = dict(handlers)  # type: ignore[attr-defined]
     return route
 
 
@@ -77,6 +166,14 @@ _ERROR_SCHEMA = {
 }
 
 
+def _optional_inner(kind: Any) -> Any:
+    """`X` for `X | None`: an absent query parameter is the None, there is no null on the wire."""
+    args = getattr(kind, "__args__", None)
+    if args and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return kind
+
+
 def _query_parameters(kind: Any) -> list[dict[str, Any]]:
     """The fields of a query Struct (see `core.http.read_query`) as OpenAPI query parameters."""
     if kind is None:
@@ -86,66 +183,68 @@ def _query_parameters(kind: Any) -> list[dict[str, Any]]:
             "name": f.encode_name,
             "in": "query",
             "required": f.required,
-            "schema": msgspec.json.schema(f.type),
+            "schema": msgspec.json.schema(_optional_inner(f.type)),
         }
         for f in msgspec.structs.fields(kind)
     ]
 
 
+def _operation(op: Operation, by_type: Mapping[Any, Any]) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": msgspec.json.schema(kind)}
+        for name, kind in op.path
+    ]
+    params += [
+        {"name": name, "in": "header", "required": True, "schema": msgspec.json.schema(kind)}
+        for name, kind in op.headers
+    ]
+    params += _query_parameters(op.query)
+    item: dict[str, Any] = {"summary": op.summary, "parameters": params, "responses": {}}
+    if op.tags:
+        item["tags"] = list(op.tags)
+    if op.roles:
+        item["security"] = [{"bearer": []}]
+        item["description"] = "roles: " + ", ".join(op.roles)
+    if op.body is not None:
+        item["requestBody"] = {
+            "required": op.body_required,
+            "content": {JSON_MEDIA: {"schema": by_type[op.body]}},
+        }
+    ok: dict[str, Any] = {"description": "success"}
+    if op.response is not None:
+        ok["content"] = {op.media_type: {"schema": by_type[op.response]}}
+    for status in (op.status, *op.also):
+        item["responses"][str(status)] = ok
+    for status in op.statuses:
+        item["responses"][str(status)] = {
+            "description": "error",
+            "content": {JSON_MEDIA: {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return item
+
+
 def build_openapi(routes: Iterable[BaseRoute], title: str, version: str) -> dict[str, Any]:
     described = [
-        (r, r.operation) for r in routes if isinstance(r, Route) and hasattr(r, "operation")
+        (route, method, op)
+        for route in one_route_per_path(routes)
+        if isinstance(route, Route)
+        for method, op in getattr(route, "operations", {}).items()
+        if method != "HEAD"
     ]
-    types = {t for _, op in described for t in (op.body, op.response) if t is not None}
-    schemas, components = msgspec.json.schema_components(
-        sorted(types, key=repr), ref_template="#/components/schemas/{name}"
+    types = sorted(
+        {t for _, _, op in described for t in (op.body, op.response) if t is not None}, key=repr
     )
-    by_type = dict(zip(sorted(types, key=repr), schemas, strict=True))
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    by_type = dict(zip(types, schemas, strict=True))
     components["Error"] = _ERROR_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
-    for route, op in described:
+    for route, method, op in described:
         template = _PARAM.sub(r"{\1}", route.path)
-        params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(route.path)
-        ]
-        params += [
-            {
-                "name": h,
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
-            for h in op.headers
-        ]
-        params += _query_parameters(op.query)
-        item: dict[str, Any] = {"summary": op.summary, "parameters": params, "responses": {}}
-        if op.tags:
-            item["tags"] = list(op.tags)
-        if op.roles:
-            item["security"] = [{"bearer": []}]
-            item["description"] = "roles: " + ", ".join(op.roles)
-        if op.body is not None:
-            item["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": by_type[op.body]}},
-            }
-        ok: dict[str, Any] = {"description": "success"}
-        if op.response is not None:
-            ok["content"] = {"application/json": {"schema": by_type[op.response]}}
-        for status in (op.status, *op.also):
-            item["responses"][str(status)] = ok
-        for status in sorted({400, 422, *op.errors} if op.body is not None else set(op.errors)):
-            item["responses"][str(status)] = {
-                "description": "error",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
-        for method in sorted(route.methods or ()):
-            if method == "HEAD":
-                continue
-            paths.setdefault(template, {})[method.lower()] = item
+        paths.setdefault(template, {})[method.lower()] = _operation(op, by_type)
     return {
-        "openapi": "3.0.3",
+        "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {

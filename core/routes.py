@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from core.auth import mint_token
 from core.errors import NotFound, Unprocessable
@@ -24,16 +25,26 @@ class Health(msgspec.Struct):
     redis: str
 
 
+Role = Literal["host", "viewer", "distributor", "admin"]
+# printable ASCII (core.auth.mint_token takes any printable text; this route, the ASCII subset)
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[ -~]+$(?!\n)")]
+MAX_DEV_TTL_S = 366 * 86_400
+
+
 class DevTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    sub: str
-    roles: list[str] = msgspec.field(default_factory=lambda: ["viewer"])
-    ttl_s: int = 86_400
+    sub: Subject
+    roles: list[Role] = msgspec.field(default_factory=lambda: ["viewer"])
+    # below a minute counts as a minute
+    ttl_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEV_TTL_S)] = 86_400
 
 
 class DevToken(msgspec.Struct):
     token: str
     sub: str
-    roles: list[str]
+    roles: list[Role]
+
+
+OpenAPIDocument = dict[str, Any]
 
 
 async def _postgres_up(request: Request) -> bool:
@@ -86,8 +97,21 @@ def core_routes() -> list[BaseRoute]:
             response=Health,
             errors=(503,),
         ),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/api/openapi.json", openapi, methods=["GET"]),
+        api_route(
+            "/metrics",
+            metrics_endpoint,
+            methods=["GET"],
+            summary="Prometheus metrics (text exposition format)",
+            response=str,
+            media_type="text/plain",
+        ),
+        api_route(
+            "/api/openapi.json",
+            openapi,
+            methods=["GET"],
+            summary="this document",
+            response=OpenAPIDocument,
+        ),
         api_route(
             "/api/dev/token",
             dev_token,

@@ -7,6 +7,7 @@ changes it, and publishes the matching room event only after the transaction com
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import msgspec
 import redis.exceptions
@@ -20,7 +21,7 @@ from core.auth import Principal
 from core.db import Conn
 from core.errors import NotRoomHost, RoomEnded, RoomNotFound, UnknownProduct, Unprocessable
 from core.events import Outbox
-from core.http import JSON, path_id, read_json, require, resources
+from core.http import JSON, NOT_BLANK, Id, path_id, read_json, require, resources
 from core.openapi import api_route
 from core.rooms import Room
 from live.errors import RoomAlreadyLive
@@ -34,11 +35,12 @@ log = logging.getLogger("livesell.rooms")
 
 
 class CreateRoom(msgspec.Struct, forbid_unknown_fields=True):
-    title: str
+    # stored without its surrounding whitespace (`_title`)
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 
 
 class PinRequest(msgspec.Struct, forbid_unknown_fields=True):
-    product_id: str
+    product_id: Id
 
 
 class PinnedCard(msgspec.Struct):
@@ -47,8 +49,9 @@ class PinnedCard(msgspec.Struct):
 
 
 def _title(raw: str) -> str:
+    # CreateRoom's schema already refused a blank or longer title; this is its stripped form
     title = raw.strip()
-    if not 1 <= len(title) <= 200:
+    if not title:
         raise Unprocessable("title must be 1 to 200 characters", field="title")
     return title
 
@@ -114,8 +117,6 @@ async def pin_card(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
     body = await read_json(request, PinRequest)
-    if not (body.product_id.isascii() and body.product_id.isdigit()) or len(body.product_id) > 18:
-        raise UnknownProduct(body.product_id)
     product_id = int(body.product_id)
     res = resources(request)
     outbox = Outbox()

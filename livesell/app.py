@@ -15,6 +15,7 @@ import storefront
 import web
 from core.http import exception_handlers
 from core.metrics import MetricsMiddleware
+from core.openapi import one_route_per_path
 from core.resources import Resources, open_resources
 from core.routes import core_routes
 from core.settings import Settings
@@ -34,7 +35,8 @@ def all_routes() -> list[BaseRoute]:
         *web.routes(),
     ]
     hot = [r for path in HOT_PATHS for r in routes if getattr(r, "path", None) == path]
-    return hot + [r for r in routes if r not in hot]
+    # one route per path, so a 405's (and OPTIONS') `Allow` lists every method of the path
+    return one_route_per_path(hot + [r for r in routes if r not in hot])
 
 
 def create_app(

@@ -20,6 +20,7 @@ from typing import Annotated, Literal, Protocol
 
 import msgspec
 
+from core.http import TEXT, Id
 from storefront.errors import InvalidSignature
 
 SIGNATURE_HEADER = "Livesell-Signature"
@@ -27,18 +28,19 @@ SIGNATURE_TOLERANCE_S = 300
 
 
 class PaymentEventData(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    order_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")]
-    amount_cents: Annotated[int, msgspec.Meta(ge=0)]
+    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)]
+    order_id: Id
+    amount_cents: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 
 
 class PaymentEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What a provider posts to the webhook."""
 
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)]
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
     type: Literal["payment.succeeded", "payment.failed"]
-    created: int
+    # unix seconds
+    created: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     data: PaymentEventData
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from core.http import TEXT, Id
+
 DropStatus = Literal["scheduled", "live", "sold_out", "closed", "ended"]
 OrderStatus = Literal["held", "paid", "delivered", "expired", "refunded"]
 
@@ -83,19 +85,18 @@ Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 
 
 class NewProduct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=TEXT)]
     price_cents: Cents
     commission_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
-    image_url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://\S+$")] | None = (
-        None
-    )
+    # printable ASCII without spaces (`\S` differs between Python and ECMA-262 regexes)
+    image_url: (
+        Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[!-~]+$(?!\n)")] | None
+    ) = None
 
 
 class NewDrop(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    product_id: (
-        Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | Annotated[int, msgspec.Meta(ge=1)]
-    )
+    product_id: Id
     price_cents: Cents
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
     per_buyer_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
@@ -110,7 +111,7 @@ class BuyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RefundRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # units to refund; absent = everything not yet refunded
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=500, pattern=TEXT)] | None = None
 
 
 class ProductQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -119,7 +120,7 @@ class ProductQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     mine: bool = False
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE
-    before: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")] | None = None
+    before: Id | None = None
 
 
 # --- outbound results ---

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -22,17 +24,20 @@ from storefront.errors import IdempotencyInProgress, IdempotencyKeyRequired, Ide
 from storefront.views import BuyRequest, BuyResult
 
 HEADER = "Idempotency-Key"
+# 1 to 255 visible ASCII characters, spaces inside allowed (the same in Python and ECMA regexes)
+KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$(?!\n)"
+IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=KEY_PATTERN)]
+_KEY = re.compile(KEY_PATTERN)
 REPLAY_WAIT_S = 3.0
 
 _encode = msgspec.json.Encoder().encode
 
 
 def idempotency_key(raw: str | None) -> str:
-    """The Idempotency-Key header's value, or IdempotencyKeyRequired."""
-    key = (raw or "").strip()
-    if not key or len(key) > 255 or not key.isprintable():
+    """The Idempotency-Key header's value (`IdempotencyKey`), or IdempotencyKeyRequired."""
+    if raw is None or len(raw) > 255 or _KEY.search(raw) is None:
         raise IdempotencyKeyRequired()
-    return key
+    return raw
 
 
 def fingerprint(method: str, path: str, body: BuyRequest) -> bytes:

@@ -59,12 +59,10 @@ def _bodies(kind: Any) -> st.SearchStrategy[bytes]:
 def body_routes() -> list[tuple[str, str, Any]]:
     found = []
     for route in all_routes():
-        operation = getattr(route, "operation", None)
-        if operation is None or operation.body is None:
-            continue
-        for method in sorted(route.methods or ()):
-            if method != "HEAD":
+        for method, operation in sorted(getattr(route, "operations", {}).items()):
+            if operation.body is not None and method != "HEAD":
                 found.append((method, route.path, operation.body))  # type: ignore[attr-defined]
+    assert len(found) >= 10
     return found
 
 
