@@ -30,6 +30,8 @@ class DropInProgress(Conflict):
 
 
 class DropNotFound(NotFound):
+    code = "drop_not_found"
+
     def __init__(self, drop_id: int) -> None:
         super().__init__(f"no drop {drop_id}", drop_id=str(drop_id))
 

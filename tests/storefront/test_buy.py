@@ -165,10 +165,10 @@ async def test_missing_or_bad_idempotency_key_is_400(
 
 async def test_unknown_drop_is_404(buy: Buy, start_drop: StartDrop, resources: Resources) -> None:
     await start_drop()
-    for drop_id in ("999999", "abc"):
+    for drop_id, code in (("999999", "drop_not_found"), ("abc", "not_found")):
         response = await buy(drop_id, "bob")
         assert response.status_code == 404, response.text
-        assert response.json()["error"]["code"] == "not_found"
+        assert response.json()["error"]["code"] == code
     assert (await _counts(resources))["orders"] == 0
 
 

@@ -66,6 +66,6 @@ async def test_only_the_rooms_host_sees_its_sales(
     assert (await client.get(path, headers=auth("root", "admin"))).status_code == 200
     missing = await client.get("/api/rooms/999999/sales", headers=auth(HOST, "host"))
     assert missing.status_code == 404
-    assert missing.json()["error"]["code"].endswith("not_found")
+    assert missing.json()["error"]["code"] == "room_not_found"
     spec = (await client.get("/api/openapi.json")).json()
     assert "get" in spec["paths"]["/api/rooms/{id}/sales"]
