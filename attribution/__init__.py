@@ -1,15 +1,14 @@
 """Distributors, tracked links, binding, single-level commissions and their ledger.
 
-Storefront calls the three order hooks inside its own transactions; they write attribution's
+An order's attribution is decided when it is created, inside the statement that places it: the
+SQL function attribution_credit_order (migration 0008), with the terms `credit_terms` gives.
+Storefront then calls two order hooks inside its own transactions; they write attribution's
 tables on the same connection and queue dashboard events on the same outbox:
 
-    credit_order    when the order is created: decide and snapshot who it credits (or, in
-                    the order's own statement, the SQL function attribution_credit_order with
-                    the terms `credit_terms` gives)
     order_paid      when payment is confirmed: post the pending commission
     order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
 
-All three are idempotent per (order, event). `settle` confirms commissions whose return window
+Both are idempotent per (order, event). `settle` confirms commissions whose return window
 has passed and `refresh_stats` publishes the dashboards and leaderboards that moved (the worker
 runs both periodically); `run_payout` pays confirmed balances.
 """
@@ -17,12 +16,11 @@ runs both periodically); `run_payout` pays confirmed balances.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from datetime import datetime
 from typing import Any
 
 from starlette.routing import BaseRoute
 
-from attribution import binding, commissions
+from attribution import commissions
 from attribution.binding import CreditTerms, credit_terms
 from attribution.commissions import settle
 from attribution.distributors import become_distributor, create_link, list_links
@@ -41,7 +39,6 @@ from core.db import Conn
 from core.events import Outbox
 from core.loops import run_periodically
 from core.resources import Resources
-from core.settings import Settings
 
 __all__ = [
     "CreditTerms",
@@ -55,7 +52,6 @@ __all__ = [
     "batch_view",
     "become_distributor",
     "create_link",
-    "credit_order",
     "credit_terms",
     "dashboard",
     "distributor_payouts",
@@ -86,32 +82,6 @@ def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
         run_periodically("attribution.settle", lambda: settle(res), SETTLE_INTERVAL_S),
         run_periodically("attribution.refresh", lambda: refresh_stats(res), REFRESH_INTERVAL_S),
     ]
-
-
-async def credit_order(
-    conn: Conn,
-    outbox: Outbox,
-    settings: Settings,
-    *,
-    order_id: int,
-    room_id: int,
-    product_id: int,
-    buyer_id: str,
-    amount_cents: int,
-    commission_bps: int,
-    placed_at: datetime,
-) -> None:
-    """In the order-creating transaction: snapshot which distributor (if any) this order credits,
-    through which click and rule, at which rate. Nothing is announced until the order is paid."""
-    await binding.credit_order(
-        conn,
-        settings,
-        order_id=order_id,
-        room_id=room_id,
-        buyer_id=buyer_id,
-        commission_bps=commission_bps,
-        placed_at=placed_at,
-    )
 
 
 async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
