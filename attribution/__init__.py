@@ -6,12 +6,16 @@ tables on the same connection and queue dashboard events on the same outbox:
     credit_order    when the order is created: decide and snapshot who it credits (or, in
                     the order's own statement, the SQL function attribution_credit_order with
                     the terms `credit_terms` gives)
-    order_paid      when payment is confirmed: post the pending commission
+    order_paid      when payment is confirmed: self-referral by payment instrument, the
+                    review signals, then post the pending commission
     order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
 
-All three are idempotent per (order, event). `settle` confirms commissions whose return window
-has passed and `refresh_stats` publishes the dashboards and leaderboards that moved (the worker
-runs both periodically); `run_payout` pays confirmed balances.
+All three are idempotent per (order, event). Before a buy, storefront calls `screen_buyer` with
+the request's `device_id`: the buyer's device is recorded, and under
+`LIVESELL_SELF_REFERRAL=reject` a buy that would credit the buyer themself is refused.
+`settle` confirms commissions whose return window has passed and `refresh_stats` publishes the
+dashboards and leaderboards that moved (the worker runs both periodically); `run_payout` pays
+approved withdrawals and confirmed balances.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Any
 import asyncpg
 from starlette.routing import BaseRoute
 
-from attribution import binding, commissions
+from attribution import binding, commissions, reviews
 from attribution.binding import CreditTerms, credit_terms
 from attribution.commissions import settle
+from attribution.devices import device_id, screen_buyer
 from attribution.distributors import become_distributor, create_link, list_links
 from attribution.payouts import batch_csv, batch_view, distributor_payouts, run_payout
 from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
@@ -58,6 +63,7 @@ __all__ = [
     "credit_order",
     "credit_terms",
     "dashboard",
+    "device_id",
     "distributor_payouts",
     "leaderboard",
     "list_links",
@@ -66,6 +72,7 @@ __all__ = [
     "refresh_stats",
     "routes",
     "run_payout",
+    "screen_buyer",
     "settle",
     "worker_tasks",
 ]
@@ -74,9 +81,10 @@ SETTLE_INTERVAL_S = 30.0
 
 
 def routes() -> list[BaseRoute]:
+    from attribution.admin import admin_routes
     from attribution.api import attribution_routes
 
-    return attribution_routes()
+    return attribution_routes() + admin_routes()
 
 
 def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
@@ -114,8 +122,21 @@ async def credit_order(
     )
 
 
-async def order_paid(conn: asyncpg.Connection, outbox: Outbox, *, order_id: int) -> None:
-    """In the payment transaction: post the pending commission of a credited order."""
+async def order_paid(
+    conn: asyncpg.Connection,
+    outbox: Outbox,
+    *,
+    order_id: int,
+    settings: Settings | None = None,
+    payment_fingerprint: str | None = None,
+) -> None:
+    """In the payment transaction: record the payment instrument (a self-referral when the
+    credited distributor paid with it too), open a review when the attribution looks
+    suspicious (with `settings`, unless LIVESELL_REVIEW=off), then post the pending
+    commission of a credited order."""
+    await reviews.at_payment(
+        conn, settings, order_id=order_id, payment_fingerprint=payment_fingerprint
+    )
     await commissions.order_paid(conn, outbox, order_id=order_id)
 
 

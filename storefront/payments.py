@@ -30,6 +30,10 @@ class PaymentEventData(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     order_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$")]
     amount_cents: Annotated[int, msgspec.Meta(ge=0)]
+    # the provider's fingerprint of the card or wallet that paid, when it reports one: the
+    # same instrument paying for a distributor's own orders and for orders credited to them
+    # is a self-referral
+    fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
 
 
 class PaymentEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
