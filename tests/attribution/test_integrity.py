@@ -63,7 +63,8 @@ async def click(shop: Shop, user: str | None, code: str, device: str | None = No
 async def buy(shop: Shop, buyer: str, drop: int, *, quantity: int = 1,
               device: str | None = None, expect: int = 201) -> httpx.Response:  # fmt: skip
     h = {**headers(shop, buyer, device=device), "Idempotency-Key": uuid.uuid4().hex}
-    response = await shop.http.post(f"/api/drops/{drop}/buy", json={"quantity": quantity}, headers=h)
+    body = {"quantity": quantity}
+    response = await shop.http.post(f"/api/drops/{drop}/buy", json=body, headers=h)
     assert response.status_code == expect, response.text
     return response
 
@@ -285,8 +286,10 @@ async def test_overrides_and_tiers_change_only_later_orders(resources: Resources
     for order, cents in truth.items():
         assert (await trail(shop, order))["commission"]["commission_cents"] == cents, order
     gold = (await trail(shop, o5))["terms"]
-    assert gold == {"source": "distributor_product", "base_bps": 0,
-                    "commission_cents_per_unit": 1_500, "tier": "gold", "bonus_bps": 500}  # fmt: skip
+    assert gold == {
+        "source": "distributor_product", "base_bps": 0, "commission_cents_per_unit": 1_500,
+        "tier": "gold", "bonus_bps": 500,
+    }  # fmt: skip
     # a rule changed after an order never changes it
     await call(shop, "PUT", f"/api/admin/distributors/{a}/rates", "admin-1", "admin",
                json={"commission_bps": 0})  # fmt: skip
