@@ -5,12 +5,16 @@ SQL function attribution_credit_order (migration 0008), with the terms `credit_t
 Storefront then calls two order hooks inside its own transactions; they write attribution's
 tables on the same connection and queue dashboard events on the same outbox:
 
-    order_paid      when payment is confirmed: post the pending commission
+    order_paid      when payment is confirmed: self-referral by payment instrument, the
+                    review signals, then post the pending commission
     order_refunded  after `orders.refunded_cents` includes a refund: reverse or claw back
 
-Both are idempotent per (order, event). `settle` confirms commissions whose return window
-has passed and `refresh_stats` publishes the dashboards and leaderboards that moved (the worker
-runs both periodically); `run_payout` pays confirmed balances.
+Both are idempotent per (order, event). Before a buy, storefront calls `screen_buyer` with
+the request's `device_id`: the buyer's device is recorded, and under
+`LIVESELL_SELF_REFERRAL=reject` a buy that would credit the buyer themself is refused.
+`settle` confirms commissions whose return window has passed and `refresh_stats` publishes the
+dashboards and leaderboards that moved (the worker runs both periodically); `run_payout` pays
+approved withdrawals and confirmed balances.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from attribution import commissions
+from attribution import commissions, reviews
 from attribution.binding import CreditTerms, credit_terms
 from attribution.commissions import settle
+from attribution.devices import device_id, screen_buyer
 from attribution.distributors import become_distributor, create_link, list_links
 from attribution.payouts import batch_csv, batch_view, distributor_payouts, run_payout
 from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
@@ -39,6 +44,7 @@ from core.db import Conn
 from core.events import Outbox
 from core.loops import run_periodically
 from core.resources import Resources
+from core.settings import Settings
 
 __all__ = [
     "CreditTerms",
@@ -54,6 +60,7 @@ __all__ = [
     "create_link",
     "credit_terms",
     "dashboard",
+    "device_id",
     "distributor_payouts",
     "leaderboard",
     "list_links",
@@ -62,6 +69,7 @@ __all__ = [
     "refresh_stats",
     "routes",
     "run_payout",
+    "screen_buyer",
     "settle",
     "worker_tasks",
 ]
@@ -70,9 +78,10 @@ SETTLE_INTERVAL_S = 30.0
 
 
 def routes() -> list[BaseRoute]:
+    from attribution.admin import admin_routes
     from attribution.api import attribution_routes
 
-    return attribution_routes()
+    return attribution_routes() + admin_routes()
 
 
 def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
@@ -84,8 +93,21 @@ def worker_tasks(res: Resources) -> list[Coroutine[Any, Any, None]]:
     ]
 
 
-async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
-    """In the payment transaction: post the pending commission of a credited order."""
+async def order_paid(
+    conn: Conn,
+    outbox: Outbox,
+    *,
+    order_id: int,
+    settings: Settings | None = None,
+    payment_fingerprint: str | None = None,
+) -> None:
+    """In the payment transaction: record the payment instrument (a self-referral when the
+    credited distributor paid with it too), open a review when the attribution looks
+    suspicious (with `settings`, unless LIVESELL_REVIEW=off), then post the pending
+    commission of a credited order."""
+    await reviews.at_payment(
+        conn, settings, order_id=order_id, payment_fingerprint=payment_fingerprint
+    )
     await commissions.order_paid(conn, outbox, order_id=order_id)
 
 

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from attribution import payouts
 from attribution.clicks import Entry, EntryRecorder, Outcome
 from attribution.codes import new_visitor_cookie, visitor_from_cookie
+from attribution.devices import device_id, saw_device
 from attribution.distributors import (
     Link,
     LinkCache,
@@ -87,6 +88,7 @@ async def become(request: Request) -> Response:
     body = await read_json(request, BecomeDistributor)
     async with resources(request).pool.acquire() as conn:
         view, created = await register_distributor(conn, caller.user_id, body.team)
+        await saw_device(conn, caller.user_id, device_id(request))
     return JSON(view, 201 if created else 200)
 
 
@@ -96,6 +98,7 @@ async def new_link(request: Request) -> Response:
     res = resources(request)
     distributor = await _distributor_row(res, caller.user_id)
     async with res.pool.acquire() as conn:
+        await saw_device(conn, caller.user_id, device_id(request))
         view = await create_link(
             conn,
             res.settings,
@@ -140,6 +143,7 @@ async def _record(
             product_id=link.product_id if link else None,
             distributor_user_id=link.distributor_user_id if link else None,
             claim_visitor=claim_visitor,
+            device_id=device_id(request),
         )
     )
 
@@ -214,6 +218,7 @@ async def my_dashboard(request: Request) -> Response:
     res = resources(request)
     row = await _distributor_row(res, caller.user_id)
     async with res.pool.acquire() as conn:
+        await saw_device(conn, caller.user_id, device_id(request))
         return JSON(await dashboard(conn, row))
 
 

@@ -66,6 +66,8 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     # the anonymous visitor (`v:…`) of the browser a signed-in entry comes from: its click
     # through the same link moments ago becomes this entry rather than a second one
     claim_visitor: str | None = None
+    # the device the entry came from (review signals; a signed-in user is seen on it)
+    device_id: str | None = None
 
     @property
     def target(self) -> str:
@@ -233,10 +235,16 @@ async def _insert(conn: Conn, entries: list[Entry]) -> None:
     await conn.execute(
         """WITH added AS (
                INSERT INTO room_entries
-                   (room_id, link_id, distributor_id, visitor, user_id, source)
+                   (room_id, link_id, distributor_id, visitor, user_id, source, device_id,
+                    client_addr)
                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
-                                    $4::text[], $5::text[], $6::text[])
-               RETURNING distributor_id)
+                                    $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+               RETURNING distributor_id, user_id, device_id
+           ), seen AS (
+               INSERT INTO device_sightings (user_id, device_id)
+               SELECT DISTINCT user_id, device_id FROM added
+               WHERE user_id IS NOT NULL AND device_id IS NOT NULL
+               ON CONFLICT DO NOTHING)
            INSERT INTO attribution_dirty (kind, target)
            SELECT DISTINCT 'dashboard', distributor_id FROM added
            WHERE distributor_id IS NOT NULL""",
@@ -246,4 +254,6 @@ async def _insert(conn: Conn, entries: list[Entry]) -> None:
         [e.visitor for e in entries],
         [e.user_id for e in entries],
         [e.source for e in entries],
+        [e.device_id for e in entries],
+        [e.client_addr[:64] for e in entries],
     )

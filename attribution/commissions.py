@@ -28,23 +28,52 @@ log = logging.getLogger("livesell.attribution")
 
 SETTLE_BATCH = 200
 
-_LOCKED_ORDER = """
-SELECT a.order_id, a.room_id, a.distributor_id, a.commission_bps, a.self_referral,
-       o.amount_cents, o.refunded_cents, o.return_window_ends_at,
+LOCKED_ORDER = """
+SELECT a.order_id, a.room_id, a.distributor_id, a.commission_bps,
+       a.self_referral OR EXISTS (SELECT 1 FROM self_referral_matches m
+                                  WHERE m.order_id = a.order_id) AS self_referral,
+       coalesce(t.commission_cents, 0) AS per_unit_cents, r.status AS review,
+       o.amount_cents, o.refunded_cents, o.quantity, o.refunded_units, o.delivered_at,
+       o.return_window_ends_at, o.buyer_id, o.created_at AS placed_at,
        d.id, d.user_id, d.team, d.created_at
 FROM order_attributions a
 JOIN orders o ON o.id = a.order_id
 LEFT JOIN distributors d ON d.id = a.distributor_id
+LEFT JOIN order_commission_terms t ON t.order_id = a.order_id
+LEFT JOIN order_reviews r ON r.order_id = a.order_id
 WHERE a.order_id = $1
 FOR UPDATE OF a
 """
 
 
-def commission_of(amount_cents: int, commission_bps: int, self_referral: bool) -> int:
-    """Rate × amount, rounded down to the cent; self-referred orders earn nothing."""
+def commission_of(
+    amount_cents: int,
+    commission_bps: int,
+    self_referral: bool,
+    *,
+    units: int = 0,
+    per_unit_cents: int = 0,
+) -> int:
+    """Rate × amount, rounded down to the cent, plus a fixed amount per unit; never more than
+    the amount. Self-referred orders earn nothing."""
     if self_referral or amount_cents <= 0:
         return 0
-    return amount_cents * commission_bps // 10_000
+    earned = amount_cents * commission_bps // 10_000 + per_unit_cents * max(units, 0)
+    return min(earned, amount_cents)
+
+
+def order_commission(row: asyncpg.Record, *, refunded_cents: int | None = None) -> int:
+    """What a locked order (`LOCKED_ORDER`) earns net of its refunds: 0 when self-referred or
+    rejected in review."""
+    refunded = row["refunded_cents"] if refunded_cents is None else refunded_cents
+    units = row["quantity"] - row["refunded_units"]
+    return commission_of(
+        row["amount_cents"] - refunded,
+        row["commission_bps"],
+        row["self_referral"] or row["review"] == "rejected",
+        units=units,
+        per_unit_cents=row["per_unit_cents"],
+    )
 
 
 async def _mark(conn: Conn, row: asyncpg.Record) -> None:
@@ -58,11 +87,10 @@ async def _mark(conn: Conn, row: asyncpg.Record) -> None:
 
 async def order_paid(conn: Conn, outbox: Outbox, *, order_id: int) -> None:
     """Post the pending commission of a credited order (once, however often called)."""
-    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    row = await conn.fetchrow(LOCKED_ORDER, order_id)
     if row is None or row["distributor_id"] is None:
         return
-    net = row["amount_cents"] - row["refunded_cents"]
-    commission = commission_of(net, row["commission_bps"], row["self_referral"])
+    commission = order_commission(row)
     posted = await ledger.post(
         conn,
         kind="accrue",
@@ -93,7 +121,7 @@ async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_ce
     Call after `orders.refunded_cents` includes this refund: the cumulative refunded amount is
     the refund's identity, so replaying the same refund posts nothing.
     """
-    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    row = await conn.fetchrow(LOCKED_ORDER, order_id)
     if row is None or row["distributor_id"] is None:
         return
     cumulative = row["refunded_cents"]
@@ -116,10 +144,10 @@ async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_ce
         " WHERE order_id = $1 AND kind = 'confirm')",
         order_id,
     )
-    still_owed = balances["accrue"] + balances["reverse"] + balances["clawback"]
-    target = commission_of(
-        row["amount_cents"] - cumulative, row["commission_bps"], row["self_referral"]
+    still_owed = (
+        balances["accrue"] + balances["reverse"] + balances["clawback"] + balances["review"]
     )
+    target = order_commission(row, refunded_cents=cumulative)
     taken = max(0, still_owed - target)
     source: ledger.AccountKind = "payable" if confirmed else "pending"
     posted = await ledger.post(
@@ -152,12 +180,14 @@ async def confirm_order(
     ended by `now`.
 
     Returns the credited distributor's row when something was confirmed."""
-    row = await conn.fetchrow(_LOCKED_ORDER, order_id)
+    row = await conn.fetchrow(LOCKED_ORDER, order_id)
     if row is None or row["distributor_id"] is None:
         return None
     ends_at = row["return_window_ends_at"]
     if ends_at is None or ends_at > now:
         return None
+    if row["review"] in ("open", "rejected"):
+        return None  # under review: nothing confirms until an admin approves
     outstanding = (await ledger.order_balances(conn, order_id))["pending"]
     if outstanding <= 0:
         return None
@@ -184,6 +214,8 @@ SELECT o.id
 FROM ledger_transactions t
 JOIN orders o ON o.id = t.order_id
 WHERE t.kind = 'accrue' AND o.return_window_ends_at <= $1
+  AND NOT EXISTS (
+      SELECT 1 FROM order_reviews r WHERE r.order_id = o.id AND r.status <> 'approved')
   AND NOT EXISTS (
       SELECT 1 FROM ledger_transactions c WHERE c.order_id = o.id AND c.kind = 'confirm')
   AND (SELECT coalesce(sum(e.amount_cents), 0)

@@ -60,3 +60,72 @@ class PayoutInProgress(Conflict):
 
     def __init__(self) -> None:
         super().__init__("another payout batch is being created; retry shortly")
+
+
+class SelfReferral(Unprocessable):
+    """The buy would credit the buyer themself, and the policy is `reject`."""
+
+    code = "self_referral"
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(
+            "this order would credit your own link (self-referral is refused)", reasons=reasons
+        )
+
+
+class ReviewNotFound(NotFound):
+    code = "review_not_found"
+
+    def __init__(self, order_id: int) -> None:
+        super().__init__(f"no review for order {order_id}", order_id=str(order_id))
+
+
+class ReviewDecided(Conflict):
+    code = "review_decided"
+
+    def __init__(self, order_id: int, status: str) -> None:
+        super().__init__(f"order {order_id} was already {status}", status=status)
+
+
+class WithdrawalNotFound(NotFound):
+    code = "withdrawal_not_found"
+
+    def __init__(self, withdrawal_id: int) -> None:
+        super().__init__(f"no withdrawal {withdrawal_id}", withdrawal_id=str(withdrawal_id))
+
+
+class WithdrawalDecided(Conflict):
+    code = "withdrawal_decided"
+
+    def __init__(self, withdrawal_id: int, status: str) -> None:
+        super().__init__(f"withdrawal {withdrawal_id} is {status}", status=status)
+
+
+class WithdrawalTooSmall(Unprocessable):
+    code = "withdrawal_below_minimum"
+
+    def __init__(self, minimum_cents: int) -> None:
+        super().__init__(
+            f"a withdrawal is at least {minimum_cents} cents", minimum_cents=minimum_cents
+        )
+
+
+class InsufficientBalance(Conflict):
+    """More than the confirmed balance not already set aside for other withdrawals, or a
+    negative balance (a clawback) still to be made good."""
+
+    code = "insufficient_balance"
+
+    def __init__(self, available_cents: int, balance_cents: int) -> None:
+        super().__init__(
+            "not enough confirmed balance for this withdrawal",
+            available_cents=available_cents,
+            balance_cents=balance_cents,
+        )
+
+
+class RuleInvalid(Unprocessable):
+    code = "invalid_commission_rule"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

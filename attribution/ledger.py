@@ -12,8 +12,10 @@ from typing import Any, Literal
 
 from core.db import Conn
 
-TransactionKind = Literal["accrue", "reverse", "confirm", "payout", "clawback"]
-AccountKind = Literal["pending", "payable", "commission_expense", "payouts"]
+TransactionKind = Literal[
+    "accrue", "reverse", "confirm", "payout", "clawback", "review", "withdrawal"
+]
+AccountKind = Literal["pending", "payable", "commission_expense", "payouts", "withdrawal_fees"]
 
 
 async def post(
@@ -61,7 +63,9 @@ async def order_balances(conn: Conn, order_id: int) -> dict[str, int]:
            GROUP BY t.kind, a.kind""",
         order_id,
     )
-    out = {"pending": 0, "payable": 0, "accrue": 0, "reverse": 0, "confirm": 0, "clawback": 0}
+    out = dict.fromkeys(
+        ("pending", "payable", "accrue", "reverse", "confirm", "clawback", "review"), 0
+    )
     for r in rows:
         out[r["account"]] += int(r["cents"])
         if r["kind"] == "confirm":
@@ -94,12 +98,12 @@ def fold_balances(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         match r["kind"], r["account"]:
             case "accrue", _:
                 out["accrued"] += cents
-            case "reverse", _:
+            case "reverse" | "review", _:
                 out["reversed"] -= cents
             case "confirm", "payable":
                 out["confirmed"] += cents
             case "clawback", _:
                 out["clawed_back"] -= cents
-            case "payout", _:
+            case "payout" | "withdrawal", _:
                 out["paid"] -= cents
     return out

@@ -1,4 +1,5 @@
-"""Payout batches: pay every positive payable balance, net of clawbacks, and export as CSV.
+"""Payout batches: pay the approved withdrawals, then every positive payable balance not set
+aside for withdrawals, net of clawbacks; export as CSV.
 
 A distributor whose payable balance is negative (a clawback after an earlier payout) is left out;
 their next confirmed commissions fill the hole before anything is paid again.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
-from attribution import ledger
+from attribution import ledger, withdrawals
 from attribution.errors import PayoutNotFound
 from attribution.refresh import mark_dashboard
 from attribution.views import PayoutBatchView, PayoutHistory, PayoutItem, PayoutRecord
@@ -40,8 +41,14 @@ async def run_payout(res: Resources, *, created_by: str) -> PayoutBatchView:
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PAYOUT_LOCK_ID)
-            payable = await conn.fetch(_PAYABLE)
-            if not payable:
+            approved = await withdrawals.approved_withdrawals(conn)
+            reserved = await withdrawals.reserved_by_distributor(conn)
+            sweep = [
+                (row, int(row["balance_cents"]) - reserved.get(row["id"], 0))
+                for row in await conn.fetch(_PAYABLE)
+            ]
+            sweep = [(row, amount) for row, amount in sweep if amount > 0]
+            if not sweep and not approved:
                 return PayoutBatchView(
                     id=None, created_at=None, created_by=created_by, total_cents=0, items=[]
                 )
@@ -49,12 +56,12 @@ async def run_payout(res: Resources, *, created_by: str) -> PayoutBatchView:
                 """INSERT INTO payout_batches (created_by, total_cents, items)
                    VALUES ($1, $2, $3) RETURNING id""",
                 created_by,
-                sum(r["balance_cents"] for r in payable),
-                len(payable),
+                sum(amount for _, amount in sweep) + sum(map(withdrawals.net_of, approved)),
+                len(sweep) + len(approved),
             )
             assert batch is not None
-            for row in payable:
-                amount = int(row["balance_cents"])
+            await withdrawals.pay_approved(conn, batch["id"], approved)
+            for row, amount in sweep:
                 await ledger.post(
                     conn,
                     kind="payout",
@@ -79,7 +86,11 @@ async def batch_view(conn: Conn, batch_id: int) -> PayoutBatchView:
            JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'payable'
            JOIN distributors d ON d.id = t.distributor_id
            WHERE t.payout_batch_id = $1
-           ORDER BY d.id""",
+           UNION ALL
+           SELECT d.id, d.user_id, d.team, w.amount_cents - w.fee_cents
+           FROM withdrawals w JOIN distributors d ON d.id = w.distributor_id
+           WHERE w.payout_batch_id = $1
+           ORDER BY 1""",
         batch_id,
     )
     return PayoutBatchView(

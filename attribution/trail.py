@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from attribution.views import AttributionTrail, ClickRef, CommissionTrail, DistributorRef, Posting
+from attribution.views import (
+    AttributionTrail,
+    ClickRef,
+    CommissionTerms,
+    CommissionTrail,
+    DistributorRef,
+    Posting,
+    ReviewRef,
+)
 from core.auth import Principal
 from core.db import Conn
 from core.errors import OrderNotFound
@@ -20,15 +28,27 @@ WHERE a.order_id = $1
 """
 
 _POSTINGS = """
-SELECT t.kind, t.created_at,
+SELECT t.kind, t.created_at, min(n.note) AS note,
        coalesce(sum(e.amount_cents) FILTER (WHERE a.kind = 'pending'), 0)::bigint AS pending,
        coalesce(sum(e.amount_cents) FILTER (WHERE a.kind = 'payable'), 0)::bigint AS payable
 FROM ledger_transactions t
 LEFT JOIN ledger_entries e ON e.transaction_id = t.id
 LEFT JOIN ledger_accounts a ON a.id = e.account_id
+LEFT JOIN ledger_notes n ON n.transaction_id = t.id
 WHERE t.order_id = $1
 GROUP BY t.id
 ORDER BY t.id
+"""
+
+
+_EXTRA = """
+SELECT (SELECT coalesce(array_agg(reason ORDER BY reason), '{}') FROM self_referral_matches
+        WHERE order_id = $1) AS reasons,
+       r.status AS review_status, r.reasons AS review_reasons, r.decided_by, r.note AS review_note,
+       t.source, t.base_bps, t.commission_cents AS per_unit, t.tier, t.bonus_bps
+FROM (VALUES (1)) AS one
+LEFT JOIN order_reviews r ON r.order_id = $1
+LEFT JOIN order_commission_terms t ON t.order_id = $1
 """
 
 
@@ -50,6 +70,7 @@ async def order_trail(conn: Conn, order_id: int, caller: Principal) -> Attributi
             pending_cents=int(p["pending"]),
             payable_cents=int(p["payable"]),
             at=p["created_at"],
+            note=p["note"],
         )
         for p in await conn.fetch(_POSTINGS, order_id)
     ]
@@ -58,8 +79,29 @@ async def order_trail(conn: Conn, order_id: int, caller: Principal) -> Attributi
     confirmed = sum(p.payable_cents for p in postings if p.kind == "confirm")
     clawed_back = -sum(p.payable_cents for p in postings if p.kind == "clawback")
     pending = sum(p.pending_cents for p in postings)
+    extra = await conn.fetchrow(_EXTRA, order_id)
+    assert extra is not None
+    review = None
+    if extra["review_status"] is not None:
+        review = ReviewRef(
+            status=extra["review_status"],
+            reasons=list(extra["review_reasons"]),
+            decided_by=extra["decided_by"],
+            note=extra["review_note"],
+        )
+    terms = None
+    if extra["source"] is not None:
+        terms = CommissionTerms(
+            source=extra["source"],
+            base_bps=extra["base_bps"],
+            commission_cents_per_unit=int(extra["per_unit"]),
+            tier=extra["tier"],
+            bonus_bps=extra["bonus_bps"],
+        )
     if commission == 0:
         state = "none"
+    elif pending > 0 and review is not None and review.status == "open":
+        state = "under_review"
     elif pending > 0:
         state = "pending"
     elif confirmed - clawed_back > 0:
@@ -84,7 +126,7 @@ async def order_trail(conn: Conn, order_id: int, caller: Principal) -> Attributi
         distributor=distributor,
         click=click,
         commission_bps=row["commission_bps"],
-        self_referral=row["self_referral"],
+        self_referral=row["self_referral"] or bool(extra["reasons"]),
         decided_at=row["decided_at"],
         commission=CommissionTrail(
             state=state,  # type: ignore[arg-type]
@@ -95,4 +137,7 @@ async def order_trail(conn: Conn, order_id: int, caller: Principal) -> Attributi
             pending_cents=pending,
         ),
         postings=postings,
+        self_referral_reasons=list(extra["reasons"]),
+        terms=terms,
+        review=review,
     )

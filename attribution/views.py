@@ -151,15 +151,16 @@ class ClickRef(msgspec.Struct, kw_only=True):
 
 
 class Posting(msgspec.Struct, kw_only=True):
-    kind: Literal["accrue", "reverse", "confirm", "payout", "clawback"]
+    kind: Literal["accrue", "reverse", "confirm", "payout", "clawback", "review"]
     # the change to what the distributor is owed for this order (confirm moves, so it is 0 here)
     pending_cents: int
     payable_cents: int
     at: datetime
+    note: str | None = None  # an admin's decision and reason (`review`)
 
 
 class CommissionTrail(msgspec.Struct, kw_only=True):
-    state: Literal["none", "pending", "confirmed", "reversed"]
+    state: Literal["none", "pending", "under_review", "confirmed", "reversed"]
     commission_cents: int
     reversed_cents: int
     confirmed_cents: int
@@ -179,6 +180,26 @@ class AttributionTrail(msgspec.Struct, kw_only=True):
     decided_at: datetime
     commission: CommissionTrail
     postings: list[Posting]
+    # why the order is a self-referral: account, device, payment (instrument)
+    self_referral_reasons: list[str] = []
+    # the commission terms: base rate or amount per unit, where they came from, any tier bonus
+    terms: CommissionTerms | None = None
+    review: ReviewRef | None = None
+
+
+class CommissionTerms(msgspec.Struct, kw_only=True):
+    source: Literal["product", "distributor_product", "distributor"]
+    base_bps: int
+    commission_cents_per_unit: int
+    tier: str | None
+    bonus_bps: int
+
+
+class ReviewRef(msgspec.Struct, kw_only=True):
+    status: Literal["open", "approved", "rejected"]
+    reasons: list[str]
+    decided_by: str | None = None
+    note: str | None = None
 
 
 class PayoutItem(msgspec.Struct, kw_only=True):

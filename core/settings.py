@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 
 AttributionRule = Literal["last", "first"]
+SelfReferralPolicy = Literal["flag", "reject"]
 
 # HS256 keys shorter than the hash's output weaken it; RFC 7518 section 3.2 asks for at least this
 SECRET_MIN_BYTES = 32
@@ -57,6 +58,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     buy_rate_per_user: int = 30
     buy_rate_per_ip: int = 3000
     hub_connect_rate_per_ip: int = 1000
+    # integrity and money operations (attribution.integrity, attribution.withdrawals)
+    self_referral: SelfReferralPolicy = "flag"
+    review: bool = True
+    review_window_s: int = 3600
+    review_device_clicks: int = 10
+    review_address_clicks: int = 500
+    review_conversion_factor: int = 5
+    review_min_visitors: int = 20
+    withdrawal_min_cents: int = 1000
+    withdrawal_fee_cents: int = 0
+    withdrawal_fee_bps: int = 0
 
     @property
     def embedded_postgres(self) -> bool:
@@ -192,6 +204,7 @@ def load_settings(
         buy_rate_per_ip=_int(env, "LIVESELL_BUY_RATE_PER_IP", 3000),
         hub_connect_rate_per_ip=_int(env, "LIVESELL_HUB_CONNECT_RATE_PER_IP", 1000),
     )
+    values.update(_integrity(env))
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values["dev"] is None:
         values["dev"] = values["database_url"] is None and is_loopback(str(values["host"]))
@@ -236,6 +249,26 @@ def _stored_secret(data_dir: Path) -> str:
             "secret."
         )
     return existing
+
+
+def _integrity(env: dict[str, str]) -> dict[str, object]:
+    """Self-referral policy, review thresholds and withdrawal terms (LIVESELL_SELF_REFERRAL,
+    LIVESELL_REVIEW*, LIVESELL_WITHDRAWAL_*)."""
+    policy = env.get("LIVESELL_SELF_REFERRAL") or "flag"
+    if policy not in ("flag", "reject"):
+        raise SettingsError(f"LIVESELL_SELF_REFERRAL must be 'flag' or 'reject', got {policy!r}")
+    return dict(
+        self_referral=policy,
+        review=_bool(env, "LIVESELL_REVIEW") is not False,
+        review_window_s=_int(env, "LIVESELL_REVIEW_WINDOW_S", 3600, minimum=1),
+        review_device_clicks=_int(env, "LIVESELL_REVIEW_DEVICE_CLICKS", 10, minimum=2),
+        review_address_clicks=_int(env, "LIVESELL_REVIEW_ADDRESS_CLICKS", 500, minimum=2),
+        review_conversion_factor=_int(env, "LIVESELL_REVIEW_CONVERSION_FACTOR", 5, minimum=1),
+        review_min_visitors=_int(env, "LIVESELL_REVIEW_MIN_VISITORS", 20, minimum=1),
+        withdrawal_min_cents=_int(env, "LIVESELL_WITHDRAWAL_MIN_CENTS", 1000, minimum=1),
+        withdrawal_fee_cents=_int(env, "LIVESELL_WITHDRAWAL_FEE_CENTS", 0),
+        withdrawal_fee_bps=_int(env, "LIVESELL_WITHDRAWAL_FEE_BPS", 0),
+    )
 
 
 def ensure_secret(data_dir: Path) -> str:

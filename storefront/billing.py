@@ -243,7 +243,7 @@ async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> Webh
                 case "pending", "failed":
                     settlement = _Settlement("failed")
                 case "pending", "succeeded" if row["paid_order_id"] is not None:
-                    settlement = await _settle_paid(conn, row)
+                    settlement = await _settle_paid(conn, res, row, event)
                 case "pending", "succeeded":
                     settlement = await _settle_unheld(conn, shop, event, row["payment_row"])
                 case final, _:
@@ -341,11 +341,19 @@ async def _mismatch(conn: Conn, event: PaymentEvent) -> PaymentMismatch:
     )
 
 
-async def _settle_paid(conn: Conn, paid: asyncpg.Record) -> _Settlement:
+async def _settle_paid(
+    conn: Conn, res: Resources, paid: asyncpg.Record, event: PaymentEvent
+) -> _Settlement:
     """The held order is paid now (SETTLE_SQL moved it): post the commission, tell the room."""
     order_id = paid["paid_order_id"]
     settlement = _Settlement("paid", drop_id=paid["drop_id"], stock_moved=True, order_status="paid")
-    await attribution.order_paid(conn, settlement.outbox, order_id=order_id)
+    await attribution.order_paid(
+        conn,
+        settlement.outbox,
+        order_id=order_id,
+        settings=res.settings,
+        payment_fingerprint=event.data.fingerprint,
+    )
     _order_placed(settlement.outbox, paid, paid["now"])
     return settlement
 
@@ -397,7 +405,13 @@ async def _settle_unheld(
         "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1 RETURNING paid_at",
         order["id"],
     )
-    await attribution.order_paid(conn, settlement.outbox, order_id=order["id"])
+    await attribution.order_paid(
+        conn,
+        settlement.outbox,
+        order_id=order["id"],
+        settings=shop.res.settings,
+        payment_fingerprint=data.fingerprint,
+    )
     settlement.stock_moved = True
     settlement.order_status = "paid"
     _order_placed(settlement.outbox, order, placed_at)

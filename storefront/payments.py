@@ -31,6 +31,12 @@ class PaymentEventData(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)]
     order_id: Id
     amount_cents: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+    # the provider's fingerprint of the card or wallet that paid, when it reports one: the
+    # same instrument paying for a distributor's own orders and for orders credited to them
+    # is a self-referral
+    fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)] | None = (
+        None
+    )
 
 
 class PaymentEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

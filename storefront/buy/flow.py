@@ -1,6 +1,8 @@
 """One buy, from the HTTP request to the viewers' frames, read top to bottom in `buy`:
 
 1. authenticate: a viewer's token (core.auth), and the per-user and per-address buy limits;
+   attribution screens the buyer (their device recorded; a self-referral refused when the
+   policy is `reject`);
 2. idempotency: the Idempotency-Key and the request's fingerprint (storefront.buy.idempotency);
 3. gate: one Lua script in Redis decides (storefront.buy.gate); losers stop here, a replay gets
    the stored response;
@@ -22,6 +24,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+import attribution
 from core.errors import LivesellError
 from core.http import path_id, read_json, require
 from core.ratelimit import Limit, address_subject
@@ -55,6 +58,9 @@ async def buy(request: Request) -> Response:
     key = idempotency.idempotency_key(request.headers.get(idempotency.HEADER))
     await _within_buy_limits(shop, request, who.user_id)
     body = await read_json(request, BuyRequest)
+    await attribution.screen_buyer(
+        shop.res, buyer_id=who.user_id, drop_id=drop_id, device=attribution.device_id(request)
+    )
     # 2. idempotency
     attempt = _Attempt(
         drop_id=drop_id,
