@@ -8,12 +8,22 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from attribution.views import Id
+from attribution.views import Id, Team
+from core.http import TEXT
 
 Bps = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 Cents = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
-Note = Annotated[str, msgspec.Meta(max_length=1000)]
-TeamName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Note = Annotated[str, msgspec.Meta(max_length=1000, pattern=TEXT)]
+# an RFC 3339 time (the query's bounds)
+When = Annotated[
+    datetime,
+    msgspec.Meta(
+        extra_json_schema={
+            "pattern": r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])"
+            r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]0[0-9]:00)$(?!\n)"
+        }
+    ),
+]
 
 
 # reviews
@@ -83,7 +93,7 @@ class RateList(msgspec.Struct, kw_only=True):
 
 
 class Tier(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: TeamName
+    name: Team
     min_confirmed_gmv_cents: Cents
     bonus_bps: Bps
 
@@ -135,10 +145,10 @@ class WithdrawalList(msgspec.Struct, kw_only=True):
 
 
 class CommunityQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    team: TeamName | None = None
+    team: Team | None = None
     # RFC 3339 times or dates; `from` inclusive, `to` exclusive, on paid_at
-    from_: datetime | None = msgspec.field(default=None, name="from")
-    to: datetime | None = None
+    from_: When | None = msgspec.field(default=None, name="from")
+    to: When | None = None
 
 
 class Cohort(msgspec.Struct, kw_only=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import asyncpg
 import msgspec
@@ -28,6 +28,7 @@ from core.resources import Resources
 log = logging.getLogger("livesell.http")
 
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -105,17 +106,46 @@ async def read_json(request: Request, kind: type[T]) -> T:
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def read_query(request: Request, kind: type[T]) -> T:
+def read_query(request: Request, kind: type[S]) -> S:
     """Decode and validate the query string as `kind` (a Struct of optional fields); numbers
     arrive as text and are converted; unknown or repeated parameters are refused like bad bodies."""
     params = request.query_params
     repeated = [name for name in params if len(params.getlist(name)) > 1]
     if repeated:
         raise Unprocessable(f"query parameter {repeated[0]!r} given twice", field=repeated[0])
+    fields = {f.encode_name: f.type for f in msgspec.structs.fields(kind)}
+    given: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in fields:
+            given[name] = value  # refused below, as an unknown field
+            continue
+        try:
+            # as the field's type without the None: a query has no null (lax conversion would
+            # read the text "null" as one)
+            present = present_type(fields[name])
+            given[name] = msgspec.convert(value, type=present, strict=not _numeric(present))
+        except msgspec.ValidationError as exc:
+            raise Unprocessable(f"invalid query: {exc} - at `$.{name}`", field=name) from None
     try:
-        return msgspec.convert(dict(params), type=kind, strict=False)
+        return msgspec.convert(given, type=kind, strict=False)
     except msgspec.ValidationError as exc:
         raise Unprocessable(f"invalid query: {exc}", field=_field_of(str(exc))) from None
+
+
+def _numeric(kind: Any) -> bool:
+    """Whether a query value must be read as a number or bool (the only lax conversions: a
+    datetime must be written as one, not as a number of seconds)."""
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    return kind in (int, float, bool)
+
+
+def present_type(kind: Any) -> Any:
+    """`X` for `X | None`: an absent query parameter is the None, there is no null on the wire."""
+    args = getattr(kind, "__args__", None)
+    if args and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return kind
 
 
 def decode_json(body: bytes, kind: type[T]) -> T:
@@ -132,7 +162,11 @@ def decode_json(body: bytes, kind: type[T]) -> T:
         # JSON (and JSON Schema's `integer`) does not tell 5.0 from 5: an integral number is an
         # integer however it is written. Rare, so only tried once the fast decode refused.
         try:
-            return msgspec.convert(_integral_as_int(msgspec.json.decode(body)), kind, strict=True)
+            whole = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:  # malformed past the point the typed decode reached
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        try:
+            return msgspec.convert(_integral_as_int(whole), kind, strict=True)
         except msgspec.ValidationError as exc:
             error = exc
     raise Unprocessable(f"invalid body: {error}", field=_field_of(str(error))) from None

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from core.http import Id
+from core.http import Id, present_type
 
 OPENAPI_VERSION = "3.1.0"
 JSON_MEDIA = "application/json"
@@ -92,6 +92,9 @@ def api_route(
     """A route described in the OpenAPI document. Path parameters are ids (`core.http.Id`)
     unless `path_params` names another type."""
     params = dict(path_params or {})
+    names = _PARAM.findall(path)
+    if names:
+        errors = (*errors, 404)  # an id that names nothing, or is no id at all
     route = Route(path, endpoint, methods=list(methods))
     operation = Operation(
         summary=summary,
@@ -101,8 +104,8 @@ def api_route(
         status=status,
         roles=tuple(roles),
         headers=tuple((headers or {}).items()),
-        path=tuple((name, params.get(name, Id)) for name in _PARAM.findall(path)),
-        errors=tuple(errors),
+        path=tuple((name, params.get(name, Id)) for name in names),
+        errors=tuple(sorted(set(errors))),
         tags=(tag,) if tag else (),
         also=tuple(also),
         media_type=media_type,
@@ -166,14 +169,6 @@ _ERROR_SCHEMA = {
 }
 
 
-def _optional_inner(kind: Any) -> Any:
-    """`X` for `X | None`: an absent query parameter is the None, there is no null on the wire."""
-    args = getattr(kind, "__args__", None)
-    if args and type(None) in args and len(args) == 2:
-        return next(a for a in args if a is not type(None))
-    return kind
-
-
 def _query_parameters(kind: Any) -> list[dict[str, Any]]:
     """The fields of a query Struct (see `core.http.read_query`) as OpenAPI query parameters."""
     if kind is None:
@@ -183,7 +178,7 @@ def _query_parameters(kind: Any) -> list[dict[str, Any]]:
             "name": f.encode_name,
             "in": "query",
             "required": f.required,
-            "schema": msgspec.json.schema(_optional_inner(f.type)),
+            "schema": msgspec.json.schema(present_type(f.type)),
         }
         for f in msgspec.structs.fields(kind)
     ]
