@@ -56,12 +56,6 @@ TARGET_CLICKS_PER_S = 3_000
 TARGET_P99_MS = 250.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Visitor:
     address: str
@@ -124,7 +118,8 @@ async def click_phase(
     )  # fmt: skip
     stats = ClickStats()
     remaining = [clicks]
-    cpu_before = cpu_seconds(api_pid)
+    api = ProcessMeter(api_pid)
+    cpu_before = api.cpu_seconds()
     started = time.perf_counter()
     deadline = time.monotonic() + max_s
     workers = [
@@ -135,7 +130,7 @@ async def click_phase(
     await asyncio.gather(*workers)
     progress.cancel()
     elapsed = time.perf_counter() - started
-    api_cpu = cpu_seconds(api_pid) - cpu_before
+    api_cpu = api.cpu_seconds() - cpu_before
     sent = len(stats.latencies_ms)
     return {
         "clicks": sent,

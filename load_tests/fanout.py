@@ -29,13 +29,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import msgspec
-import psutil
 
 from core.auth import mint_token
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from live import CardPinned
 from load_tests import http_client
-from load_tests.measure import percentile
+from load_tests.measure import ProcessMeter, percentile
 from load_tests.peers.common import push
 from storefront import ProductView
 
@@ -218,11 +217,6 @@ class Result:
         )
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 def _wait_subscribed(viewers: Viewers, total: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while (count := viewers.subscribed()) < total:
@@ -257,8 +251,8 @@ async def run_livesell(args: argparse.Namespace, env: dict[str, str], skus: list
         viewers = Viewers.start(hub_port, args.viewers, args.client_processes)
         _wait_subscribed(viewers, args.viewers)
         await asyncio.sleep(args.settle_s)
-        process = psutil.Process(hub.pid)
-        cpu_before = _cpu(process)
+        process = ProcessMeter(hub.pid)
+        cpu_before = process.cpu_seconds()
         sent: dict[str, float] = {}
         for n, sku in enumerate(skus):
             sent[sku] = time.time()
@@ -270,7 +264,7 @@ async def run_livesell(args: argparse.Namespace, env: dict[str, str], skus: list
             if (n + 1) % 10 == 0:
                 print(f"  livesell: {n + 1}/{len(skus)} events", flush=True)
         await asyncio.sleep(args.drain_s)
-        cpu = _cpu(process) - cpu_before
+        cpu = process.cpu_seconds() - cpu_before
         seen = viewers.report()
         return Result(*_collect("livesell", sent, seen, args.viewers), cpu_s=cpu)
 
@@ -306,8 +300,8 @@ def run_node_ws(args: argparse.Namespace, skus: list[str]) -> Result | None:
         control = websockets.sync.client.connect(
             f"ws://127.0.0.1:{port}/control", compression=None, legacy=True
         )
-        process = psutil.Process(relay.pid)
-        cpu_before = _cpu(process)
+        process = ProcessMeter(relay.pid)
+        cpu_before = process.cpu_seconds()
         sent: dict[str, float] = {}
         for n, sku in enumerate(skus):
             sent[sku] = time.time()
@@ -316,7 +310,7 @@ def run_node_ws(args: argparse.Namespace, skus: list[str]) -> Result | None:
             if (n + 1) % 10 == 0:
                 print(f"  node ws: {n + 1}/{len(skus)} events", flush=True)
         time.sleep(args.drain_s)
-        cpu = _cpu(process) - cpu_before
+        cpu = process.cpu_seconds() - cpu_before
         control.close()
         seen = viewers.report()
         return Result(*_collect("node ws", sent, seen, args.viewers), cpu_s=cpu)
