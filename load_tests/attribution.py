@@ -42,32 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import websockets
 
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
-from load_tests.measure import ProcessMeter
+from load_tests import http_client
+from load_tests.measure import ProcessMeter, percentile
 from load_tests.profile import recorded
 
 SECRET = "load-test-secret-0123456789abcdef"
 TARGET_CLICKS_PER_S = 3_000
 TARGET_P99_MS = 250.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @dataclass
@@ -93,38 +79,23 @@ async def _click_worker(
     rng: random.Random,
 ) -> None:
     """One keep-alive connection sending clicks until the shared budget or the time runs out."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while remaining[0] > 0 and time.monotonic() < deadline:
-            remaining[0] -= 1
-            visitor = rng.choice(visitors)
-            code = rng.choice(codes)
-            cookie = f"Cookie: ls_vid={visitor.cookie}\r\n" if visitor.cookie else ""
-            request = (
-                f"GET /l/{code} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"X-Forwarded-For: {visitor.address}\r\n{cookie}\r\n"
-            )
-            started = time.perf_counter()
-            writer.write(request.encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                lower = line.lower()
-                if lower.startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-                elif lower.startswith(b"set-cookie: ls_vid="):
-                    visitor.cookie = line.split(b"=", 1)[1].split(b";", 1)[0].decode()
-            if length:
-                await reader.readexactly(length)
-            stats.latencies_ms.append((time.perf_counter() - started) * 1000)
-            stats.statuses[status] = stats.statuses.get(status, 0) + 1
-    except (OSError, asyncio.IncompleteReadError):
-        stats.errors += 1
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    async with http_client.Client(port, 1) as client:
+        try:
+            while remaining[0] > 0 and time.monotonic() < deadline:
+                remaining[0] -= 1
+                visitor = rng.choice(visitors)
+                headers = {"X-Forwarded-For": visitor.address}
+                if visitor.cookie:
+                    headers["Cookie"] = f"ls_vid={visitor.cookie}"
+                started = time.perf_counter()
+                response = await client.get(f"/l/{rng.choice(codes)}", headers=headers)
+                cookie = response.headers.get("set-cookie", "")
+                if cookie.startswith("ls_vid="):
+                    visitor.cookie = cookie.split("=", 1)[1].split(";", 1)[0]
+                stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+                stats.statuses[response.status] = stats.statuses.get(response.status, 0) + 1
+        except (OSError, asyncio.IncompleteReadError):
+            stats.errors += 1
 
 
 async def click_phase(
@@ -147,7 +118,8 @@ async def click_phase(
     )  # fmt: skip
     stats = ClickStats()
     remaining = [clicks]
-    cpu_before = cpu_seconds(api_pid)
+    api = ProcessMeter(api_pid)
+    cpu_before = api.cpu_seconds()
     started = time.perf_counter()
     deadline = time.monotonic() + max_s
     workers = [
@@ -158,7 +130,7 @@ async def click_phase(
     await asyncio.gather(*workers)
     progress.cancel()
     elapsed = time.perf_counter() - started
-    api_cpu = cpu_seconds(api_pid) - cpu_before
+    api_cpu = api.cpu_seconds() - cpu_before
     sent = len(stats.latencies_ms)
     return {
         "clicks": sent,
@@ -172,8 +144,8 @@ async def click_phase(
         "api_cpu_us_per_click": round(api_cpu / max(sent, 1) * 1e6),
         "clicks_per_api_cpu_second": round(sent / api_cpu) if api_cpu else None,
         "latency_ms": {
-            "p50": round(percentile(stats.latencies_ms, 50), 2),
-            "p99": round(percentile(stats.latencies_ms, 99), 2),
+            "p50": percentile(stats.latencies_ms, 50, 2),
+            "p99": percentile(stats.latencies_ms, 99, 2),
         },
     }
 
@@ -214,58 +186,6 @@ async def _watch_dashboard(
                         sent_at.append(began)
                         if len(latencies) == expected:
                             done.set()
-
-
-class KeepAliveClient:
-    """Keep-alive HTTP/1.1 POSTs on raw asyncio streams, at most `max_connections` at once.
-
-    The purchase phase's client: a general-purpose client's bookkeeping per request (httpx
-    scans its whole pool for each queued request) would cost the load generator more CPU than
-    the API spends on the purchase, and the benchmark would time its own queue."""
-
-    def __init__(self, port: int, max_connections: int) -> None:
-        self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.slots = asyncio.Semaphore(max_connections)
-        self.opened: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> KeepAliveClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for writer in self.opened:
-            writer.close()
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """Send one POST; returns (status, body)."""
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        request = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        async with self.slots:
-            if self.idle:
-                try:
-                    return await self._exchange(*self.idle.pop(), request)
-                except (OSError, asyncio.IncompleteReadError):
-                    pass  # the server closed the idle connection before reading: a new one
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            self.opened.append(writer)
-            return await self._exchange(reader, writer, request)
-
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-    ) -> tuple[int, bytes]:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        data = await reader.readexactly(length) if length else b""
-        self.idle.append((reader, writer))
-        return int(head[9:12]), data
 
 
 class PhaseCost:
@@ -352,20 +272,21 @@ async def purchase_phase(
     pay_ms: list[float] = []
     if cost is not None:
         await cost.start()
-    async with KeepAliveClient(api_port, max_connections=64) as http:
+    async with http_client.Client(api_port, max_connections=64) as http:
 
         async def buy(buyer: str, index: int) -> None:
             auth = "Bearer " + mint_token(SECRET, buyer, ["viewer"])
-            status, body = await http.post(
-                f"/api/drops/{drop_id}/buy", b'{"quantity":1}',
-                {"Authorization": auth, "Idempotency-Key": f"load-{index}"},
+            bought = await http.post(
+                f"/api/drops/{drop_id}/buy", json={"quantity": 1},
+                headers={"Authorization": auth, "Idempotency-Key": f"load-{index}"},
             )  # fmt: skip
-            if status != 201:
-                failures[f"buy {status}"] = failures.get(f"buy {status}", 0) + 1
+            if bought.status != 201:
+                failures[f"buy {bought.status}"] = failures.get(f"buy {bought.status}", 0) + 1
                 return
-            order_id = str(json.loads(body)["order_id"])
+            order_id = str(bought.json()["order_id"])
             started_at[order_id] = sent = time.perf_counter()
-            status, _ = await http.post(f"/api/orders/{order_id}/pay", b"", {"Authorization": auth})
+            paid = await http.post(f"/api/orders/{order_id}/pay", headers={"Authorization": auth})
+            status = paid.status
             pay_ms.append((time.perf_counter() - sent) * 1000)
             if status != 200:
                 started_at.pop(order_id, None)
@@ -392,12 +313,12 @@ async def purchase_phase(
         **(await cost.per_purchase(len(buyers)) if cost is not None else {}),
         "path": "HTTP buy + pay (simulated provider, signed webhook) → hub WebSocket",
         "pay_response_ms": {
-            "p50": round(percentile(pay_ms, 50), 2),
-            "p99": round(percentile(pay_ms, 99), 2),
+            "p50": percentile(pay_ms, 50, 2),
+            "p99": percentile(pay_ms, 99, 2),
         },
         "latency_ms": {
-            "p50": round(percentile(latencies, 50), 2),
-            "p99": round(percentile(latencies, 99), 2),
+            "p50": percentile(latencies, 50, 2),
+            "p99": percentile(latencies, 99, 2),
             "max": round(max(latencies, default=float("nan")), 2),
         },
         # p99 of the purchases paid in each second of the phase: a warm-up or a backlog shows
@@ -405,13 +326,13 @@ async def purchase_phase(
     }
 
 
-def _p99_by_second(sent_at: list[float], latencies: list[float], began: float) -> list[float]:
+def _p99_by_second(
+    sent_at: list[float], latencies: list[float], began: float
+) -> list[float | None]:
     seconds: dict[int, list[float]] = {}
     for sent, latency in zip(sent_at, latencies, strict=True):
         seconds.setdefault(int(sent - began), []).append(latency)
-    return [
-        round(percentile(seconds.get(s, []), 99), 1) for s in range(max(seconds, default=-1) + 1)
-    ]
+    return [percentile(seconds.get(s, []), 99, 1) for s in range(max(seconds, default=-1) + 1)]
 
 
 @contextlib.asynccontextmanager
@@ -433,22 +354,13 @@ async def livesell_process(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as http:
-            while True:
-                if process.poll() is not None:
-                    stderr = process.stderr.read().decode() if process.stderr else ""
-                    raise RuntimeError(f"livesell {args[0]} exited: {stderr}")
-                with contextlib.suppress(httpx.HTTPError, OSError):
-                    if args[0] != "api":
-                        _, writer = await asyncio.open_connection("127.0.0.1", port)
-                        writer.close()
-                        break
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"livesell {args[0]} did not become ready in 60 s")
-                await asyncio.sleep(0.3)
+        path = "/healthz" if args[0] == "api" else ""
+        try:
+            await http_client.wait_healthy(port, process, path=path)
+        except RuntimeError as exc:
+            exited = process.poll() is not None and process.stderr is not None
+            stderr = process.stderr.read().decode() if exited and process.stderr else ""
+            raise RuntimeError(f"livesell {args[0]}: {exc} {stderr}") from None
         yield process
     finally:
         process.terminate()
@@ -476,21 +388,20 @@ async def seed(
         )
     finally:
         await conn.close()
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with http_client.Client(port) as http:
         # the host starts the drop as in production: the API builds its flash-sale gate in Redis
         host = {"Authorization": "Bearer " + mint_token(SECRET, "load-host", ["host"])}
         made = await http.post(
             f"/api/rooms/{room_id}/drops",
             json={"product_id": str(product_id), "price_cents": 9900, "quantity": 100_000,
                   "per_buyer_limit": 5, "duration_s": 86_400},
-            headers=host, timeout=60,
+            headers=host,
         )  # fmt: skip
         made.raise_for_status()
         drop_id = int(made.json()["id"])
     codes: list[str] = []
     pairs: list[tuple[str, str]] = []
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with http_client.Client(port) as http:
         for d in range(distributors):
             user = f"load-dist-{d}"
             headers = {"Authorization": "Bearer " + mint_token(SECRET, user, ["distributor"])}

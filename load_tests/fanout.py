@@ -20,7 +20,6 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import httpx
-import psutil
+import msgspec
+
+from core.auth import mint_token
+from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from live import CardPinned
+from load_tests import http_client
+from load_tests.measure import ProcessMeter, percentile
+from load_tests.peers.common import push
+from storefront import ProductView
 
 HERE = Path(__file__).resolve().parent
 ROOM_CHANNEL = "room:1"
@@ -202,38 +208,13 @@ class Result:
         return self.cpu_s * 1e6 / max(self.delivered, 1)
 
     def line(self) -> str:
-        lat = sorted(self.latencies_ms) or [float("nan")]
-        p50 = statistics.median(lat)
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        p50 = percentile(self.latencies_ms, 50) or float("nan")
+        p99 = percentile(self.latencies_ms, 99) or float("nan")
         return (
             f"{self.name:<10} delivered {self.delivered}/{self.expected}  "
             f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
             f"cpu {self.cpu_s:.3f} s = {self.cpu_us_per_delivery:.2f} µs per delivered event"
         )
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-def _wait_port(port: int, timeout: float = 60) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"port {port} did not open")
-
-
-def _free_port() -> int:
-    from core.embedded import free_port
-
-    return free_port()
 
 
 def _wait_subscribed(viewers: Viewers, total: int, timeout: float = 120) -> None:
@@ -253,56 +234,50 @@ def _collect(name: str, sent: dict[str, float], seen: dict[str, list[float]], vi
     return [name, delivered, len(sent) * viewers, latencies]
 
 
-def run_livesell(args: argparse.Namespace, env: dict[str, str], skus: list[str]) -> Result:
-    api_port, hub_port = _free_port(), _free_port()
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "livesell.cli", "hub", "--hub-port", str(hub_port)], env=env
-    )
-    api = subprocess.Popen(
-        [sys.executable, "-m", "livesell.cli", "api", "--api-port", str(api_port)], env=env
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
-    try:
-        _wait_port(hub_port)
-        _wait_port(api_port)
-        token = subprocess.run(
-            [sys.executable, "-m", "livesell.cli", "token", "--sub", "bench-host",
-             "--roles", "host"],
-            env=env, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+async def run_livesell(args: argparse.Namespace, env: dict[str, str], skus: list[str]) -> Result:
+    api_port, hub_port = free_port(), free_port()
+    livesell = [sys.executable, "-m", "livesell.cli"]
+    hub_argv = [*livesell, "hub", "--hub-port", str(hub_port)]
+    async with (
+        http_client.serving(hub_argv, env, hub_port, path="") as hub,
+        http_client.serving([*livesell, "api", "--api-port", str(api_port)], env, api_port),
+        http_client.Client(api_port) as http,
+    ):
+        token = mint_token(env["LIVESELL_SECRET"], "bench-host", ["host"])
         host = {"Authorization": f"Bearer {token}"}
-        room = http.post("/api/rooms", json={"title": "bench"}, headers=host).json()
+        room = (await http.post("/api/rooms", json={"title": "bench"}, headers=host)).json()
         assert room["id"] == "1", "the bench runs on a fresh database"
-        http.post("/api/rooms/1/live", headers=host)
+        (await http.post("/api/rooms/1/live", headers=host)).raise_for_status()
         viewers = Viewers.start(hub_port, args.viewers, args.client_processes)
         _wait_subscribed(viewers, args.viewers)
-        time.sleep(args.settle_s)
-        product_ids = [str(n + 1) for n in range(len(skus))]
-        process = psutil.Process(hub.pid)
-        cpu_before = _cpu(process)
+        await asyncio.sleep(args.settle_s)
+        process = ProcessMeter(hub.pid)
+        cpu_before = process.cpu_seconds()
         sent: dict[str, float] = {}
         for n, sku in enumerate(skus):
             sent[sku] = time.time()
-            response = http.post(
-                "/api/rooms/1/pin", json={"product_id": product_ids[n]}, headers=host
+            pinned = await http.post(
+                "/api/rooms/1/pin", json={"product_id": str(n + 1)}, headers=host
             )
-            response.raise_for_status()
-            time.sleep(1 / args.rate)
+            pinned.raise_for_status()
+            await asyncio.sleep(1 / args.rate)
             if (n + 1) % 10 == 0:
                 print(f"  livesell: {n + 1}/{len(skus)} events", flush=True)
-        time.sleep(args.drain_s)
-        cpu = _cpu(process) - cpu_before
+        await asyncio.sleep(args.drain_s)
+        cpu = process.cpu_seconds() - cpu_before
         seen = viewers.report()
         return Result(*_collect("livesell", sent, seen, args.viewers), cpu_s=cpu)
-    finally:
-        http.close()
-        for proc in (hub, api):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (hub, api):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+
+
+def _card_push(n: int, sku: str) -> bytes:
+    """The push livesell's hub sends when the host pins product n + 1 (offset n + 2: the room
+    going live took offset 1)."""
+    product = ProductView(
+        id=str(n + 1), sku=sku, title=f"Bench product {sku}", price_cents=1000,
+        commission_bps=500,
+    )  # fmt: skip
+    data = msgspec.json.encode(CardPinned(room_id="1", product=product))
+    return push(b"%d\n-\n\n%s" % (n + 2, data), ROOM_CHANNEL)
 
 
 def run_node_ws(args: argparse.Namespace, skus: list[str]) -> Result | None:
@@ -314,10 +289,10 @@ def run_node_ws(args: argparse.Namespace, skus: list[str]) -> Result | None:
         subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True
         )
-    port = _free_port()
+    port = free_port()
     relay = subprocess.Popen([node, str(HERE / "ws_relay.mjs"), str(port)], cwd=HERE)
     try:
-        _wait_port(port)
+        asyncio.run(http_client.wait_healthy(port, relay, path=""))
         viewers = Viewers.start(port, args.viewers, args.client_processes)
         time.sleep(args.settle_s)
         import websockets.sync.client
@@ -325,33 +300,17 @@ def run_node_ws(args: argparse.Namespace, skus: list[str]) -> Result | None:
         control = websockets.sync.client.connect(
             f"ws://127.0.0.1:{port}/control", compression=None, legacy=True
         )
-        process = psutil.Process(relay.pid)
-        cpu_before = _cpu(process)
+        process = ProcessMeter(relay.pid)
+        cpu_before = process.cpu_seconds()
         sent: dict[str, float] = {}
         for n, sku in enumerate(skus):
-            push = {
-                "push": {
-                    "channel": ROOM_CHANNEL,
-                    "pub": {
-                        "data": {
-                            "type": "card.pinned",
-                            "room_id": "1",
-                            "product": {
-                                "id": str(n + 1), "sku": sku, "title": f"Bench product {sku}",
-                                "price_cents": 1000, "commission_bps": 500, "image_url": None,
-                            },
-                        },
-                        "offset": n + 2,
-                    },
-                }
-            }  # fmt: skip
             sent[sku] = time.time()
-            control.send(json.dumps(push, separators=(",", ":")))
+            control.send(_card_push(n, sku).decode())
             time.sleep(1 / args.rate)
             if (n + 1) % 10 == 0:
                 print(f"  node ws: {n + 1}/{len(skus)} events", flush=True)
         time.sleep(args.drain_s)
-        cpu = _cpu(process) - cpu_before
+        cpu = process.cpu_seconds() - cpu_before
         control.close()
         seen = viewers.report()
         return Result(*_collect("node ws", sent, seen, args.viewers), cpu_s=cpu)
@@ -382,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fan-out: {args.viewers} viewers, {args.events} events at {args.rate}/s, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
 
-    from core.embedded import EmbeddedPostgres, EmbeddedValkey
-
     root = Path(tempfile.mkdtemp(prefix="livesell-bench-"))
     pg, valkey = (
         EmbeddedPostgres(root / "pg", durable=False),
@@ -399,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         skus = [f"BENCH-{n:04d}" for n in range(args.events)]
         _seed_products(env["DATABASE_URL"], skus)
         print("livesell hub:", flush=True)
-        ours = run_livesell(args, env, skus)
+        ours = asyncio.run(run_livesell(args, env, skus))
         print(ours.line(), flush=True)
         theirs = None if args.no_node else run_node_ws(args, skus)
         print("\nresults")

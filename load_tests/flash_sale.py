@@ -43,12 +43,10 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -59,9 +57,11 @@ import psutil
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests import http_client
+from load_tests.measure import percentile
 from load_tests.profile import recorded
 
-HOST = "127.0.0.1"
+HOST = http_client.HOST
 SECRET = "flash-sale-load-test-secret-0123456789abcdef"
 RESULTS = Path(__file__).parent / "results"
 
@@ -165,7 +165,7 @@ def serve_floor(port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="on")
 
 
-# --- the client ---
+# --- the outcome ---
 
 
 @dataclass
@@ -191,153 +191,25 @@ class Outcome:
     cpu_us: dict[str, float] = field(default_factory=dict)
     # attempts the API refused from its memory of the gate, without a Redis call (/metrics)
     refused_locally: int | None = None
-    # attempts answered at the HTTP protocol layer, without an ASGI cycle (/metrics)
+    # attempts answered by the buy route's outermost ASGI layer (storefront/buy/early.py),
+    # before routing (/metrics)
     answered_early: int | None = None
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    body = await reader.readexactly(length) if length else b""
-    return status, body
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection of `fire`: sends its next attempt when the previous answer
-    is complete. A protocol rather than streams: no coroutine, future or buffer copy per
-    attempt, so the client takes as little as it can of the CPU it shares with the servers."""
-
-    def __init__(self, load: _Load) -> None:
-        self.load = load
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.sent_at: float | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._send_next()
-
-    def _send_next(self) -> None:
-        assert self.transport is not None
-        request = self.load.next_request()
-        if request is None:
-            self.sent_at = None
-            self.transport.close()
-            return
-        self.sent_at = time.perf_counter()
-        self.transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        while self.sent_at is not None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buffer[:end]).lower()
-            length = 0
-            at = head.find(b"\r\ncontent-length:")
-            if at >= 0:
-                line_end = head.find(b"\r\n", at + 2)
-                length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
-            if len(buffer) < end + 4 + length:
-                return
-            del buffer[: end + 4 + length]
-            self.load.answered(int(head[9:12]), time.perf_counter() - self.sent_at)
-            self._send_next()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.sent_at is not None:
-            self.load.statuses[0] += 1  # the attempt in flight got no answer
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
-class _Load:
-    """The attempts `fire` sends, and what came back."""
-
-    def __init__(self, requests: list[bytes], deadline_s: float, label: str) -> None:
-        self.pending = list(reversed(requests))
-        self.total = len(requests)
-        self.step = max(1, self.total // 10)
-        self.latencies: list[float] = []
-        self.statuses: Counter[int] = Counter()
-        # the winners' answers: latency, and when each came (seconds into the run)
-        self.sales: list[tuple[float, float]] = []
-        self.label = label
-        self.started = time.perf_counter()
-        self.stop_at = self.started + deadline_s
-        self.seconds = 0.0
-
-    def next_request(self) -> bytes | None:
-        if not self.pending or time.perf_counter() >= self.stop_at:
-            return None
-        return self.pending.pop()
-
-    def answered(self, status: int, seconds: float) -> None:
-        self.latencies.append(seconds)
-        self.statuses[status] += 1
-        if status == 201:
-            self.sales.append((seconds, time.perf_counter() - self.started))
-        done = len(self.latencies)
-        if done % self.step == 0:
-            rate = done / (time.perf_counter() - self.started)
-            print(f"  {self.label}: {done}/{self.total} attempts, {rate:,.0f}/s", flush=True)
-
-
-async def fire(
-    port: int,
-    requests: list[bytes],
-    *,
-    concurrency: int,
-    deadline_s: float,
-    label: str,
-) -> _Load:
-    """Send every request over `concurrency` keep-alive connections (latencies in seconds).
-    A connection the server closes is replaced while attempts remain."""
-    load = _Load(requests, deadline_s, label)
-    loop = asyncio.get_running_loop()
-
-    async def connection() -> None:
-        while load.pending and time.perf_counter() < load.stop_at:
-            _, conn = await loop.create_connection(lambda: _Connection(load), HOST, port)
-            await conn.lost
-
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
-    load.seconds = time.perf_counter() - load.started
-    return load
+def _ms(seconds: float | None, digits: int = 2) -> float:
+    return float("nan") if seconds is None else round(seconds * 1000, digits)
 
 
 def buy_request(path: str, token: str, key: str | None) -> bytes:
-    body = b'{"quantity":1}'
-    lines = [
-        f"POST {path} HTTP/1.1",
-        f"Host: {HOST}",
-        f"Authorization: Bearer {token}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-    ]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if key is not None:
-        lines.append(f"Idempotency-Key: {key}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        headers["Idempotency-Key"] = key
+    return http_client.request("POST", path, headers, b'{"quantity":1}')
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def outcome(name: str, load: _Load, sold: int, quantity: int) -> Outcome:
+def outcome(name: str, load: http_client.Load, sold: int, quantity: int) -> Outcome:
     latencies, statuses, seconds = load.latencies, load.statuses, load.seconds
-    sale_latencies = [latency for latency, _ in load.sales]
+    sale_latencies = [latency for latency, _ in load.created]
     return Outcome(
         name=name,
         attempts=len(latencies),
@@ -346,12 +218,12 @@ def outcome(name: str, load: _Load, sold: int, quantity: int) -> Outcome:
         sold=sold,
         oversold=max(0, sold - quantity),
         attempts_per_s=round(len(latencies) / seconds, 1),
-        p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
-        p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
-        max_ms=round(max(latencies, default=float("nan")) * 1000, 2),
-        sale_p50_ms=round(percentile(sale_latencies, 0.50) * 1000, 2),
-        sale_p99_ms=round(percentile(sale_latencies, 0.99) * 1000, 2),
-        last_sale_ms=round(max((at for _, at in load.sales), default=float("nan")) * 1000, 1),
+        p50_ms=_ms(percentile(latencies, 50)),
+        p99_ms=_ms(percentile(latencies, 99)),
+        max_ms=_ms(max(latencies, default=None)),
+        sale_p50_ms=_ms(percentile(sale_latencies, 50)),
+        sale_p99_ms=_ms(percentile(sale_latencies, 99)),
+        last_sale_ms=_ms(max((at for _, at in load.created), default=None), 1),
     )
 
 
@@ -452,33 +324,6 @@ def servers(args: argparse.Namespace) -> Iterator[Servers]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@contextlib.asynccontextmanager
-async def process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[int]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                reader, writer = await asyncio.open_connection(HOST, port)
-                writer.write(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-                status, _ = await _read_response(reader)
-                writer.close()
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv} did not come up")
-            await asyncio.sleep(0.1)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def seed(database_url: str, quantity: int, per_buyer_limit: int) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -576,21 +421,19 @@ async def warm_up(
         buy_request(path, tokens[i % len(tokens)], f"r{number}-warmup-{i}")
         for i in range(args.warmup)
     ]
-    await fire(port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up")
+    await http_client.fire(
+        port, requests, concurrency=args.concurrency, deadline_s=30, label="warm-up"
+    )
 
 
 async def metric_total(port: int, family: str) -> int | None:
     """The sum of a counter family's series in the server's /metrics (None if it has none)."""
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(f"GET /metrics HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        status, body = await _read_response(reader)
-    finally:
-        writer.close()
-    if status != 200:
+    async with http_client.Client(port, 1) as client:
+        response = await client.get("/metrics")
+    if response.status != 200:
         return None
     total, seen = 0.0, False
-    for line in body.decode().splitlines():
+    for line in response.text.splitlines():
         if line.startswith(family + "{"):
             total += float(line.rsplit(" ", 1)[1])
             seen = True
@@ -614,9 +457,10 @@ async def contend(
     tokens: list[str],
     args: argparse.Namespace,
     number: int,
-) -> tuple[_Load, int, dict[str, float], dict[str, int]]:
+) -> tuple[http_client.Load, int, dict[str, float], dict[str, int]]:
     """Start one contender, warm it up, and send it the measured attempts of round `number`."""
-    async with process(argv, env, port) as pid:
+    async with http_client.serving(argv, env, port) as proc:
+        pid = proc.pid
         await warm_up(port, warmup_path, tokens, args, number)
         counted_before = {name: await metric_total(port, name) for name in COUNTED}
         before = await pg_transactions(found.database_url)
@@ -624,7 +468,7 @@ async def contend(
         print(f"{name}: {len(requests)} attempts, {args.concurrency} connections", flush=True)
         with py_spy(pid, name if args.rounds == 1 else f"{name}-r{number}", args.profile):
             meter.start()
-            load = await fire(
+            load = await http_client.fire(
                 port,
                 requests,
                 concurrency=args.concurrency,
@@ -678,7 +522,7 @@ async def one_round(args: argparse.Namespace, setting: Setting, number: int) -> 
 
     async def measure(
         name: str, serve: list[str], prefix: str, keyed: bool
-    ) -> tuple[_Load, int, dict[str, float], dict[str, int]]:
+    ) -> tuple[http_client.Load, int, dict[str, float], dict[str, int]]:
         port = free_port()
         path = f"{prefix}/drops/{drop_id}/buy"
         return await contend(
@@ -769,7 +613,7 @@ def print_round(results: list[Outcome]) -> None:
         if r.refused_locally is not None:
             print(f"{r.name}: {r.refused_locally} attempts refused without a Redis call")
         if r.answered_early is not None:
-            print(f"{r.name}: {r.answered_early} attempts answered before any ASGI cycle")
+            print(f"{r.name}: {r.answered_early} attempts answered before routing")
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import multiprocessing
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from load_tests.publish import Sent
 from load_tests.viewers import serve_commands
 
 
@@ -27,10 +29,32 @@ class JoinResult:
 @dataclass
 class Stats:
     viewers: int
-    events: int
-    covered: int
+    events: int  # every publication received, the driver's or not
+    received: dict[int, int]  # offset → viewers that received it
+    last_offsets: dict[int, int]  # a viewer's highest offset → how many viewers
     dropped: int
-    latencies_us: list[int]
+    arrivals: list[tuple[int, int]]  # sampled viewers: (offset, ns)
+
+    def delivered(self, sent: Sent) -> int:
+        """Deliveries of the driver's events (a latest-value event the server merged: none)."""
+        return sum(self.received.get(offset, 0) for offset in sent.at_ns)
+
+    def covered(self, sent: Sent) -> int:
+        """Deliveries the viewers are up to date with: the driver's other events as received,
+        its latest-value events in full up to each viewer's highest offset."""
+        latest = set(sent.coalescable)
+        others = sum(self.received.get(o, 0) for o in sent.at_ns if o not in latest)
+        return others + sum(
+            viewers * bisect.bisect_right(sent.coalescable, last)
+            for last, viewers in self.last_offsets.items()
+        )
+
+    def latencies_us(self, sent: Sent) -> list[int]:
+        return [
+            (at - sent.at_ns[offset]) // 1000
+            for offset, at in self.arrivals
+            if offset in sent.at_ns
+        ]
 
 
 class Fleet:
@@ -135,12 +159,20 @@ class Fleet:
 
     async def stats(self, latencies: bool = False) -> Stats:
         replies = await self._ask([("stats", (latencies,))] * len(self.pipes))
+        received: dict[int, int] = {}
+        last_offsets: dict[int, int] = {}
+        for reply in replies:
+            for offset, count in reply["received"].items():
+                received[offset] = received.get(offset, 0) + count
+            for offset, count in reply["last_offsets"].items():
+                last_offsets[offset] = last_offsets.get(offset, 0) + count
         return Stats(
             viewers=sum(r["viewers"] for r in replies),
             events=sum(r["events"] for r in replies),
-            covered=sum(r["covered"] for r in replies),
+            received=received,
+            last_offsets=last_offsets,
             dropped=sum(r["dropped"] for r in replies),
-            latencies_us=[v for r in replies for v in r["latencies_us"]],
+            arrivals=[a for r in replies for a in r["arrivals"]],
         )
 
     async def close(self) -> None:

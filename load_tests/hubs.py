@@ -4,8 +4,8 @@ Per system, on one server process pinned to core 0 (viewers, driver and Valkey o
 
 - join storm: N viewers connect, subscribe and receive their snapshot, as fast as they can;
 - memory: RSS per idle subscribed viewer after the storm;
-- fan-out cost: server CPU µs (user + sys) per delivered event at each viewer count, with ticks
-  spaced so each is its own broadcast;
+- fan-out cost: server CPU µs (user + sys) per delivered event at each viewer count, with card
+  pins spaced so each is its own broadcast;
 - flash-sale event mix: a drop, 200 `stock.changed`/s, 50 `order.placed`/s, viewer counts 1/s,
   to 5,000 viewers: events covered per server CPU-second and end-to-end latency.
 
@@ -40,7 +40,7 @@ Progress = Callable[[str], None]
 class Plan:
     join_viewers: int = 10_000
     fanout_viewers: tuple[int, ...] = (10_000, 5_000, 1_000)
-    fanout_deliveries_per_s: int = 20_000  # ticks/s = this / viewers, so each is its own frame
+    fanout_deliveries_per_s: int = 20_000  # events/s = this / viewers, so each is its own frame
     fanout_seconds: float = 4.0
     fanout_repeats: int = 3  # the machine is shared: the median of repeats resists noise
     mix_viewers: int = 5_000
@@ -118,15 +118,15 @@ async def timed_run(
     viewers_before = sum(m.cpu_seconds() for m in viewers_meters)
     cpu_before = meter.cpu_by_process()
     started = time.monotonic()
-    lag = await publish.play(sink, timetable)
+    sent = await publish.play(sink, timetable)
     deadline = time.monotonic() + plan.drain_cap_s
     last, still_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        stats = await fleet.stats()
-        if stats.covered >= expected:
+        covered = (await fleet.stats()).covered(sent)
+        if covered >= expected:
             break
-        if stats.covered != last:
-            last, still_since = stats.covered, time.monotonic()
+        if covered != last:
+            last, still_since = covered, time.monotonic()
         elif time.monotonic() - still_since > 3.0:
             break  # nothing moves any more: lost, not late
         await asyncio.sleep(0.05)
@@ -134,20 +134,22 @@ async def timed_run(
     spent = cpu_delta(cpu_before, meter.cpu_by_process())
     viewer_cpu = sum(m.cpu_seconds() for m in viewers_meters) - viewers_before
     stats = await fleet.stats(latencies=True)
-    sampled_missing = max(0, expected - stats.covered) // plan.sample_every
+    covered = stats.covered(sent)
+    latencies_us = stats.latencies_us(sent)
+    sampled_missing = max(0, expected - covered) // plan.sample_every
     return Window(
         published=len(timetable),
         expected=expected,
-        delivered=stats.events,
-        covered=min(stats.covered, expected),
+        delivered=stats.delivered(sent),
+        covered=min(covered, expected),
         seconds=round(seconds, 3),
         server_cpu_s=round(sum(spent.values()), 3),
         busiest_process_cpu_s=round(max(spent.values(), default=0.0), 3),
         viewer_cpu_s=round(viewer_cpu, 3),
-        publish_lag_s=round(lag, 3),
+        publish_lag_s=round(sent.lag_s, 3),
         dropped=stats.dropped,
-        latency=latency_summary(stats.latencies_us, sampled_missing),
-        cdf=cdf_points(stats.latencies_us),
+        latency=latency_summary(latencies_us, sampled_missing),
+        cdf=cdf_points(latencies_us),
     )
 
 
@@ -238,8 +240,9 @@ async def bench_system(
                     f"{system.name}: fan-out of {count} events to {have} viewers"
                     f" × {plan.fanout_repeats}"
                 )
+                cards = publish.cards(str(infra.room_id), rate, count)
                 windows = [
-                    await timed_run(fleet, meter, sink, publish.ticks(rate, count), have, plan)
+                    await timed_run(fleet, meter, sink, cards, have, plan)
                     for _ in range(plan.fanout_repeats)
                 ]
                 record["fanout"].append(fanout_record(have, rate, windows))
@@ -253,7 +256,7 @@ async def bench_system(
                     plan.mix_viewers - have,
                 )
                 have += more.joined
-            timetable = publish.flash_sale_mix(plan.mix_seconds)
+            timetable = publish.flash_sale_mix(str(infra.room_id), plan.mix_seconds)
             progress(f"{system.name}: flash-sale event mix ({len(timetable)} events) to {have}")
             with watch(server, profile_dir, "mix") as where:
                 window = await timed_run(fleet, meter, sink, timetable, have, plan)
@@ -336,7 +339,7 @@ async def bench_scaling(infra: Infra, fleet: Fleet, plan: Plan, progress: Progre
                     progress(f"scaling: {workers} hub worker(s), {plan.scaling_viewers} viewers")
                     joined = await join(fleet, server, meter, infra, plan.scaling_viewers)
                     count = int(plan.scaling_rate * plan.scaling_seconds)
-                    timetable = publish.ticks(plan.scaling_rate, count)
+                    timetable = publish.cards(str(infra.room_id), plan.scaling_rate, count)
                     w = await timed_run(fleet, meter, sink, timetable, joined["joined"], plan)
                 finally:
                     await sink.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import psutil
 
@@ -66,12 +66,15 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> dict[int, fl
     return {pid: after[pid] - before.get(pid, 0.0) for pid in after}
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0–100) by nearest rank; None for no values. `values` sorted."""
-    if not values:
+def percentile(values: Iterable[float], q: float, digits: int | None = None) -> float | None:
+    """The q-th percentile (0–100) by nearest rank, rounded to `digits` if given; None for no
+    values. The one percentile of every load test."""
+    ordered = sorted(values)
+    if not ordered:
         return None
-    rank = max(1, math.ceil(q / 100 * len(values)))
-    return float(values[min(rank, len(values)) - 1])
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    value = float(ordered[min(rank, len(ordered)) - 1])
+    return value if digits is None or math.isinf(value) else round(value, digits)
 
 
 def latency_summary(latencies_us: list[int], undelivered: int = 0) -> dict[str, float | None]:

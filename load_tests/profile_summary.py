@@ -31,8 +31,9 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # the innermost of these in a stack takes the sample
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("buy handler and gate, other", ("storefront/", "naive_buy")),
+    # the buy route's outermost ASGI layer: refusals the gate's memory proves, before routing
     ("early refusals (storefront.buy.early)", ("storefront/buy/early.py", "(early.py:")),
+    ("buy handler and gate, other", ("storefront/", "naive_buy")),
     ("core.http helpers", ("core/http.py", "(http.py:")),
     ("Starlette routing, middleware, request objects", ("starlette/", "metrics.py:")),
     ("uvicorn HTTP protocol (httptools), incl. response socket writes", ("uvicorn/",)),

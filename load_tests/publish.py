@@ -1,4 +1,9 @@
-"""The driver: publishes stamped events on a timetable through each system's own Redis path.
+"""The driver: publishes livesell's own room events on a timetable through each system's Redis path.
+
+The events are the production types (`live.events`, `storefront.events`), encoded as livesell
+encodes them, so every system relays exactly the bytes livesell's API and hub publish. Nothing is
+added to them: latency is measured by the publication's `offset` (which every push carries): the
+driver notes when each offset left, viewers note when it arrived.
 
 livesell and the relay peers (Node `ws`, Starlette, the uvloop floor) get their events through
 `core.events.Publisher`, the exact path livesell's API uses after commit (Lua: offset, history
@@ -10,21 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 
 from core.events import Event, Publisher
-from load_tests import events as ev
+from live.events import CardPinned, ViewersChanged
+from storefront.events import DropStarted, OrderPlaced, StockChanged, mask_buyer
+from storefront.views import DropView, ProductView
 
-EventFactory = Callable[[int], Event]  # stamp (ns) → event
+DROP_ID = "1"
+PRODUCT_ID = "1"
 
 
 class Sink(Protocol):
-    async def publish(self, event: Event) -> None: ...
+    async def publish(self, event: Event) -> int:
+        """Publish `event`; returns its offset in the channel."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -37,8 +47,9 @@ class LuaSink:
         self.publisher = Publisher(self.client)
         self.channel = channel
 
-    async def publish(self, event: Event) -> None:
-        await self.publisher.publish(self.channel, event)
+    async def publish(self, event: Event) -> int:
+        offset, _epoch = await self.publisher.publish(self.channel, event)
+        return offset
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -54,7 +65,7 @@ class SocketioSink:
         self.channel = channel
         self.offset = 0
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event) -> int:
         self.offset += 1
         data = msgspec.to_builtins(event)
         await self.manager.emit(
@@ -63,6 +74,7 @@ class SocketioSink:
             namespace="/",
             room=self.channel,
         )
+        return self.offset
 
     async def aclose(self) -> None:
         redis = getattr(self.manager, "redis", None)
@@ -74,100 +86,83 @@ class SocketioSink:
 class Timetable:
     """Events at offsets (seconds from the start), in order."""
 
-    entries: list[tuple[float, EventFactory]]
-
-    @property
-    def duration_s(self) -> float:
-        return self.entries[-1][0] if self.entries else 0.0
+    entries: list[tuple[float, Event]]
 
     def __len__(self) -> int:
         return len(self.entries)
 
 
-def ticks(rate_per_s: float, count: int) -> Timetable:
-    """`count` fan-out ticks, evenly spaced."""
-    return Timetable([(i / rate_per_s, _tick(i)) for i in range(count)])
+@dataclass
+class Sent:
+    """What one `play` published: when each offset left (ns) and which were latest-value events."""
+
+    at_ns: dict[int, int] = field(default_factory=dict)
+    coalescable: list[int] = field(default_factory=list)  # ascending offsets
+    lag_s: float = 0.0  # how late the last event left
 
 
-def _tick(seq: int) -> EventFactory:
-    return lambda stamp: ev.Tick(bt=stamp, seq=seq)
+def pinned_card(room_id: str, seq: int) -> CardPinned:
+    """The fan-out message: a host pins a product card (a push of about 210 bytes)."""
+    product = ProductView(
+        id=str(seq), sku=f"BENCH-{seq:06d}", title="Tea set", price_cents=12_900,
+        commission_bps=800,
+    )  # fmt: skip
+    return CardPinned(room_id=room_id, product=product)
 
 
-def flash_sale_mix(duration_s: float, stock_per_s: int = 200, orders_per_s: int = 50) -> Timetable:
-    """A drop, then `stock.changed` and `order.placed` at steady rates and viewer counts at 1/s."""
+def cards(room_id: str, rate_per_s: float, count: int) -> Timetable:
+    """`count` card pins, evenly spaced."""
+    return Timetable([(i / rate_per_s, pinned_card(room_id, i)) for i in range(count)])
+
+
+def flash_sale_mix(
+    room_id: str, duration_s: float, stock_per_s: int = 200, orders_per_s: int = 50
+) -> Timetable:
+    """A drop in room `room_id`, then `stock.changed` and `order.placed` at steady rates and
+    viewer counts at 1/s."""
     quantity = int(duration_s * stock_per_s) + 1
-    entries: list[tuple[float, EventFactory]] = [(0.0, _drop_started(quantity, duration_s))]
+    starts = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    drop = DropView(
+        id=DROP_ID, room_id=room_id, product_id=PRODUCT_ID, price_cents=9_900,
+        quantity=quantity, per_buyer_limit=2, starts_at=starts,
+        ends_at=starts + timedelta(minutes=5), status="live", remaining=quantity, sold=0, held=0,
+    )  # fmt: skip
+    entries: list[tuple[float, Event]] = [(0.0, DropStarted(drop=drop, server_time=starts))]
     entries += [
-        (i / stock_per_s, _stock(quantity - i)) for i in range(int(duration_s * stock_per_s))
+        (i / stock_per_s, StockChanged(
+            drop_id=DROP_ID, quantity=quantity, remaining=quantity - i, sold=i, held=0
+        ))
+        for i in range(int(duration_s * stock_per_s))
+    ]  # fmt: skip
+    entries += [
+        (i / orders_per_s, OrderPlaced(
+            drop_id=DROP_ID, product_id=PRODUCT_ID, buyer=mask_buyer(f"buyer{i % 100:02d}"),
+            quantity=1, placed_at=starts + timedelta(seconds=i / orders_per_s),
+        ))
+        for i in range(int(duration_s * orders_per_s))
+    ]  # fmt: skip
+    entries += [
+        (float(i), ViewersChanged(room_id=room_id, viewers=5000 + i))
+        for i in range(int(duration_s))
     ]
-    entries += [(i / orders_per_s, _order(i)) for i in range(int(duration_s * orders_per_s))]
-    entries += [(float(i), _viewers(5000 + i)) for i in range(int(duration_s))]
     entries.sort(key=lambda entry: entry[0])
-    return Timetable(_number_coalescable(entries))
+    return Timetable(entries)
 
 
-def _number_coalescable(
-    entries: list[tuple[float, EventFactory]],
-) -> list[tuple[float, EventFactory]]:
-    """Give latest-value events their run-wide `cq` in publication order."""
-    numbered: list[tuple[float, EventFactory]] = []
-    cq = 0
-    for at, make in entries:
-        probe = make(0)
-        if type(probe).coalesce:
-            cq += 1
-            numbered.append((at, _with_cq(make, cq)))
-        else:
-            numbered.append((at, make))
-    return numbered
-
-
-def _with_cq(make: EventFactory, cq: int) -> EventFactory:
-    return lambda stamp: msgspec.structs.replace(make(stamp), cq=cq)  # type: ignore[type-var]
-
-
-def _drop_started(quantity: int, duration_s: float) -> EventFactory:
-    return lambda stamp: ev.DropStarted(
-        bt=stamp,
-        drop_id="1",
-        product_id="1",
-        price_cents=9_900,
-        quantity=quantity,
-        per_buyer_limit=2,
-        starts_at="2030-01-01T12:00:00Z",
-        ends_at="2030-01-01T12:05:00Z",
-        server_time="2030-01-01T12:00:00Z",
-    )
-
-
-def _stock(remaining: int) -> EventFactory:
-    return lambda stamp: ev.StockChanged(bt=stamp, cq=0, drop_id="1", remaining=remaining)
-
-
-def _order(i: int) -> EventFactory:
-    return lambda stamp: ev.OrderPlaced(
-        bt=stamp, drop_id="1", buyer=f"u***{i % 100:02d}", quantity=1
-    )
-
-
-def _viewers(count: int) -> EventFactory:
-    return lambda stamp: ev.ViewersChanged(bt=stamp, cq=0, count=count)
-
-
-def coalescable_count(timetable: Timetable) -> int:
-    return sum(1 for _, make in timetable.entries if type(make(0)).coalesce)
-
-
-async def play(sink: Sink, timetable: Timetable) -> float:
-    """Publish every event at its time (late ones at once); returns how late the last one was."""
+async def play(sink: Sink, timetable: Timetable) -> Sent:
+    """Publish every event at its time (late ones at once), noting when each offset left."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    lag = 0.0
-    for at, make in timetable.entries:
+    sent = Sent()
+    for at, event in timetable.entries:
         delay = start + at - loop.time()
         if delay > 0.0005:
             await asyncio.sleep(delay)
         else:
-            lag = -delay
-        await sink.publish(make(time.time_ns()))
-    return lag
+            sent.lag_s = -delay
+        left = time.time_ns()
+        offset = await sink.publish(event)
+        sent.at_ns[offset] = left
+        if type(event).coalesce:
+            sent.coalescable.append(offset)
+    return sent

@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 import psutil
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from core.auth import mint_token
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests import http_client
 
 SECRET = "soak-secret-0123456789abcdef0123456789abcdef"
 
@@ -61,8 +61,8 @@ def _headers(sub: str, *roles: str) -> dict[str, str]:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, base: str, hub: str, pid: int) -> None:
-        self.args, self.base, self.hub = args, base, hub
+    def __init__(self, args: argparse.Namespace, hub: str, pid: int) -> None:
+        self.args, self.hub = args, hub
         self.process = psutil.Process(pid)
         self.stop = asyncio.Event()
         self.viewers_connected = 0
@@ -95,7 +95,7 @@ class Soak:
                 self.errors.append(f"viewer: {exc!r}")
             await asyncio.sleep(rng.uniform(0, 1))
 
-    async def drops(self, api: httpx.AsyncClient, room_id: str, product_id: str) -> None:
+    async def drops(self, api: http_client.Client, room_id: str, product_id: str) -> None:
         host = _headers("soak-host", "host")
         while not self.stop.is_set():
             if self.drop_id:
@@ -106,16 +106,16 @@ class Soak:
                       "per_buyer_limit": 2, "duration_s": 600},
                 headers=host,
             )  # fmt: skip
-            if response.status_code == 201:
+            if response.status == 201:
                 self.drop_id = response.json()["id"]
             else:
-                self.errors.append(f"drop: {response.status_code} {response.text[:200]}")
+                self.errors.append(f"drop: {response.status} {response.text[:200]}")
             try:
                 await asyncio.wait_for(self.stop.wait(), self.args.drop_every)
             except TimeoutError:
                 pass
 
-    async def buyer(self, api: httpx.AsyncClient, n: int) -> None:
+    async def buyer(self, api: http_client.Client, n: int) -> None:
         rng = random.Random(1000 + n)
         interval = self.args.buyers / self.args.buys_per_s
         while not self.stop.is_set():
@@ -129,18 +129,18 @@ class Soak:
                     json={"quantity": 1},
                     headers={**_headers(who), "Idempotency-Key": f"soak-{next(self.keys)}"},
                 )
-                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-                if response.status_code >= 500:
-                    self.errors.append(f"buy: {response.status_code} {response.text[:200]}")
-                if response.status_code == 201:
+                self.statuses[response.status] = self.statuses.get(response.status, 0) + 1
+                if response.status >= 500:
+                    self.errors.append(f"buy: {response.status} {response.text[:200]}")
+                if response.status == 201:
                     self.orders += 1
                     if rng.random() < 0.5:
                         order = response.json()["order_id"]
                         await api.post(f"/api/orders/{order}/pay", headers=_headers(who))
-            except httpx.HTTPError as exc:
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 self.errors.append(f"buy: {exc!r}")
 
-    async def sample(self, started: float, api: httpx.AsyncClient, redis: aioredis.Redis,
+    async def sample(self, started: float, api: http_client.Client, redis: aioredis.Redis,
                      pg: asyncpg.Connection) -> Sample:  # fmt: skip
         metrics = (await api.get("/metrics")).text
         found = re.search(r"^livesell_asyncio_tasks (\S+)$", metrics, re.M)
@@ -172,23 +172,17 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, data:
              "--api-port", str(api_port), "--hub-port", str(hub_port)],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    base, hub = f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{hub_port}/connection/websocket"
+    hub = f"ws://127.0.0.1:{hub_port}/connection/websocket"
     redis = aioredis.Redis.from_url(redis_url)
     pg = await asyncpg.connect(database_url)
     samples: list[Sample] = []
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as api:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await api.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    print(log.read_text())
-                    return 1
-                await asyncio.sleep(0.2)
+        async with http_client.Client(api_port, max_connections=args.buyers + 4) as api:
+            try:
+                await http_client.wait_healthy(api_port, serve)
+            except RuntimeError:
+                print(log.read_text())
+                return 1
             host = _headers("soak-host", "host")
             product = await api.post(
                 "/api/products",
@@ -197,7 +191,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str, data:
             )
             room = (await api.post("/api/rooms", json={"title": "soak"}, headers=host)).json()
             await api.post(f"/api/rooms/{room['id']}/live", headers=host)
-            soak = Soak(args, base, hub, serve.pid)
+            soak = Soak(args, hub, serve.pid)
             tasks = [asyncio.create_task(soak.viewer(n, f"room:{room['id']}"))
                      for n in range(args.viewers)]  # fmt: skip
             tasks.append(asyncio.create_task(soak.drops(api, room["id"], product.json()["id"])))

@@ -41,7 +41,10 @@ class System:
             hub = [sys.executable, "-m", "livesell.cli", "hub", "--hub-port", str(port)]
             return hub + (["--workers", str(self.workers)] if self.workers > 1 else [])
         if self.name == "node-ws":
-            return ["node", str(HERE / "peers" / "node_ws.cjs"), *peer]
+            from load_tests.peers.common import SNAPSHOT
+
+            snapshot = ["--snapshot", SNAPSHOT.decode()]
+            return ["node", str(HERE / "peers" / "node_ws.cjs"), *peer, *snapshot]
         module = {
             "python-socketio": "socketio_hub",
             "starlette": "starlette_ws",

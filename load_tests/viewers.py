@@ -1,10 +1,12 @@
 """Cheap WebSocket viewers: raw asyncio protocols on uvloop, thousands per process.
 
 A viewer does what a real client does on the wire (HTTP upgrade, join handshake, answering
-pings) and nothing more. It counts delivered events by the stamp every benchmark event carries
-(`"bt":<send time ns>`), so the count works on any framing: one push per frame, several joined
-by `\\n`, or socket.io packets. One viewer in `sample_every` also records the latency of every
-event it receives (receive time minus the stamp; all processes share the machine's clock).
+pings) and nothing more. It tallies every publication it receives by its `offset` (which every
+push carries, as `"offset":N` in Centrifugo's framing and `"offset": N` in socket.io's), so the
+count works on any framing: one push per frame, several joined by `\\n`, or socket.io packets.
+Each viewer keeps the highest offset it saw: latest-value events the server merged are covered by
+a later one. One viewer in `sample_every` also records when each offset arrived; the driver,
+which noted when each offset left, turns that into latency (all processes share the clock).
 
 Viewer processes are driven by `Fleet` (in `fleet.py`) over a pipe; see `serve_commands`.
 """
@@ -21,11 +23,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import cast
 
-STAMP = re.compile(rb'"bt":(\d+)')
-STAMP_MARK = b'"bt":'
-# latest-value events carry a run-wide sequence number: the highest one a viewer saw tells how
-# many coalescable events it is up to date with, even when the server merged some of them
-COALESCE_MARK = b'"cq":'
+OFFSET = re.compile(rb'"offset": ?(\d+)')
 ZERO_MASK = b"\x00\x00\x00\x00"  # a legal client mask that leaves the payload as it is
 
 
@@ -87,9 +85,9 @@ def dialect(name: str, channel: str) -> Dialect:
 
 @dataclass
 class Counters:
-    events: int = 0  # stamps seen
-    coalescable: int = 0  # of which latest-value events
-    latencies_us: list[int] = field(default_factory=list)
+    events: int = 0  # publications received
+    received: dict[int, int] = field(default_factory=dict)  # offset → viewers that received it
+    arrivals: list[tuple[int, int]] = field(default_factory=list)  # sampled (offset, ns)
     joined: int = 0
     failed: int = 0
     dropped: int = 0  # joined, then closed by the server or the network
@@ -116,7 +114,7 @@ class Viewer(asyncio.Protocol):
         self.buffer = b""
         self.upgraded = False
         self.step = 0
-        self.max_cq = 0
+        self.last_offset = 0
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     @property
@@ -210,22 +208,19 @@ class Viewer(asyncio.Protocol):
             else:
                 self._advance()
             return
-        counters = self.counters
-        events = payload.count(STAMP_MARK)
-        if not events:
+        found = OFFSET.findall(payload)
+        if not found:
             return
-        counters.events += events
-        cq = payload.rfind(COALESCE_MARK)
-        if cq >= 0:
-            counters.coalescable += payload.count(COALESCE_MARK)
-            start = cq + len(COALESCE_MARK)
-            stop = start
-            while stop < len(payload) and 48 <= payload[stop] <= 57:
-                stop += 1
-            self.max_cq = max(self.max_cq, int(payload[start:stop]))
+        counters = self.counters
+        counters.events += len(found)
+        received = counters.received
+        offsets = [int(raw) for raw in found]
+        for offset in offsets:
+            received[offset] = received.get(offset, 0) + 1
+        self.last_offset = max(self.last_offset, *offsets)
         if self.sampled:
             now = time.time_ns()
-            counters.latencies_us.extend((now - int(m)) // 1000 for m in STAMP.findall(payload))
+            counters.arrivals.extend((offset, now) for offset in offsets)
 
 
 class ViewerProcess:
@@ -286,20 +281,24 @@ class ViewerProcess:
         return len(self.viewers)
 
     def reset(self) -> None:
-        self.counters.events = self.counters.coalescable = 0
-        self.counters.latencies_us = []
+        self.counters.events = 0
+        self.counters.received = {}
+        self.counters.arrivals = []
         for viewer in self.viewers:
-            viewer.max_cq = 0
+            viewer.last_offset = 0
 
     def stats(self, latencies: bool) -> dict[str, object]:
         c = self.counters
         alive = [v for v in self.viewers if v.transport is not None]
+        last_offsets: dict[int, int] = {}
+        for viewer in alive:
+            last_offsets[viewer.last_offset] = last_offsets.get(viewer.last_offset, 0) + 1
         return {
             "viewers": len(alive),
             "events": c.events,
-            "coalescable": c.coalescable,
-            "covered": c.events - c.coalescable + sum(v.max_cq for v in alive),
-            "latencies_us": c.latencies_us if latencies else [],
+            "received": c.received,
+            "last_offsets": last_offsets,
+            "arrivals": c.arrivals if latencies else [],
             "dropped": c.dropped,
         }
 

@@ -11,11 +11,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from core.events import Event
 from core.settings import Settings
-from load_tests import charts, hubs, report, systems
-from load_tests.viewers import Counters, Viewer, dialect
+from load_tests import charts, hubs, publish, report, systems
+from load_tests.fleet import Stats
+from load_tests.viewers import Counters, Viewer, ViewerProcess, dialect
 
 
 class _Transport:
@@ -36,31 +39,68 @@ def _frame(payload: bytes) -> bytes:
     return bytes((0x81, 126)) + len(payload).to_bytes(2, "big") + payload
 
 
+def _push(event: Event, offset: int) -> bytes:
+    """A publication as livesell's hub frames it."""
+    data = msgspec.json.encode(event)
+    return b'{"push":{"channel":"room:1","pub":{"data":%s,"offset":%d}}}' % (data, offset)
+
+
 async def test_viewer_counts_batched_split_and_coalesced_pushes() -> None:
     counters = Counters()
     viewer = Viewer("h:1", dialect("centrifugo", "room:1"), counters, sampled=True)
     transport = _Transport()
     viewer.connection_made(transport)  # type: ignore[arg-type]
-    stamp = time.time_ns() - 5_000_000  # sent 5 ms ago
-    tick = b'{"push":{"channel":"room:1","pub":{"data":{"type":"bench.tick","bt":%d},"offset":3}}}'
-    stock = b'{"push":{"channel":"room:1","pub":{"data":{"bt":%d,"cq":%d},"offset":4}}}'
+    timetable = publish.flash_sale_mix("1", duration_s=0.05)  # a drop, 10 stock, 2 orders
+    offsets = iter(range(3, 100))
+    sent = publish.Sent()
+    events: dict[int, Event] = {}
+    for _, event in timetable.entries:
+        offset = next(offsets)
+        events[offset] = event
+        sent.at_ns[offset] = time.time_ns() - 5_000_000  # sent 5 ms ago
+        if type(event).coalesce:
+            sent.coalescable.append(offset)
+    last_stock = sent.coalescable[-1]
+    # the server merged the stock values: only the latest arrives, standing for all of them
+    delivered = [o for o in sorted(events) if o not in sent.coalescable or o == last_stock]
     stream = (
         b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
         + _frame(b'{"id":1,"connect":{"client":"c"}}')
-        + _frame(b'{"id":2,"subscribe":{"data":{"room":{"id":"1"}}}}')
+        + _frame(b'{"id":2,"subscribe":{"data":{"room":{"id":"1"}},"offset":2}}')
         + _frame(b"{}")  # a ping
-        + _frame(tick % stamp)
-        # one batched frame: a tick and the latest stock value, which stands for 7 of them
-        + _frame(b"\n".join([tick % stamp, stock % (stamp, 7)]) + b" " * 200)
+        + _frame(_push(events[delivered[0]], delivered[0]))
+        # one batched frame with the rest
+        + _frame(b"\n".join(_push(events[o], o) for o in delivered[1:]))
     )
     for cut in range(0, len(stream), 7):  # TCP may split anywhere
         viewer.data_received(stream[cut : cut + 7])
     assert viewer.joined and viewer.done.result() is True
     assert transport.written[-1] == dialect("centrifugo", "room:1").pong, "ping answered"
-    assert counters.events == 3 and counters.coalescable == 1
-    assert viewer.max_cq == 7
-    assert len(counters.latencies_us) == 3
-    assert all(4_000 <= v < 1_000_000 for v in counters.latencies_us)
+    assert counters.events == len(delivered) == 4
+    assert viewer.last_offset == max(delivered)
+
+    process = ViewerProcess(sample_every=1)
+    process.counters, process.viewers = counters, [viewer]
+    viewer.transport = transport  # type: ignore[assignment]
+    stats = Stats(**process.stats(latencies=True))  # type: ignore[arg-type]
+    assert stats.delivered(sent) == 4
+    assert stats.covered(sent) == len(timetable) == 13, "merged stock values count in full"
+    latencies = stats.latencies_us(sent)
+    assert len(latencies) == 4 and all(4_000 <= v < 1_000_000 for v in latencies)
+
+
+async def test_viewer_reads_socketio_offsets() -> None:
+    counters = Counters()
+    viewer = Viewer("h:1", dialect("socketio", "room:1"), counters, sampled=False)
+    viewer.connection_made(_Transport())  # type: ignore[arg-type]
+    viewer.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+        + _frame(b'0{"sid":"a"}')
+        + _frame(b"40")
+        + _frame(b'431[{"ok":true}]')
+        + _frame(b'42["pub", {"channel": "room:1", "pub": {"data": {}, "offset": 12}}]')
+    )
+    assert viewer.joined and counters.received == {12: 1} and viewer.last_offset == 12
 
 
 async def test_viewer_reports_a_refused_subscription() -> None:

@@ -1,21 +1,37 @@
-"""What the Python peers share: the command line, the join replies and the push they relay."""
+"""What the peers share: the command line, the join replies and the push they relay.
+
+The join replies are livesell's own wire types (`live.protocol`), and the subscribe reply carries
+a room snapshot of livesell's own type (`live.RoomSnapshot`), so every peer sends what livesell
+sends. The Node peer gets the same snapshot bytes on its command line (`--snapshot`).
+"""
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 import msgspec
 
 from core.events import channel_keys
+from live import RoomSnapshot, RoomView
+from live.protocol import ConnectResult, ErrorBody, Reply, SubscribeResult
+from storefront import ProductView
 
-# the same size and shape as livesell's room snapshot in a subscribe reply
-SNAPSHOT = {
-    "room": {"id": "1", "title": "Benchmark room", "status": "live", "host": "bench"},
-    "pinned": {"product_id": "1", "title": "Tea set", "price_cents": 12_900},
-    "drop": None,
-    "viewers": 0,
-    "server_time": "2030-01-01T12:00:00Z",
-}
+
+def room_snapshot(room_id: str = "1") -> RoomSnapshot:
+    """A live room with a pinned card and no drop, as livesell's subscribe reply carries it."""
+    at = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    room = RoomView(
+        id=room_id, host_id="bench-host", title="Benchmark room", status="live",
+        pinned_product_id="1", created_at=at, live_at=at, ended_at=None,
+    )  # fmt: skip
+    product = ProductView(
+        id="1", sku="BENCH-1", title="Tea set", price_cents=12_900, commission_bps=800
+    )
+    return RoomSnapshot(room=room, pinned=product, drop=None, server_time=at, viewers=0)
+
+
+SNAPSHOT = msgspec.json.encode(room_snapshot())
 _encode = msgspec.json.Encoder().encode
 
 
@@ -45,13 +61,15 @@ def replies(payload: bytes, channel: str) -> tuple[list[bytes], bool]:
             continue  # a pong
         ident = command["id"]
         if "connect" in command:
-            out.append(_encode({"id": ident, "connect": {"client": "peer", "ping": 25}}))
+            connected = ConnectResult(client="peer", version="", ping=25, pong=False)
+            out.append(_encode(Reply(id=ident, connect=connected)))
         elif "subscribe" in command:
-            result = {"recoverable": False, "data": SNAPSHOT}
-            out.append(_encode({"id": ident, "subscribe": result}))
+            result = SubscribeResult(data=msgspec.Raw(SNAPSHOT))
+            out.append(_encode(Reply(id=ident, subscribe=result)))
             subscribed = True
         else:
-            out.append(_encode({"id": ident, "error": {"code": 104, "message": "not found"}}))
+            error = ErrorBody(code=104, message="not found")
+            out.append(_encode(Reply(id=ident, error=error)))
     return out, subscribed
 
 

@@ -1,6 +1,6 @@
 // The fast baseline: Node's `ws` relaying each Redis message to every subscribed viewer on its
 // own (no batching), the broadcast loop from the `ws` README.
-//   node load_tests/peers/node_ws.cjs --port 9000 --redis redis://127.0.0.1:6379/0
+//   node load_tests/peers/node_ws.cjs --port 9000 --redis redis://127.0.0.1:6379/0 --snapshot '{...}'
 "use strict";
 const path = require("path");
 const modules = path.join(__dirname, "..", "node_modules");
@@ -16,13 +16,8 @@ const port = Number(option("port"));
 const channel = option("channel", "room:1");
 const redisUrl = option("redis");
 
-const SNAPSHOT = {
-  room: { id: "1", title: "Benchmark room", status: "live", host: "bench" },
-  pinned: { product_id: "1", title: "Tea set", price_cents: 12900 },
-  drop: null,
-  viewers: 0,
-  server_time: "2030-01-01T12:00:00Z",
-};
+// livesell's room snapshot type, encoded by load_tests/peers/common.py
+const SNAPSHOT = JSON.parse(option("snapshot"));
 
 const viewers = new Set();
 const wss = new WebSocketServer({ host, port, path: "/connection/websocket", backlog: 4096 });

@@ -6,10 +6,13 @@ manager, so a publish from another process pays the same Redis hop as livesell's
 
 from __future__ import annotations
 
+import msgspec
 import socketio
 import uvicorn
 
 from load_tests.peers.common import SNAPSHOT, arguments
+
+SNAPSHOT_DATA = msgspec.json.decode(SNAPSHOT)
 
 
 def create_app(redis_url: str) -> socketio.ASGIApp:
@@ -20,7 +23,7 @@ def create_app(redis_url: str) -> socketio.ASGIApp:
     @server.on("join")  # type: ignore[misc]
     async def join(sid: str, channel: str) -> dict[str, object]:
         await server.enter_room(sid, channel)
-        return SNAPSHOT
+        return SNAPSHOT_DATA  # type: ignore[no-any-return]
 
     return socketio.ASGIApp(server)
 
