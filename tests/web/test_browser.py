@@ -63,7 +63,9 @@ class Page:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.api_calls: list[str] = []
+        self.console: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
         self.page.on("request", lambda req: self.api_calls.append(f"{req.method} {req.url}"))
 
     def open(self, url: str) -> Page:
@@ -71,7 +73,19 @@ class Page:
         return self
 
     def wait_connected(self, timeout_s: float = 10) -> None:
-        self.page.wait_for_selector('#hub-state[data-state="connected"]', timeout=timeout_s * 1000)
+        try:
+            self.page.wait_for_selector(
+                '#hub-state[data-state="connected"]', timeout=timeout_s * 1000
+            )
+        except Exception as exc:
+            state = self.page.evaluate(
+                "() => [document.querySelector('#hub-state')?.dataset.state,"
+                " (window.__sockets || []).map((s) => [s.url, s.readyState])]"
+            )
+            raise AssertionError(
+                f"not connected within {timeout_s}s: badge and sockets {state}; "
+                f"console {self.console[-20:]}; requests {self.api_calls[-20:]}"
+            ) from exc
 
     def text(self, selector: str) -> str:
         return str(self.page.inner_text(selector))
