@@ -1,4 +1,5 @@
-# The front door: `make serve` and `make test` work on a machine with only Python 3.11+.
+# The front door: `make serve` and `make test` work on a machine with Python 3.11+ (and npm for the
+# pages' live updates and the SDK tests; without it those are off or skipped).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -31,10 +32,18 @@ tests/js/node_modules/.installed: tests/js/package.json
 		cd tests/js && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the Node SDK tests will be skipped"; fi
 
-serve: $(VENV)/.installed
+# The pages' hub client is the npm `centrifuge` SDK, pinned in web/package.json and served from
+# web/node_modules. Without npm the pages still load, say "No live updates" and reload their data
+# every few seconds instead.
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the pages will have no live updates (install npm, then run make again)"; fi
+
+serve: $(VENV)/.installed web/node_modules/.installed
 	$(BIN)/livesell serve
 
-test: $(VENV)/.installed-dev $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed)
+test: $(VENV)/.installed-dev web/node_modules/.installed $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -50,4 +59,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m load_tests $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules

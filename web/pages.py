@@ -1,23 +1,32 @@
-"""Routes serving the pages, their static modules, and the small config the pages start from."""
+"""Routes serving the pages, their static modules, the hub client they load, share-link QR codes,
+and the small config the pages start from."""
 
 from __future__ import annotations
 
 import html
+import io
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import segno
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from core.errors import NotFound
 from core.http import DEPENDENCY_ERRORS, JSON, resources
 from core.openapi import api_route
 from core.rooms import room_exists
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The hub client: the npm `centrifuge` SDK's browser build, as `npm ci` in web/ installs it
+# (web/package.json pins the version; `make serve` and `make test` run the install). Not in git.
+SDK_FILE = Path(__file__).parent / "node_modules" / "centrifuge" / "dist" / "centrifuge.js"
+SDK_PATH = "/vendor/centrifuge.js"
 
 # Pages load only their own modules and styles; the hub listens on its own port, hence ws:/wss:.
 # Product images may live anywhere, so images are the one thing allowed from other origins.
@@ -90,6 +99,50 @@ async def web_config(request: Request) -> Response:
     return JSON(WebConfig(hub_url=settings.hub_url, hub_port=settings.hub_port, dev=settings.dev))
 
 
+def sdk_route(sdk_file: Path = SDK_FILE) -> Route:
+    """`GET /vendor/centrifuge.js`: the SDK's browser bundle, or 404 `not_found` when it was not
+    installed (no npm at set-up): the pages then say the live connection is unavailable."""
+
+    async def hub_client(request: Request) -> Response:
+        if not sdk_file.is_file():
+            raise NotFound("the hub client is not installed: run `npm ci` in web/ (make serve)")
+        return FileResponse(
+            sdk_file,
+            media_type="text/javascript",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    return Route(SDK_PATH, hub_client, methods=["GET"])
+
+
+# a link code as the share-link route takes it: the QR always points at this deployment's own
+# `/l/{code}`, which answers unknown codes with its own error page
+_LINK_CODE = re.compile(r"[0-9A-Za-z]{1,64}")
+QR_HEADERS = {
+    "Cache-Control": "public, max-age=3600",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def link_qr_svg(url: str) -> bytes:
+    """`url` as a QR code in SVG: level M (a phone still reads it when a corner is smudged),
+    black on white with the standard four-module quiet zone, four pixels a module."""
+    code = segno.make(url, error="m", micro=False, boost_error=False)
+    out = io.BytesIO()
+    code.save(out, kind="svg", scale=4, border=4, dark="#000", light="#fff", xmldecl=False)
+    return out.getvalue()
+
+
+async def link_qr(request: Request) -> Response:
+    code = request.path_params["code"]
+    if not _LINK_CODE.fullmatch(code):
+        raise NotFound("no such link")
+    # the URL the links API reports for this code (attribution's `LinkView.url`)
+    url = f"{resources(request).settings.api_base_url}/l/{code}"
+    return Response(link_qr_svg(url), media_type="image/svg+xml", headers=QR_HEADERS)
+
+
 class _Static(StaticFiles):
     """Static modules, revalidated on every load so a new deploy is picked up at once."""
 
@@ -105,6 +158,8 @@ def routes() -> list[BaseRoute]:
         Route("/host/{room_id}", _room_page("host.html"), methods=["GET"]),
         Route("/r/{room_id}", _room_page("room.html"), methods=["GET"]),
         Route("/d", distributor_page, methods=["GET"]),
+        Route("/l/{code}/qr.svg", link_qr, methods=["GET"]),
+        sdk_route(),
         api_route(
             "/api/config",
             web_config,

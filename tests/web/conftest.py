@@ -27,6 +27,7 @@ import pytest
 from core.auth import mint_token
 from core.embedded import free_port
 from tests.conftest import TEST_SECRET, Servers
+from web.pages import SDK_FILE
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
@@ -56,6 +57,7 @@ def chromium_path() -> str | None:
 class LiveServer:
     base_url: str
     hub_url: str
+    ports: tuple[int, int]
     process: subprocess.Popen[bytes]
     log_path: Path
     routes: set[str] = field(default_factory=set)
@@ -129,9 +131,12 @@ ATTRIBUTION_ROUTES = ("/api/distributors/me", "/api/links", "/l/{code}")
 
 
 @contextmanager
-def running_server(servers: Servers, **extra_env: str) -> Iterator[LiveServer]:
-    """`livesell serve --no-demo` on free ports against the session's servers, until exit."""
-    api_port, hub_port = free_port(), free_port()
+def running_server(
+    servers: Servers, ports: tuple[int, int] | None = None, **extra_env: str
+) -> Iterator[LiveServer]:
+    """`livesell serve --no-demo` against the session's servers, until exit: on `ports` (API,
+    hub) when given (a restart on the same address), else on free ones."""
+    api_port, hub_port = ports or (free_port(), free_port())
     data_dir = Path(tempfile.mkdtemp(prefix="livesell-web-"))
     env = dict(os.environ)
     env.update(
@@ -141,8 +146,8 @@ def running_server(servers: Servers, **extra_env: str) -> Iterator[LiveServer]:
         LIVESELL_SECRET=TEST_SECRET,
         LIVESELL_DEV="1",
         LIVESELL_LOG_LEVEL="warning",
-        **extra_env,
     )
+    env.update(extra_env)  # may override the above (LIVESELL_DEV="0")
     log_path = data_dir / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -157,6 +162,7 @@ def running_server(servers: Servers, **extra_env: str) -> Iterator[LiveServer]:
     server = LiveServer(
         base_url=f"http://127.0.0.1:{api_port}",
         hub_url=f"ws://127.0.0.1:{hub_port}/connection/websocket",
+        ports=(api_port, hub_port),
         process=process,
         log_path=log_path,
     )
@@ -183,6 +189,11 @@ def live_server(servers: Servers) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if not SDK_FILE.is_file():
+        pytest.skip(
+            f"{SDK_FILE} is missing: the pages would have no live updates; `make test` installs "
+            "the hub client with npm (or `cd web && npm ci`)"
+        )
     executable = chromium_path()
     if executable is None:
         pytest.skip(

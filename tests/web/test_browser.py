@@ -63,7 +63,9 @@ class Page:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.api_calls: list[str] = []
+        self.console: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
         self.page.on("request", lambda req: self.api_calls.append(f"{req.method} {req.url}"))
 
     def open(self, url: str) -> Page:
@@ -71,7 +73,19 @@ class Page:
         return self
 
     def wait_connected(self, timeout_s: float = 10) -> None:
-        self.page.wait_for_selector('#hub-state[data-state="connected"]', timeout=timeout_s * 1000)
+        try:
+            self.page.wait_for_selector(
+                '#hub-state[data-state="connected"]', timeout=timeout_s * 1000
+            )
+        except Exception as exc:
+            state = self.page.evaluate(
+                "() => [document.querySelector('#hub-state')?.dataset.state,"
+                " (window.__sockets || []).map((s) => [s.url, s.readyState])]"
+            )
+            raise AssertionError(
+                f"not connected within {timeout_s}s: badge and sockets {state}; "
+                f"console {self.console[-20:]}; requests {self.api_calls[-20:]}"
+            ) from exc
 
     def text(self, selector: str) -> str:
         return str(self.page.inner_text(selector))
@@ -429,12 +443,24 @@ def test_distributor_signs_up_makes_a_link_and_its_qr_code_scans(
     page.wait_text("#team-name", f"Team {unique}")
     page.page.fill("#link-room", str(seeded["room_id"]))
     page.page.click("#link-form button")
-    page.page.wait_for_selector(".link-item canvas")
-    url = page.page.get_attribute(".link-item canvas", "data-url")
+    page.page.wait_for_selector(".link-item img.qr")
+    url = page.page.get_attribute(".link-item img.qr", "data-url")
     assert url and re.search(r"/l/[\w-]+$", url)
     assert page.text(".link-url") == url
-    # what the canvas shows (a toast may float over it on a phone), decoded by zxing
-    data_url = page.page.eval_on_selector(".link-item canvas", "c => c.toDataURL('image/png')")
+    # the picture the page shows (a toast may float over it on a phone, so drawn to a canvas
+    # rather than screenshot), decoded by zxing
+    page.page.wait_for_function(
+        "() => { const img = document.querySelector('.link-item img.qr');"
+        " return img && img.complete && img.naturalWidth > 0; }"
+    )
+    data_url = page.page.eval_on_selector(
+        ".link-item img.qr",
+        "img => { const c = document.createElement('canvas');"
+        " c.width = img.naturalWidth * 2; c.height = img.naturalHeight * 2;"
+        " const g = c.getContext('2d'); g.fillStyle = '#fff'; g.fillRect(0, 0, c.width, c.height);"
+        " g.imageSmoothingEnabled = false; g.drawImage(img, 0, 0, c.width, c.height);"
+        " return c.toDataURL('image/png'); }",
+    )
     drawn = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
     decoded = [found.text for found in zxingcpp.read_barcodes(drawn)]
     assert decoded == [url], "the QR code on the page scans to the share link"

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from core.http import exception_handlers
 from core.resources import Resources
 from core.settings import Settings
 from tests.conftest import TEST_SECRET
 from web import prefers_html
+from web.pages import SDK_FILE, link_qr_svg, sdk_route
 
-STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+STATIC = WEB / "static"
 # what Chromium sends when it opens a page
 BROWSER_ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
@@ -114,13 +119,64 @@ async def test_every_page_names_the_favicon_and_it_is_served(client: httpx.Async
 
 
 async def test_modules_are_served_as_javascript(client: httpx.AsyncClient) -> None:
-    for name in ("hub.js", "room.js", "host.js", "distributor.js", "qr.js", "i18n.js", "error.js"):
+    for name in ("live.js", "room.js", "host.js", "distributor.js", "i18n.js", "error.js"):
         response = await client.get(f"/static/js/{name}")
         assert response.status_code == 200, name
         assert response.headers["content-type"].startswith("text/javascript"), name
         assert response.headers["cache-control"] == "no-cache"
     missing = await client.get("/static/js/nothing-here.js")
     assert missing.status_code == 404
+
+
+@pytest.mark.skipif(not SDK_FILE.is_file(), reason="web/node_modules missing (make installs it)")
+async def test_the_hub_client_is_the_installed_npm_sdk_at_the_pinned_version(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/vendor/centrifuge.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.content == SDK_FILE.read_bytes()
+    # the SDK the pages run is the one the hub's SDK tests run, at the version web/ pins
+    pinned = json.loads((WEB / "package.json").read_text())["dependencies"]["centrifuge"]
+    tested = json.loads((ROOT / "tests" / "js" / "package-lock.json").read_text())
+    assert pinned == tested["packages"]["node_modules/centrifuge"]["version"]
+    installed = json.loads((WEB / "node_modules" / "centrifuge" / "package.json").read_text())
+    assert installed["version"] == pinned
+    assert not (STATIC / "js" / "hub.js").exists(), "no hand-written hub client besides the SDK"
+
+
+async def test_without_the_installed_sdk_the_hub_client_is_not_found(tmp_path: Path) -> None:
+    app = Starlette(
+        routes=[sdk_route(tmp_path / "centrifuge.js")], exception_handlers=exception_handlers()
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://livesell.test") as http:
+        response = await http.get("/vendor/centrifuge.js")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert "npm" in response.json()["error"]["message"]
+
+
+async def test_a_link_qr_code_is_an_svg_image_of_this_deployments_link_url(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    response = await client.get("/l/8kQ2mN7pRtAbCdEfGhIjKl/qr.svg")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.text.startswith("<svg") and "<script" not in response.text
+    assert response.content == link_qr_svg(f"{settings.api_base_url}/l/8kQ2mN7pRtAbCdEfGhIjKl")
+
+
+@pytest.mark.parametrize("code", ["bad!code", "a" * 65, "%E7%9B%B4"])
+async def test_a_qr_code_for_what_is_no_link_code_is_not_found(
+    client: httpx.AsyncClient, code: str
+) -> None:
+    response = await client.get(f"/l/{code}/qr.svg")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 async def test_config_tells_pages_where_the_hub_is(

@@ -127,7 +127,7 @@ def test_every_page_fits_the_screen_in_both_languages(
     distributor = _page(pages, browser, viewport, locale=locale).open(
         f"{base}/d?room={room_id}#token={dist_token}"
     )
-    distributor.page.wait_for_selector(".link-item canvas")
+    distributor.page.wait_for_selector(".link-item img.qr")
     distributor.wait_connected()
     _fits(distributor, f"distributor page {size} {lang}")
     _screenshot(distributor, artifacts, f"fit-distributor-{size}-{lang}")

@@ -1,7 +1,6 @@
 // Where the hub is: asked of the server (`GET /api/config`), so pages never guess ports.
 
 import { api } from "./api.js";
-import { Hub } from "./hub.js";
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]", "::1", "0.0.0.0"]);
 
@@ -27,15 +26,4 @@ export function resolveHubUrl(configured, hubPort, pageLocation) {
   }
   if (pageLocation.protocol === "https:" && url.protocol === "ws:") url.protocol = "wss:";
   return url.toString();
-}
-
-export async function openHub({ token, onState }) {
-  const found = await config();
-  const hub = new Hub({
-    url: resolveHubUrl(found.hub_url, found.hub_port, window.location),
-    token,
-    onState,
-  });
-  hub.connect();
-  return hub;
 }

@@ -2,15 +2,17 @@
 // watch clicks, orders and commission move live on `dashboard#{user_id}`.
 
 import { api } from "./api.js";
-import { config, openHub } from "./config.js";
+import { config } from "./config.js";
+import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { leaderboardTable } from "./leaderboard.js";
-import { drawQR } from "./qr.js";
-import { claims, devSignIn, signOut, takeToken } from "./session.js";
+import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
 import { $, copyText, dateTime, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "distributor";
 const FEED_SIZE = 12;
+// without the hub client (set up without npm), the numbers are fetched again this often
+const POLL_MS = 10000;
 const params = new URLSearchParams(window.location.search);
 let token = takeToken(SLOT);
 let user = token ? claims(token) : null;
@@ -74,12 +76,13 @@ function renderLinks() {
   list.replaceChildren(
     ...links.map((link) => {
       const url = absolute(link.url);
-      const canvas = h("canvas", { class: "qr", "aria-label": t("dist.scan"), role: "img", dataset: { url } });
-      try {
-        drawQR(canvas, url, { scale: 4 });
-      } catch {
-        canvas.hidden = true;
-      }
+      // the server draws the code (segno, SVG) for the URL the links API reports
+      const qr = h("img", {
+        class: "qr",
+        src: `/l/${encodeURIComponent(link.code)}/qr.svg`,
+        alt: t("dist.scan"),
+        dataset: { url },
+      });
       const copy = h("button", { type: "button", class: "secondary" }, t("common.copy"));
       copy.addEventListener("click", async () => {
         const done = await copyText(url);
@@ -88,7 +91,7 @@ function renderLinks() {
       return h(
         "li",
         { class: "link-item", dataset: { code: link.code } },
-        canvas,
+        qr,
         h(
           "div",
           { class: "grow" },
@@ -274,7 +277,7 @@ function watchRank(roomId) {
     renderRank();
   }, () => {});
   if (!hub) return;
-  if (rankSub) rankSub.unsubscribe();
+  if (rankSub) hub.unsubscribe(rankSub);
   const room = rankRoom;
   rankSub = hub.subscribe(`room:${room}`, {
     onPublication: (event) => {
@@ -286,9 +289,28 @@ function watchRank(roomId) {
   });
 }
 
+function pollWithoutHub() {
+  setInterval(() => {
+    loadMe().catch(() => {});
+    if (rankRoom) {
+      api.leaderboard(rankRoom).then((view) => {
+        leaderboard = view;
+        renderRank();
+      }, () => {});
+    }
+  }, POLL_MS);
+}
+
 async function startLive() {
   if (hub || !token || !user) return;
-  hub = await openHub({ token, onState: hubBadge });
+  try {
+    hub = await openHub({ tokens: hubTokens(SLOT), onState: hubBadge });
+  } catch (err) {
+    if (!(err instanceof HubUnavailable)) throw err;
+    watchRank(params.get("room") || (links[0] && links[0].room_id));
+    pollWithoutHub();
+    return;
+  }
   hub.subscribe(`dashboard#${user.sub}`, {
     onSubscribed: ({ first, recovered }) => {
       if (!first && !recovered) refreshSoon();

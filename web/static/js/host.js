@@ -3,11 +3,12 @@
 // update arrives through the hub.
 
 import { api } from "./api.js";
-import { config, openHub } from "./config.js";
+import { config } from "./config.js";
+import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { leaderboardTable, teamsTable } from "./leaderboard.js";
 import { RoomState } from "./roomstate.js";
-import { claims, devSignIn, signOut, takeToken } from "./session.js";
+import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
 import { $, clock, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "host";
@@ -15,6 +16,9 @@ const SLOT = "host";
 const SALES_EVENTS = new Set(["snapshot", "order.placed", "stock.changed", "drop.closed"]);
 const roomId = window.location.pathname.split("/").filter(Boolean)[1];
 const state = new RoomState(roomId);
+// without the hub client (set up without npm), the room's snapshot is reloaded this often
+const POLL_MS = 5000;
+let hub = null;
 const products = new Map(); // id → product
 let productsNext = null; // next_before of the host's own products (GET /api/products?mine=1)
 let sales = null; // GET /api/rooms/{id}/sales: paid orders in all and per drop
@@ -387,6 +391,7 @@ function wireControls() {
     signOut(SLOT);
     token = null;
     user = null;
+    if (hub) hub.useToken(null);
     renderSession();
     renderRoom();
   });
@@ -396,6 +401,7 @@ function wireControls() {
     try {
       token = await devSignIn(SLOT, name, ["host"]);
       user = claims(token);
+      if (hub) hub.useToken(token);
       renderSession();
       renderRoom();
       loadSales();
@@ -422,9 +428,16 @@ async function main() {
   hubBadge("connecting");
   const found = await config().catch(() => ({ dev: false }));
   show("#signin-form", Boolean(found.dev));
-  openHub({ token, onState: hubBadge })
-    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+  openHub({ tokens: hubTokens(SLOT), onState: hubBadge })
+    .then((opened) => {
+      hub = opened;
+      state.attach(hub, (err) => toast(errorText(err), "error"));
+    })
     .catch((err) => {
+      if (err instanceof HubUnavailable) {
+        setInterval(() => state.reload().catch(() => {}), POLL_MS);
+        return;
+      }
       hubBadge("failed");
       toast(errorText(err), "error");
     });

@@ -2,17 +2,21 @@
 // a buy button safe against double taps, the hold countdown, payment and the buyers ticker.
 
 import { api } from "./api.js";
-import { config, openHub } from "./config.js";
+import { config } from "./config.js";
+import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { RoomState } from "./roomstate.js";
-import { claims, devSignIn, signOut, takeToken } from "./session.js";
+import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
 import { BuyButton, OrderTracker } from "./checkout.js";
 import { $, clock, h, hubBadge, money, newKey, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "viewer";
 const roomId = window.location.pathname.split("/").filter(Boolean)[1];
 const via = new URLSearchParams(window.location.search).get("via");
+// without the hub client (set up without npm), the room's snapshot is reloaded this often
+const POLL_MS = 5000;
 const state = new RoomState(roomId);
+let hub = null;
 let token = takeToken(SLOT);
 let user = token ? claims(token) : null;
 
@@ -189,6 +193,7 @@ async function enterThroughLink() {
 async function onSignedIn(newToken) {
   token = newToken;
   user = claims(token);
+  if (hub) hub.useToken(token);
   renderAll();
   await enterThroughLink();
   await orders.restore();
@@ -209,6 +214,7 @@ function wireControls() {
     signOut(SLOT);
     token = null;
     user = null;
+    if (hub) hub.useToken(null);
     orders.forget();
     renderAll();
   });
@@ -245,9 +251,16 @@ async function main() {
   }
   hubBadge("connecting");
   const loading = state.reload().catch((err) => toast(errorText(err), "error"));
-  openHub({ token, onState: hubBadge })
-    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+  openHub({ tokens: hubTokens(SLOT), onState: hubBadge })
+    .then((opened) => {
+      hub = opened;
+      state.attach(hub, (err) => toast(errorText(err), "error"));
+    })
     .catch((err) => {
+      if (err instanceof HubUnavailable) {
+        setInterval(() => state.reload().catch(() => {}), POLL_MS);
+        return;
+      }
       hubBadge("failed");
       toast(errorText(err), "error");
     });

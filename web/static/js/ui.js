@@ -132,11 +132,18 @@ export function toast(text, kind = "info") {
   toastTimer = setTimeout(() => box.classList.remove("visible"), kind === "error" ? 6000 : 3500);
 }
 
-// The little "live / reconnecting" badge every page shows for its hub connection.
+// The little "live / reconnecting" badge every page shows for its hub connection (states: see
+// live.js openHub).
 export function hubBadge(state) {
   const badge = $("#hub-state");
   if (!badge) return;
-  const key = { connected: "hub.live", connecting: "hub.reconnecting", failed: "hub.failed" }[state];
+  const key = {
+    connected: "hub.live",
+    connecting: "hub.reconnecting",
+    failed: "hub.failed",
+    expired: "hub.expired",
+    unavailable: "hub.unavailable",
+  }[state];
   badge.dataset.state = state;
   badge.textContent = t(key || "hub.offline");
 }
