@@ -263,3 +263,36 @@ async def test_slow_and_expired_disconnects_are_counted_with_their_close_codes(
     assert moved(before, after, "livesell_hub_connections_opened_total") == 2
     assert moved(before, after, "livesell_hub_connections") == 0
     assert moved(before, after, "livesell_hub_subscriptions", kind="room") == 0
+
+
+async def test_closes_count_under_the_code_of_the_closing_handshake(
+    resources: Resources,
+) -> None:
+    running, stop = await start_hub(hub_resources(resources, hub_max_frame_bytes=1024))
+    try:
+        before = await scrape(running.port)
+        own_code = RawClient(await connect(running.url, compression=None))
+        await own_code.connect()
+        await own_code.ws.close(4321, "a code of its own")
+        oversized = RawClient(await connect(running.url, compression=None))
+        await oversized.connect()
+        await oversized.ws.send("x" * 2048)
+        with pytest.raises(ConnectionClosed):
+            await oversized.receive()
+        dropped = RawClient(await connect(running.url, compression=None))
+        await dropped.connect()
+        dropped.ws.transport.abort()  # no closing handshake
+
+        closes = {"other": 1, "1009": 1, "1006": 1}
+
+        async def closed() -> bool:
+            now = await scrape(running.port)
+            return all(
+                moved(before, now, "livesell_hub_connections_closed_total", code=code) == count
+                for code, count in closes.items()
+            )
+
+        await _until(closed)
+        assert moved(before, await scrape(running.port), "livesell_hub_connections") == 0
+    finally:
+        await stop()
