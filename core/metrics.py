@@ -60,6 +60,37 @@ class LoopCounter(Collector):
         yield family
 
 
+class LoopHistogram(Collector):
+    """An unlabelled histogram kept as plain numbers like LoopCounter: `observe` is a bisect and
+    two additions, for durations measured on the event loop's hot paths."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = (*buckets, math.inf)
+        self._le = [floatToGoString(b) for b in self._bounds]
+        self._counts = [0] * len(self._bounds)  # per bucket, not cumulative
+        self._sum = 0.0
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative = list(itertools.accumulate(self._counts))
+        family.add_metric([], list(zip(self._le, cumulative, strict=True)), sum_value=self._sum)
+        yield family
+
+
 class HttpSeries(Collector):
     """The HTTP request counter and latency histogram (by method, route template and status),
     kept as plain numbers like LoopCounter: every request of the API passes through `observe`.
@@ -153,6 +184,16 @@ def _route_template(scope: Scope) -> str:
     return str(getattr(route, "path", "other"))
 
 
-async def metrics_endpoint(request: Request) -> Response:
+def exposition() -> bytes:
+    """Everything registered in this process, in the Prometheus text format (`CONTENT_TYPE`):
+    the API's `/metrics` and the hub's answer the same, so a process running both (`livesell
+    serve`) shows all of it on either port."""
     ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return generate_latest()
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(exposition(), media_type=CONTENT_TYPE)

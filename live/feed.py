@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from live.errors import INSUFFICIENT_STATE
+from live.metrics import HUB_METRICS, SENT
 from live.protocol import UNSUBSCRIBE_INSUFFICIENT_STATE, publication_push, unsubscribe_push
 from live.session import Session, text_frame
 
@@ -174,6 +176,7 @@ class Feed:
             self._flush_at = asyncio.get_running_loop().call_later(self.flush_s, self.flush)
 
     def flush(self) -> None:
+        started = time.perf_counter()
         self._flush_at = None
         items = [item for item in self._pending if item is not None]
         self._pending.clear()
@@ -192,6 +195,7 @@ class Feed:
                 except RuntimeError:  # the client closed; its handler has not noticed yet
                     gone.append(session)
         written = len(self.live) - len(slow) - len(gone)
+        SENT.add(written, written * len(frame))
         for session in gone:
             session.peer_closed()
         if self.skipping:
@@ -206,3 +210,4 @@ class Feed:
         for session in slow:
             session.write_frame(frame)  # over the limit: disconnects it as slow
         self.delivered += written * len(items)
+        HUB_METRICS.flush.observe(time.perf_counter() - started)

@@ -42,6 +42,7 @@ from live.errors import (
 from live.events import ViewersChanged
 from live.feed import Feed
 from live.history import StreamReader, StreamState
+from live.metrics import HUB_METRICS
 from live.protocol import (
     FLAG_REJECT_UNRECOVERED,
     Command,
@@ -117,6 +118,7 @@ class Hub:
         self._flush_s = self.settings.hub_flush_ms / 1000
         # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
         self.expiries = Expiries()
+        HUB_METRICS.watch(self)
 
     # --- lifecycle ---
 

@@ -3,6 +3,8 @@
 `websockets` does the handshake, reads and validates client frames (over `hub_max_frame_bytes`
 it closes with 1009), and runs the closing handshake; everything the hub sends is framed by
 `live.session`. permessage-deflate stays off so one tick's frame is the same bytes for everyone.
+A plain `GET /metrics` on the hub's port is answered before any upgrade, with the process's
+Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from core.metrics import CONTENT_TYPE, exposition
 from core.processes import configure_logging, event_loop_runner, run_processes
 from core.ratelimit import Limit, address_subject
 from core.resources import Resources, open_resources
 from core.settings import Settings
 from live.errors import Disconnect
 from live.hub import Hub
+from live.metrics import HUB_METRICS
 from live.session import Session
 
 log = logging.getLogger("livesell.hub")
 
 PATH = "/connection/websocket"
+METRICS_PATH = "/metrics"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 STALE = Disconnect(3502, "stale")
@@ -41,12 +46,16 @@ _websockets_log.setLevel(logging.WARNING)
 def _handshake_check(
     res: Resources,
 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
-    """Refuse handshakes on other paths (404) and connection floods from one address (429)."""
+    """Answer `GET /metrics`; refuse handshakes on other paths (404) and connection floods from
+    one address (429)."""
     limit = Limit("hub-connect", res.settings.hub_connect_rate_per_ip)
     limiter = res.limiter
 
     async def check(connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] != PATH:
+        path = request.path.split("?", 1)[0]
+        if path == METRICS_PATH:
+            return _metrics_response(connection)
+        if path != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
         peer = connection.remote_address[0] if connection.remote_address else None
         forwarded = request.headers.get("X-Forwarded-For")
@@ -65,8 +74,18 @@ def _handshake_check(
     return check
 
 
+def _metrics_response(connection: ServerConnection) -> Response:
+    response = connection.respond(HTTPStatus.OK, "")
+    response.body = exposition()
+    del response.headers["Content-Type"], response.headers["Content-Length"]
+    response.headers["Content-Type"] = CONTENT_TYPE
+    response.headers["Content-Length"] = str(len(response.body))
+    return response
+
+
 async def _serve_connection(hub: Hub, ws: ServerConnection) -> None:
     session = Session(ws, hub.settings.hub_outbox_bytes)
+    HUB_METRICS.connection_opened()
     hub.attach(session)
     try:
         try:
@@ -83,9 +102,12 @@ async def _serve_connection(hub: Hub, ws: ServerConnection) -> None:
         pass
     finally:
         hub.detach(session)
-        if session.closing:
-            with contextlib.suppress(Exception):
-                await ws.wait_closed()
+        try:
+            if session.closing:
+                with contextlib.suppress(Exception):
+                    await ws.wait_closed()
+        finally:
+            HUB_METRICS.connection_closed(session, ws)
 
 
 async def run_hub(

@@ -22,6 +22,7 @@ from websockets.protocol import State
 
 from core.auth import Principal
 from live.errors import SLOW, Disconnect
+from live.metrics import HUB_METRICS, SENT
 
 if TYPE_CHECKING:
     from live.feed import Feed
@@ -62,6 +63,7 @@ class Session:
         "awaiting_pong",
         "outbox_bytes",
         "expiry",
+        "close_code",
         "_tokens",
         "_refilled_at",
         "__weakref__",
@@ -78,6 +80,7 @@ class Session:
         self.awaiting_pong = False
         self.outbox_bytes = outbox_bytes
         self.expiry: object = None  # the token's deadline entry, kept by `live.tokens.Expiries`
+        self.close_code: int | None = None  # the hub's, when the hub closed the connection
         self._tokens = 0.0
         self._refilled_at = 0.0
 
@@ -99,6 +102,7 @@ class Session:
             self.disconnect(SLOW)
             return
         self.transport.write(frame)
+        SENT.add(1, len(frame))
 
     def take_token(self, rate: float, burst: float, now: float) -> float:
         """Token bucket for commands; returns the balance after taking one (negative = over)."""
@@ -121,6 +125,8 @@ class Session:
         """Close with `reason`'s code; the connection handler then drops every subscription."""
         if self.closing:
             return
+        self.close_code = reason.code
+        HUB_METRICS.disconnected(reason.code)
         self._stop()
         if self.ws.protocol.state is State.OPEN:
             task = asyncio.get_running_loop().create_task(self._close(reason))
