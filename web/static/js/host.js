@@ -3,6 +3,7 @@
 // update arrives through the hub.
 
 import { api } from "./api.js";
+import { chatChannel, mountChat } from "./chat.js";
 import { config, openHub } from "./config.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { leaderboardTable, teamsTable } from "./leaderboard.js";
@@ -423,7 +424,10 @@ async function main() {
   const found = await config().catch(() => ({ dev: false }));
   show("#signin-form", Boolean(found.dev));
   openHub({ token, onState: hubBadge })
-    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+    .then((hub) => {
+      mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: true, ...chatChannel(hub) });
+      return state.attach(hub, (err) => toast(errorText(err), "error"));
+    })
     .catch((err) => {
       hubBadge("failed");
       toast(errorText(err), "error");

@@ -2,6 +2,7 @@
 // a buy button safe against double taps, the hold countdown, payment and the buyers ticker.
 
 import { api } from "./api.js";
+import { chatChannel, mountChat } from "./chat.js";
 import { config, openHub } from "./config.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { RoomState } from "./roomstate.js";
@@ -246,7 +247,10 @@ async function main() {
   hubBadge("connecting");
   const loading = state.reload().catch((err) => toast(errorText(err), "error"));
   openHub({ token, onState: hubBadge })
-    .then((hub) => state.attach(hub, (err) => toast(errorText(err), "error")))
+    .then((hub) => {
+      mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: false, ...chatChannel(hub) });
+      return state.attach(hub, (err) => toast(errorText(err), "error"));
+    })
     .catch((err) => {
       hubBadge("failed");
       toast(errorText(err), "error");
