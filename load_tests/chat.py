@@ -539,8 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         busy = [p for p in phases if p.posters >= 50]
         if len(busy) >= 2:
             per = [p.cpu_s / max(p.accepted, 1) for p in busy]
-            print(f"hub CPU per posted message, {busy[0].posters} → {busy[-1].posters} posters:"
-                  f" {per[0] * 1e6:.0f} → {per[-1] * 1e6:.0f} µs ({per[-1] / per[0]:.2f}x)")  # fmt: skip
+            first, last = busy[0].posters, busy[-1].posters
+            print(
+                f"hub CPU per posted message, {first} → {last} posters:"
+                f" {per[0] * 1e6:.0f} → {per[-1] * 1e6:.0f} µs ({per[-1] / per[0]:.2f}x)"
+            )
         if theirs is not None and phases:
             ours = phases[-1]
             ratio = (ours.accepted / max(ours.cpu_s, 1e-9)) / (

@@ -26,7 +26,7 @@ def _post(page: Page, text: str) -> None:
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["375px", "1280px"])
 def test_chat_posts_as_text_moderates_and_fits(
-    live_server: LiveServer, browser: Any, pages: list[Page], unique: str,
+    live_server: LiveServer, browser: Any, pages: list[Page], unique: str,  # noqa: F811
     lang: str, viewport: dict[str, int],
 ) -> None:  # fmt: skip
     live_server.need(ROOM_ROUTES, CHAT_ROUTES)
