@@ -69,6 +69,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     withdrawal_min_cents: int = 1000
     withdrawal_fee_cents: int = 0
     withdrawal_fee_bps: int = 0
+    # room chat: accepted messages a second a room delivers whole (past it: host/moderator
+    # messages and a fair sample of the rest), and words refused in every room's chat
+    chat_fanout_per_s: int = 30
+    chat_blocked_words: tuple[str, ...] = ()
 
     @property
     def embedded_postgres(self) -> bool:
@@ -203,6 +207,12 @@ def load_settings(
         buy_rate_per_user=_int(env, "LIVESELL_BUY_RATE_PER_USER", 30),
         buy_rate_per_ip=_int(env, "LIVESELL_BUY_RATE_PER_IP", 3000),
         hub_connect_rate_per_ip=_int(env, "LIVESELL_HUB_CONNECT_RATE_PER_IP", 1000),
+        chat_fanout_per_s=_int(env, "LIVESELL_CHAT_FANOUT_PER_S", 30, minimum=1),
+        chat_blocked_words=tuple(
+            word.strip()
+            for word in (env.get("LIVESELL_CHAT_BLOCKED_WORDS") or "").split(",")
+            if word.strip()
+        ),
     )
     values.update(_integrity(env))
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from live.events import CardPinned, CardUnpinned, RoomEnded, RoomLive, ViewersChanged
+from live.moderation import moderation_routes
 from live.rooms import room_routes
 from live.server import run_hub, run_hub_workers
 from live.snapshot import RoomSnapshot, RoomView, room_snapshot
@@ -29,4 +30,4 @@ __all__ = [
 
 
 def routes() -> list[BaseRoute]:
-    return room_routes()
+    return [*room_routes(), *moderation_routes()]

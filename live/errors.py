@@ -36,6 +36,9 @@ class HubError(Exception):
     code: ClassVar[int] = 100
     message: ClassVar[str] = "internal server error"
     temporary: ClassVar[bool] = False
+    # the client's reply says `detail` instead of `message` (refusals that explain themselves:
+    # "muted until ..."); internal details are never shown
+    public: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail

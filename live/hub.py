@@ -22,6 +22,13 @@ import msgspec
 from core.events import channel_keys, room_channel
 from core.loops import run_periodically
 from core.resources import Resources
+from live.chat import (
+    CHAT_PREFIX,
+    CONTROL_CHANNEL,
+    Chat,
+    ChatFeed,
+    decode_control,
+)
 from live.errors import (
     BAD_REQUEST,
     EXPIRED,
@@ -103,6 +110,7 @@ class Hub:
             res.redis, self.settings.hub_history_size, self.settings.hub_history_ttl_s
         )
         self._viewers = ViewerCounts(res.redis, self.node_id)
+        self.chat = Chat(res)
         self.totals: dict[str, int] = {}
         self._reported: set[str] = set()
         assert self.settings.redis_url
@@ -210,6 +218,9 @@ class Hub:
                 session.send(encode(Reply(id=command.id, unsubscribe=Empty())))
             case Command(refresh=RefreshRequest() as request):
                 session.send(encode(Reply(id=command.id, refresh=self._refresh(session, request))))
+            case Command(publish=request) if request is not None:
+                await self.chat.publish(session, request)
+                session.send(encode(Reply(id=command.id, publish=Empty())))
             case _:
                 raise MethodNotFound()
 
@@ -220,6 +231,7 @@ class Hub:
         if request.token:
             credentials = connect_credentials(self.res.tokens, request.token)
             session.principal, exp, ttl = credentials.principal, credentials.exp, credentials.ttl
+            session.name = credentials.name
         session.connected = True
         self.expiries.track(session, exp)
         session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
@@ -237,12 +249,13 @@ class Hub:
     def _refresh(self, session: Session, request: RefreshRequest) -> RefreshResult:
         credentials = refresh_credentials(self.res.tokens, request.token, session.user_id)
         session.principal = credentials.principal
+        session.name = credentials.name
         self.expiries.track(session, credentials.exp)
         return RefreshResult(expires=credentials.exp is not None, ttl=credentials.ttl)
 
     def _authorize(self, session: Session, channel: str) -> None:
         kind, sep, name = channel.partition(":")
-        if sep and kind == "room" and _canonical_id(name):
+        if sep and kind in ("room", "chat") and _canonical_id(name):
             return
         kind, sep, name = channel.partition("#")
         if sep and kind == "dashboard" and name:
@@ -267,6 +280,16 @@ class Hub:
         feed.join(session)
         loop = asyncio.get_running_loop()
         try:
+            if isinstance(feed, ChatFeed):
+                recover_from = (request.offset, request.epoch) if request.recover else None
+                async with self._redis_reads:
+                    state, data = await self.chat.subscribe_state(feed, session, recover_from)
+                feed.note_read(state.top, state.epoch)
+                recovered = request.recover and state.missed is not None
+                if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
+                    raise UnrecoverablePosition()
+                self._subscribed(session, command_id, request, feed, state, data)
+                return
             known = None if request.recover else feed.known_position()
             if known is not None:
                 state = StreamState(known, feed.epoch, [])
@@ -279,17 +302,30 @@ class Hub:
             recovered = request.recover and state.missed is not None
             if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise UnrecoverablePosition()
-            data = None
+            room_data: bytes | None = None
             if feed.room_id is not None:
-                data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
+                room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
         except BaseException:
             if session.feeds.get(channel) is feed:
                 feed.remove(session)
             raise
+        self._subscribed(session, command_id, request, feed, state, room_data)
+
+    def _subscribed(
+        self,
+        session: Session,
+        command_id: int,
+        request: SubscribeRequest,
+        feed: Feed,
+        state: StreamState,
+        data: bytes | None,
+    ) -> None:
+        """Reply to a subscribe whose state was read, and start its live delivery."""
         if session.closing:
             return
-        if session.feeds.get(channel) is not feed or session not in feed.joining:
+        if session.feeds.get(feed.channel) is not feed or session not in feed.joining:
             raise InternalError("channel resynchronised during subscribe; retry")
+        recovered = request.recover and state.missed is not None
         missed = state.missed if recovered and state.missed else []
         result = SubscribeResult(
             recoverable=True,
@@ -311,12 +347,27 @@ class Hub:
             return feed
         if not self.link.connected.is_set():
             raise InternalError("redis pub/sub link is down")
-        feed = Feed(
-            channel,
-            flush_s=self._flush_s,
-            max_held=self.settings.hub_history_size,
-            on_empty=self._drop_feed,
-        )
+        if channel.startswith(CHAT_PREFIX):
+            host_id = await self.chat.host_of(channel.removeprefix(CHAT_PREFIX))
+            feed = self.feeds.get(channel)  # another subscribe may have made it meanwhile
+            if feed is not None:
+                await asyncio.shield(feed.ready)
+                return feed
+            feed = ChatFeed(
+                channel,
+                flush_s=self._flush_s,
+                max_held=self.settings.hub_history_size,
+                on_empty=self._drop_feed,
+                host_id=host_id,
+                fanout_per_s=self.chat.fanout_per_s,
+            )
+        else:
+            feed = Feed(
+                channel,
+                flush_s=self._flush_s,
+                max_held=self.settings.hub_history_size,
+                on_empty=self._drop_feed,
+            )
         key = channel_keys(channel)[2]
         self.feeds[channel] = feed
         self._by_key[key.encode()] = feed
@@ -373,6 +424,8 @@ class Hub:
     def _on_publication(self, key: bytes, message: bytes) -> None:
         feed = self._by_key.get(key)
         if feed is None:
+            if key == CONTROL_CHANNEL:
+                self._on_control(message)
             return
         try:
             raw_offset, epoch, coalesce_key, data = message.split(b"\n", 3)
@@ -381,6 +434,17 @@ class Hub:
             log.warning("malformed publication on %r ignored", key)
             return
         feed.deliver(offset, epoch.decode(), coalesce_key, data)
+
+    def _on_control(self, message: bytes) -> None:
+        """A moderation decision every node acts on: a ban ends the user's chat subscription."""
+        try:
+            kick = decode_control(message)
+        except msgspec.MsgspecError:
+            log.warning("malformed control message ignored")
+            return
+        feed = self.feeds.get(kick.kick)
+        if isinstance(feed, ChatFeed):
+            feed.kick(kick.user, "banned")
 
     def _on_link_lost(self) -> None:
         for feed in self.feeds.values():

@@ -78,8 +78,8 @@ class Command(msgspec.Struct, omit_defaults=True):
     subscribe: SubscribeRequest | None = None
     unsubscribe: UnsubscribeRequest | None = None
     refresh: RefreshRequest | None = None
+    publish: Any = None  # chat: checked by live.chat (Centrifugo's PublishRequest)
     # methods of the full protocol this hub does not offer: answered with 104
-    publish: Any = None
     presence: Any = None
     presence_stats: Any = None
     history: Any = None
@@ -146,6 +146,7 @@ class Reply(msgspec.Struct, omit_defaults=True):
     subscribe: SubscribeResult | None = None
     unsubscribe: Empty | None = None
     refresh: RefreshResult | None = None
+    publish: Empty | None = None
 
 
 class UnsubscribePush(msgspec.Struct):
@@ -209,7 +210,8 @@ def disconnect_push(code: int, reason: str, reconnect: bool) -> bytes:
 
 
 def error_reply(command_id: int, error: HubError) -> bytes:
-    body = ErrorBody(error.code, error.message, error.temporary)
+    message = error.detail if error.public and error.detail else error.message
+    body = ErrorBody(error.code, message, error.temporary)
     return encode(Reply(id=command_id, error=body))
 
 

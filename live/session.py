@@ -57,6 +57,7 @@ class Session:
         "transport",
         "client_id",
         "principal",
+        "name",
         "connected",
         "feeds",
         "closing",
@@ -74,6 +75,7 @@ class Session:
         self.transport: asyncio.WriteTransport = ws.transport  # type: ignore[assignment]
         self.client_id = str(uuid.uuid4())
         self.principal: Principal | None = None
+        self.name = ""  # the display name the token carries (`name` claim), if any
         self.connected = False
         self.feeds: dict[str, Feed] = {}
         self.closing = False

@@ -15,7 +15,7 @@ import heapq
 import itertools
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -35,6 +35,11 @@ _COMPACT_AFTER = 64
 
 class _Claims(msgspec.Struct):
     exp: int | float | None = None
+    name: Any = None
+
+
+# a display name from the token: printable, at most this many characters (else none)
+MAX_NAME = 40
 
 
 _claims = msgspec.json.Decoder(_Claims)
@@ -44,6 +49,7 @@ class Credentials(msgspec.Struct, frozen=True):
     principal: Principal
     exp: int | None  # Unix seconds; None: the token never expires
     ttl: int  # whole seconds left until `exp`: 0 when there is none, or when it has passed
+    name: str = ""  # the token's `name` claim (the chat shows it), "" when absent or unfit
 
 
 def connect_credentials(tokens: TokenVerifier, token: str) -> Credentials:
@@ -82,21 +88,31 @@ def refresh_credentials(tokens: TokenVerifier, token: str, user_id: str) -> Cred
 
 
 def _with_expiry(principal: Principal, token: str) -> Credentials:
-    exp = token_exp(token)
+    claims = _token_claims(token)
+    exp = None if claims.exp is None else int(claims.exp)
+    raw_name = claims.name
+    name = ""
+    if isinstance(raw_name, str) and raw_name.strip() and raw_name.isprintable():
+        name = raw_name.strip()[:MAX_NAME]
     if exp is None:
-        return Credentials(principal, None, 0)
+        return Credentials(principal, None, 0, name)
     # rounded down, so an SDK refreshing at `ttl` is never late; under a second left is 1
     left = exp - time.time()
-    return Credentials(principal, exp, 0 if left <= 0 else max(1, int(left)))
+    return Credentials(principal, exp, 0 if left <= 0 else max(1, int(left)), name)
+
+
+def _token_claims(token: str) -> _Claims:
+    """The claims the hub reads of a token that has already passed verification."""
+    try:
+        payload = token.split(".")[1]
+        return _claims.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, msgspec.DecodeError):
+        return _Claims()
 
 
 def token_exp(token: str) -> int | None:
     """The `exp` (Unix seconds) of a token that has already passed verification, or None."""
-    try:
-        payload = token.split(".")[1]
-        exp = _claims.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).exp
-    except (IndexError, ValueError, msgspec.DecodeError):
-        return None
+    exp = _token_claims(token).exp
     return None if exp is None else int(exp)
 
 

@@ -3,6 +3,7 @@
 // update arrives through the hub.
 
 import { api } from "./api.js";
+import { chatChannel, mountChat } from "./chat.js";
 import { config } from "./config.js";
 import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
@@ -431,6 +432,7 @@ async function main() {
   openHub({ tokens: hubTokens(SLOT), onState: hubBadge })
     .then((opened) => {
       hub = opened;
+      mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: true, ...chatChannel(hub) });
       state.attach(hub, (err) => toast(errorText(err), "error"));
     })
     .catch((err) => {

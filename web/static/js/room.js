@@ -2,6 +2,7 @@
 // a buy button safe against double taps, the hold countdown, payment and the buyers ticker.
 
 import { api } from "./api.js";
+import { chatChannel, mountChat } from "./chat.js";
 import { config } from "./config.js";
 import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
@@ -254,6 +255,7 @@ async function main() {
   openHub({ tokens: hubTokens(SLOT), onState: hubBadge })
     .then((opened) => {
       hub = opened;
+      mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: false, ...chatChannel(hub) });
       state.attach(hub, (err) => toast(errorText(err), "error"));
     })
     .catch((err) => {

@@ -1,0 +1,42 @@
+-- What a subscribe to `chat:ID` needs, in one consistent view: whether the subscriber is
+-- banned, the stream position (and, recovering, the history after the client's offset, with
+-- the ids of deleted messages among it), the recent messages, the pinned notice and settings.
+--
+-- KEYS[1] meta hash, KEYS[2] history stream, KEYS[3] moderation hash `{chat:ID}:mod`,
+-- KEYS[4] recent messages list `{chat:ID}:recent`, KEYS[5] deleted message ids set
+--   `{chat:ID}:deleted`
+-- ARGV[1] the client's offset, or "" for a fresh subscribe, ARGV[2] TTL seconds for a newly
+-- created meta hash, ARGV[3] history size, ARGV[4] subscriber's user id ("" for a guest),
+-- ARGV[5] recent messages wanted
+--
+-- Returns {1} for a banned subscriber, else
+-- {0, top, epoch, entries, recent (newest first), pinned or "", slow, closed, deleted offsets}.
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], 'ban:' .. ARGV[4]) == 1 then
+    return {1}
+end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+    local t = redis.call('TIME')
+    epoch = string.format('%x%x', tonumber(t[1]), tonumber(t[2]))
+    redis.call('HSET', KEYS[1], 'e', epoch)
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+local entries = {}
+local deleted = {}
+if ARGV[1] ~= '' then
+    local since = tonumber(ARGV[1])
+    if since < top and top - since <= tonumber(ARGV[3]) then
+        entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', top - since)
+        for _, entry in ipairs(entries) do
+            local offset = string.match(entry[1], '^(%d+)')
+            if redis.call('SISMEMBER', KEYS[5], offset) == 1 then
+                table.insert(deleted, offset)
+            end
+        end
+    end
+end
+local recent = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+local settings = redis.call('HMGET', KEYS[3], 'pinned', 'slow', 'closed')
+return {0, top, epoch, entries, recent, settings[1] or '', settings[2] or '0',
+    settings[3] or '0', deleted}
