@@ -35,6 +35,12 @@ BODIES: dict[str, Any] = {
     "/api/drops/{id}/buy": {"quantity": 1},
     "/api/orders/{id}/refund": {},
     "/api/rooms/{id}/enter": {},
+    "/api/rooms/{id}/moderators": {"user_id": "someone"},
+    "/api/rooms/{id}/mutes": {"user_id": "someone", "seconds": 60},
+    "/api/rooms/{id}/bans": {"user_id": "someone"},
+    "/api/rooms/{id}/chat/settings": {"slow_mode_s": 5},
+    "/api/rooms/{id}/chat/pin": {"text": "hello"},
+    "/api/rooms/{id}/likes": {"count": 1},
 }
 
 
@@ -59,6 +65,7 @@ async def test_every_missing_thing_has_one_code_on_every_route(
             if method not in ("get", "post", "put", "delete"):
                 continue
             url = path.replace("{id}", MISSING).replace("{code}", "nosuchlinkcode")
+            url = url.replace("{user_id}", "someone").replace("{message_id}", "1")
             headers = {**everyone, "Idempotency-Key": f"walk-{method}-{len(checked)}"}
             body = BODIES.get(path)
             response = await client.request(
