@@ -31,10 +31,18 @@ tests/js/node_modules/.installed: tests/js/package.json
 		cd tests/js && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the Node SDK tests will be skipped"; fi
 
-serve: $(VENV)/.installed
+# The pages' browser libraries (chart.js for the operator page's charts), served under /vendor.
+# Without npm the pages still work: the operator page shows its numbers as tables, without charts.
+web/node_modules/.installed: web/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd web && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the operator page will show its numbers as tables, without charts"; fi
+
+serve: $(VENV)/.installed $(if $(wildcard web/package.json),web/node_modules/.installed)
 	$(BIN)/livesell serve
 
-test: $(VENV)/.installed-dev $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed)
+test: $(VENV)/.installed-dev $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed) \
+	$(if $(wildcard web/package.json),web/node_modules/.installed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

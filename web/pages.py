@@ -9,15 +9,20 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from core.errors import NotFound
 from core.http import DEPENDENCY_ERRORS, JSON, resources
 from core.openapi import api_route
 from core.rooms import room_exists
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Browser libraries from web/package.json, installed by `make` when npm is present (never in git).
+NODE_MODULES = Path(__file__).parent / "node_modules"
+# what /vendor/{name} serves, by name: only these files of node_modules, never the whole tree
+VENDOR_FILES = {"chart.umd.js": "chart.js/dist/chart.umd.js"}
 
 # Pages load only their own modules and styles; the hub listens on its own port, hence ws:/wss:.
 # Product images may live anywhere, so images are the one thing allowed from other origins.
@@ -85,6 +90,25 @@ async def distributor_page(request: Request) -> Response:
     return _html("distributor.html")
 
 
+async def operator_page(request: Request) -> Response:
+    return _html("operator.html")
+
+
+async def vendor_file(request: Request) -> Response:
+    """A browser library the pages load; 404 when npm was missing at install time, and the
+    page then does without it (the operator page shows tables without charts)."""
+    name = request.path_params["name"]
+    relative = VENDOR_FILES.get(name)
+    path = NODE_MODULES / relative if relative else None
+    if path is None or not path.is_file():
+        raise NotFound(f"no vendored file {name}")
+    return FileResponse(
+        path,
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 async def web_config(request: Request) -> Response:
     settings = resources(request).settings
     return JSON(WebConfig(hub_url=settings.hub_url, hub_port=settings.hub_port, dev=settings.dev))
@@ -105,6 +129,8 @@ def routes() -> list[BaseRoute]:
         Route("/host/{room_id}", _room_page("host.html"), methods=["GET"]),
         Route("/r/{room_id}", _room_page("room.html"), methods=["GET"]),
         Route("/d", distributor_page, methods=["GET"]),
+        Route("/ops", operator_page, methods=["GET"]),
+        Route("/vendor/{name}", vendor_file, methods=["GET"]),
         api_route(
             "/api/config",
             web_config,
