@@ -136,7 +136,7 @@ function renderCommunity() {
       type: "bar",
       data: {
         labels: c.cohorts.map((r) => r.month),
-        datasets: [{ label: t("ops.ltv"), data: c.cohorts.map((r) => yuan(r.ltv_cents)), backgroundColor: ACCENT }],
+        datasets: [{ label: t("ops.ltv"), data: c.cohorts.map((r) => yuan(r.ltv_cents)), backgroundColor: ACCENT, maxBarThickness: 36 }],
       },
     },
   );
@@ -147,7 +147,7 @@ function renderCommunity() {
       type: "bar",
       data: {
         labels: top.map((r) => r.name || r.id),
-        datasets: [{ label: t("ops.stat.gmv"), data: top.map((r) => yuan(r.gmv_cents)), backgroundColor: GOLD }],
+        datasets: [{ label: t("ops.stat.gmv"), data: top.map((r) => yuan(r.gmv_cents)), backgroundColor: GOLD, maxBarThickness: 36 }],
       },
       options: { indexAxis: "y" },
     },
@@ -202,7 +202,7 @@ function renderFunnel() {
     type: "bar",
     data: {
       labels: FUNNEL_STAGES.map((stage) => t(`ops.stage.${stage}`)),
-      datasets: [{ label: t("ops.count"), data: FUNNEL_STAGES.map((stage) => funnel[stage] ?? 0), backgroundColor: ACCENT }],
+      datasets: [{ label: t("ops.count"), data: FUNNEL_STAGES.map((stage) => funnel[stage] ?? 0), backgroundColor: ACCENT, maxBarThickness: 36 }],
     },
     options: { indexAxis: "y" },
   });
