@@ -112,9 +112,15 @@ def test_operator_console_filters_charts_and_approves_a_review(
     assert seeded["flagged"] in {r["order_id"] for r in open_reviews}, "the burst is on review"
     words, size = WORDS[lang], f"{viewport['width']}px"
 
-    ops = _page(pages, browser, viewport, locale=LOCALES[lang]).open(
-        f"{live_server.base_url}/ops?room={seeded['room_id']}#token={admin}"
+    ops = _page(pages, browser, viewport, locale=LOCALES[lang])
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked, if anything
+    ops.page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
     )
+    ops.open(f"{live_server.base_url}/ops?room={seeded['room_id']}#token={admin}")
     ops.page.wait_for_selector("body[data-ready]")
     ops.wait_text("#reviews-card h2", f"^{words['reviews']}$")
     ops.wait_text("#withdrawals-card h2", f"^{words['withdrawals']}$")
@@ -154,6 +160,7 @@ def test_operator_console_filters_charts_and_approves_a_review(
     else:
         assert not drawn["library"] and drawn["ready"] == "tables", drawn
         assert not any(chart["shown"] for chart in drawn["charts"]), drawn
+    assert not refused, f"blocked by the page's CSP: {refused}"
     _fits(ops, f"operator console {size} {lang}")
     _screenshot(ops, artifacts, f"ops-{size}-{lang}")
 
