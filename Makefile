@@ -32,13 +32,14 @@ tests/js/node_modules/.installed: tests/js/package.json
 		cd tests/js && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the Node SDK tests will be skipped"; fi
 
-# The pages' hub client is the npm `centrifuge` SDK, pinned in web/package.json and served from
-# web/node_modules. Without npm the pages still load, say "No live updates" and reload their data
-# every few seconds instead.
+# The pages' browser libraries, pinned in web/package.json and served from web/node_modules: the
+# npm `centrifuge` SDK (the hub client) and chart.js (the operator page's charts). Without npm the
+# pages still load: they say "No live updates" and reload their data every few seconds, and the
+# operator page shows its numbers as tables, without charts.
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		cd web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
-	else echo "npm not found: the pages will have no live updates (install npm, then run make again)"; fi
+	else echo "npm not found: the pages will have no live updates and no charts (install npm, then run make again)"; fi
 
 serve: $(VENV)/.installed web/node_modules/.installed
 	$(BIN)/livesell serve

@@ -17,17 +17,17 @@ from typing import Any
 
 import msgspec
 
+from attribution.stats import SELF_REFERRED
 from attribution.views_admin import Cohort, CommunityView, Contribution, FunnelView
 from core.db import Conn
 
 # $1 team (NULL: everyone), $2 from (NULL: the beginning), $3 to (NULL: now and later)
-_COMMUNITY = """
+_COMMUNITY = f"""
 WITH credited AS (
     SELECT a.order_id, d.id AS distributor_id, d.user_id, d.team
     FROM order_attributions a
     JOIN distributors d ON d.id = a.distributor_id
-    WHERE NOT a.self_referral
-      AND NOT EXISTS (SELECT 1 FROM self_referral_matches m WHERE m.order_id = a.order_id)
+    WHERE NOT {SELF_REFERRED}
 ), sel AS (
     SELECT o.id, o.buyer_id, o.paid_at, o.amount_cents - o.refunded_cents AS net_cents,
            o.refunded_cents, c.distributor_id, c.user_id, c.team

@@ -1,7 +1,9 @@
 """Distributor dashboards (with community metrics) and room leaderboards, from PostgreSQL.
 
 "Credited orders" below: paid orders (paid_at set) whose attribution names the distributor, not
-self-referred and not fully refunded; their value is the amount net of refunds.
+self-referred and not fully refunded; their value is the amount net of refunds. A self-referral is
+an order flagged at placement (account, device) or matched later (payment instrument, in
+`self_referral_matches`): `SELF_REFERRED`, the same test the operator analytics use.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ from core.db import Conn
 LEADERBOARD_SIZE = 20
 SECONDS_PER_DAY = 86_400
 
+# `a` is the order's order_attributions row
+SELF_REFERRED = (
+    "(a.self_referral OR EXISTS (SELECT 1 FROM self_referral_matches m"
+    " WHERE m.order_id = a.order_id))"
+)
+
 # Everything on the dashboard in one round trip; the ledger sums come back as a JSON array.
 _DASHBOARD = f"""
 WITH credited AS (
     SELECT o.buyer_id, o.amount_cents - o.refunded_cents AS net_cents, o.paid_at
     FROM order_attributions a JOIN orders o ON o.id = a.order_id
-    WHERE a.distributor_id = $1 AND NOT a.self_referral
+    WHERE a.distributor_id = $1 AND NOT {SELF_REFERRED}
       AND o.paid_at IS NOT NULL AND o.refunded_cents < o.amount_cents
 ), per_buyer AS (
     SELECT buyer_id, count(*) AS orders, sum(net_cents) AS gmv_cents,
@@ -42,7 +50,7 @@ SELECT count(*) AS buyers,
        avg(extract(epoch FROM last_at - first_at) / (orders - 1))
            FILTER (WHERE orders >= 2)::float8 AS avg_gap_s,
        (SELECT count(*) FROM order_attributions a JOIN orders o ON o.id = a.order_id
-        WHERE a.distributor_id = $1 AND a.self_referral AND o.paid_at IS NOT NULL)
+        WHERE a.distributor_id = $1 AND {SELF_REFERRED} AND o.paid_at IS NOT NULL)
            AS self_referrals,
        (SELECT count(*) FROM room_entries WHERE distributor_id = $1) AS clicks,
        (SELECT count(DISTINCT visitor) FROM room_entries WHERE distributor_id = $1) AS visitors,
@@ -91,12 +99,12 @@ async def dashboard(conn: Conn, distributor: asyncpg.Record) -> DashboardView:
     )
 
 
-_ROOM_CREDITED = """
+_ROOM_CREDITED = f"""
 SELECT a.distributor_id, d.user_id, d.team, o.amount_cents - o.refunded_cents AS net_cents
 FROM order_attributions a
 JOIN orders o ON o.id = a.order_id
 JOIN distributors d ON d.id = a.distributor_id
-WHERE a.room_id = $1 AND a.distributor_id IS NOT NULL AND NOT a.self_referral
+WHERE a.room_id = $1 AND a.distributor_id IS NOT NULL AND NOT {SELF_REFERRED}
   AND o.paid_at IS NOT NULL AND o.refunded_cents < o.amount_cents
 """
 

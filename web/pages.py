@@ -23,10 +23,14 @@ from core.openapi import api_route
 from core.rooms import room_exists
 
 STATIC_DIR = Path(__file__).parent / "static"
-# The hub client: the npm `centrifuge` SDK's browser build, as `npm ci` in web/ installs it
-# (web/package.json pins the version; `make serve` and `make test` run the install). Not in git.
-SDK_FILE = Path(__file__).parent / "node_modules" / "centrifuge" / "dist" / "centrifuge.js"
+# Browser libraries from web/package.json, installed by `make` when npm is present (never in git).
+NODE_MODULES = Path(__file__).parent / "node_modules"
+# The hub client: the npm `centrifuge` SDK's browser build (its own route, which says what the
+# pages do without it)
+SDK_FILE = NODE_MODULES / "centrifuge" / "dist" / "centrifuge.js"
 SDK_PATH = "/vendor/centrifuge.js"
+# what /vendor/{name} serves besides, by name: only these files of node_modules, never the tree
+VENDOR_FILES = {"chart.umd.js": "chart.js/dist/chart.umd.js"}
 
 # Pages load only their own modules and styles; the hub listens on its own port, hence ws:/wss:.
 # Product images may live anywhere, so images are the one thing allowed from other origins.
@@ -94,6 +98,25 @@ async def distributor_page(request: Request) -> Response:
     return _html("distributor.html")
 
 
+async def operator_page(request: Request) -> Response:
+    return _html("operator.html")
+
+
+async def vendor_file(request: Request) -> Response:
+    """A browser library the pages load; 404 when npm was missing at install time, and the
+    page then does without it (the operator page shows tables without charts)."""
+    name = request.path_params["name"]
+    relative = VENDOR_FILES.get(name)
+    path = NODE_MODULES / relative if relative else None
+    if path is None or not path.is_file():
+        raise NotFound(f"no vendored file {name}")
+    return FileResponse(
+        path,
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 async def web_config(request: Request) -> Response:
     settings = resources(request).settings
     return JSON(WebConfig(hub_url=settings.hub_url, hub_port=settings.hub_port, dev=settings.dev))
@@ -159,7 +182,9 @@ def routes() -> list[BaseRoute]:
         Route("/r/{room_id}", _room_page("room.html"), methods=["GET"]),
         Route("/d", distributor_page, methods=["GET"]),
         Route("/l/{code}/qr.svg", link_qr, methods=["GET"]),
-        sdk_route(),
+        Route("/ops", operator_page, methods=["GET"]),
+        sdk_route(),  # before /vendor/{name}: the exact path wins
+        Route("/vendor/{name}", vendor_file, methods=["GET"]),
         api_route(
             "/api/config",
             web_config,

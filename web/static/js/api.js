@@ -108,4 +108,20 @@ export const api = {
   // newest first: {payouts: [{batch_id, amount_cents, created_at, state}], next_before}
   payouts: ({ limit, before } = {}) =>
     request("GET", `/api/distributors/me/payouts${page({ limit, before })}`),
+  // {balance_cents, reserved_cents, available_cents, minimum_cents, fee_cents, fee_bps, withdrawals}
+  myWithdrawals: () => request("GET", "/api/distributors/me/withdrawals"),
+  requestWithdrawal: (amountCents) =>
+    request("POST", "/api/distributors/me/withdrawals", { body: { amount_cents: amountCents } }),
+
+  // operators (admin role)
+  community: ({ team, from, to } = {}) =>
+    request("GET", `/api/admin/community${page({ team, from, to })}`),
+  funnel: (roomId) => request("GET", `/api/admin/rooms/${roomId}/funnel`),
+  reviews: (status = "open") => request("GET", `/api/admin/reviews${page({ status })}`),
+  decideReview: (orderId, decision, note) =>
+    request("POST", `/api/admin/reviews/${orderId}`, { body: { decision, note: note || null } }),
+  withdrawalQueue: (status = "requested") =>
+    request("GET", `/api/admin/withdrawals${page({ status })}`),
+  decideWithdrawal: (id, decision, note) =>
+    request("POST", `/api/admin/withdrawals/${id}`, { body: { decision, note: note || null } }),
 };

@@ -7,7 +7,9 @@ import { HubUnavailable, openHub } from "./live.js";
 import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { leaderboardTable } from "./leaderboard.js";
 import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
-import { $, copyText, dateTime, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
+import {
+  $, copyText, dateTime, h, hubBadge, money, percentFromBps, setText, show, timeOfDay, toast,
+} from "./ui.js";
 
 const SLOT = "distributor";
 const FEED_SIZE = 12;
@@ -28,6 +30,7 @@ let linksNext = null;
 let payouts = null; // null: not loaded (or failed: see payoutsError)
 let payoutsNext = null;
 let payoutsError = null;
+let wallet = null; // GET /api/distributors/me/withdrawals: balance, terms and the withdrawals
 
 function absolute(url) {
   return new URL(url, window.location.origin).toString();
@@ -156,6 +159,58 @@ function renderPayouts() {
   );
 }
 
+function withdrawalTerms(view) {
+  const parts = [];
+  if (view.fee_cents) parts.push(money(view.fee_cents));
+  if (view.fee_bps) parts.push(percentFromBps(view.fee_bps));
+  const min = money(view.minimum_cents);
+  return parts.length ? t("wd.terms", { min, fee: parts.join(" + ") }) : t("wd.termsFree", { min });
+}
+
+function renderWithdrawals() {
+  if (!wallet) return;
+  setText("#wd-available", money(wallet.available_cents));
+  setText(
+    "#wd-balance",
+    wallet.balance_cents < 0
+      ? t("wd.owing", { balance: money(wallet.balance_cents) })
+      : t("wd.balanceLine", { balance: money(wallet.balance_cents), reserved: money(wallet.reserved_cents) }),
+  );
+  setText("#wd-terms", withdrawalTerms(wallet));
+  const rows = wallet.withdrawals || [];
+  $("#withdrawals").replaceChildren(
+    rows.length
+      ? h("table", {}, h("tbody", {}, rows.map((w) =>
+          h(
+            "tr",
+            { dataset: { withdrawal: w.id, status: w.status } },
+            h("td", {}, dateTime(w.requested_at)),
+            h("td", { class: "muted" }, `${t(`wd.status.${w.status}`)}${w.note ? ` · ${w.note}` : ""}`),
+            h("td", { class: "num", title: `${t("wd.fee")} ${money(w.fee_cents)} · ${t("wd.net")} ${money(w.net_cents)}` },
+              money(w.amount_cents)),
+          ),
+        )))
+      : h("p", { class: "muted" }, t("wd.none")),
+  );
+}
+
+// "12", "12.5", "12.50" yuan as cents; null when it is not an amount of money
+function cents(text) {
+  const found = /^(\d{1,10})(?:[.,](\d{1,2}))?$/.exec(text.trim());
+  return found ? Number(found[1]) * 100 + Number((found[2] || "0").padEnd(2, "0")) : null;
+}
+
+function withdrawalError(err) {
+  const details = err.details || {};
+  if (err.code === "withdrawal_below_minimum" && details.minimum_cents !== undefined) {
+    return t("wd.belowMinimum", { min: money(details.minimum_cents) });
+  }
+  if (err.code === "insufficient_balance" && details.available_cents !== undefined) {
+    return t("wd.insufficient", { available: money(details.available_cents) });
+  }
+  return errorText(err);
+}
+
 function renderSession() {
   show("#signin", !token);
   setText("#whoami", user ? t("common.signedInAs", { name: user.sub }) : "");
@@ -167,6 +222,7 @@ function renderAll() {
   renderStats(false);
   renderLinks();
   renderPayouts();
+  renderWithdrawals();
   renderRank();
   renderFeed();
 }
@@ -222,6 +278,15 @@ async function loadPayouts(more = false) {
   renderPayouts();
 }
 
+async function loadWithdrawals() {
+  try {
+    wallet = await api.myWithdrawals();
+    renderWithdrawals();
+  } catch (err) {
+    $("#withdrawals").replaceChildren(h("p", { class: "form-error" }, errorText(err)));
+  }
+}
+
 function pushFeed(text) {
   feed.unshift({ at: new Date().toISOString(), text });
   feed.length = Math.min(feed.length, FEED_SIZE);
@@ -237,6 +302,7 @@ function onDashboardEvent(event) {
       renderRank();
       const paid = (stats) => stats && stats.commission_cents && stats.commission_cents.paid;
       if (previous && paid(previous) !== paid(me)) loadPayouts().catch(() => {});
+      loadWithdrawals(); // a decision on a withdrawal moves no total, only its status
       return;
     }
     case "click.recorded": {
@@ -327,7 +393,7 @@ async function afterSignIn() {
     hubBadge("disconnected"); // live numbers start once this person is a distributor
     return;
   }
-  await Promise.all([loadLinks(), loadPayouts()]);
+  await Promise.all([loadLinks(), loadPayouts(), loadWithdrawals()]);
   await startLive();
 }
 
@@ -371,6 +437,26 @@ function wireControls() {
       watchRank(roomId);
     } catch (err) {
       box.textContent = errorText(err);
+      show(box, true);
+    }
+  });
+  $("#withdraw-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = $("#wd-error");
+    show(box, false);
+    const amount = cents($("#wd-amount").value);
+    if (!amount) {
+      box.textContent = t("error.unprocessable", { message: t("wd.amount") });
+      show(box, true);
+      return;
+    }
+    try {
+      await api.requestWithdrawal(amount);
+      $("#wd-amount").value = "";
+      toast(t("wd.requested", { amount: money(amount) }), "success");
+      await loadWithdrawals();
+    } catch (err) {
+      box.textContent = withdrawalError(err);
       show(box, true);
     }
   });
