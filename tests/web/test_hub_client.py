@@ -81,8 +81,9 @@ def test_a_page_connects_through_the_sdk_and_receives_what_is_published(
     frames = _frames(viewer)
     connect = next(f["connect"] for f in frames if "connect" in f)
     assert connect.get("name") == "livesell-web" and not connect.get("token"), "a guest"
-    subscribe = next(f["subscribe"] for f in frames if "subscribe" in f)
-    assert subscribe["channel"] == f"room:{seeded['room_id']}"
+    channels = {f["subscribe"]["channel"] for f in frames if "subscribe" in f}
+    # the room's events and its chat, on the page's one connection
+    assert channels == {f"room:{seeded['room_id']}", f"chat:{seeded['room_id']}"}
 
     _pin(live_server, seeded)
     assert viewer.wait_text("#pinned-title", re.escape(seeded["product"]["title"])) < 1.0
