@@ -15,9 +15,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from core.redis_client import RedisClient
 from core.scripts import Batched, register
 
 log = logging.getLogger("livesell.ratelimit")
@@ -55,7 +55,7 @@ class RateLimiter:
     """One per process (`Resources.limiter`); `hit` counts a request against several (limit,
     subject) pairs."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         # hits arriving together share round trips, a few at a time: a storm of attempts
         # waits here instead of taking the connections the gate needs
         self._hits = Batched(client, register(client, "core", "ratelimit_hit"))
