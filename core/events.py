@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import msgspec
-import redis.exceptions
 
-from core.redis_client import RedisClient
+from core.redis_client import REDIS_ERRORS, RedisClient
 from core.scripts import register, run_many
 
 log = logging.getLogger("livesell.events")
@@ -112,6 +111,6 @@ class Outbox:
             return
         try:
             await publisher.publish_many(pending)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             names = ", ".join(f"{type(event).__name__} to {channel}" for channel, event in pending)
             log.warning("events not published (%s): %s", names, exc)

@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 # what every part of livesell accepts as "the Redis client"
 RedisClient = aioredis.Redis | RedisCluster
+
+# what a Redis outage raises: redis-py's cluster client raises RedisClusterException (not a
+# RedisError) when no node of the cluster answers
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 

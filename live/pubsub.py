@@ -183,7 +183,8 @@ class _NodeLink:
 
 class PubSubLink:
     """Subscribe/unsubscribe channels; messages go to `on_message(channel, data)` in order per
-    channel. `connected` is set while every node that serves our channels is linked."""
+    channel. `connected` is set while every primary (and every node serving our channels) is
+    linked."""
 
     def __init__(
         self,
@@ -302,15 +303,25 @@ class PubSubLink:
         return node
 
     def _place_all(self) -> None:
-        """Put each channel on the node that serves its slot now (a failover, a migration)."""
+        """Link every primary, and put each channel on the node that serves its slot now (a
+        failover, a migration): the first subscribe to a room then finds its shard linked."""
+        for _, _, address in self._slots:
+            self._node(address)
+        moved: dict[tuple[Address, Address], int] = {}
         for name, node in list(self._placed.items()):
             owner = self._owner(name)
             if owner != node.address:
                 node.remove(name)
                 self._placed[name] = target = self._node(owner)
                 target.add(name)  # confirmed (and reported restored) by that node's link
-        if not self.cluster:
-            self._node(self._seeds[0])
+                moved[node.address, owner] = moved.get((node.address, owner), 0) + 1
+        for (source, target_address), count in moved.items():
+            log.info(
+                "redis pub/sub: %d channels moved from %s:%d to %s:%d",
+                count,
+                *source,
+                *target_address,
+            )
         self._update_connected()
 
     async def _keep(self, node: _NodeLink) -> None:
@@ -329,7 +340,7 @@ class PubSubLink:
             self._stale.set()
             await asyncio.sleep(node.backoff)
             node.backoff = min(node.backoff * 2, MAX_BACKOFF_S)
-            if self.cluster and not node.channels and not self._serves(node.address):
+            if not node.channels and not self._serves(node.address):
                 # a node the cluster no longer counts on (a dead primary, replaced)
                 del self._nodes[node.address]
                 log.info("redis pub/sub link to %s:%d retired", *node.address)
@@ -352,12 +363,10 @@ class PubSubLink:
         self._on_lost(channels)
 
     def _update_connected(self) -> None:
-        if self.cluster:
-            # the nodes serving our channels (none yet: knowing the slots is enough)
-            up = bool(self._slots) and all(n.up for n in self._nodes.values() if n.channels)
-        else:
-            seed = self._nodes.get(self._seeds[0])
-            up = seed is not None and seed.up
+        primaries = {address for _, _, address in self._slots}
+        up = bool(primaries) and all(
+            node.up for node in self._nodes.values() if node.address in primaries or node.channels
+        )
         if up:
             self.connected.set()
         else:

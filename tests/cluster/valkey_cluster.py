@@ -145,7 +145,23 @@ class ValkeyCluster:
             timeout=60,
         )  # fmt: skip
         self.wait_ok()
+        self.wait_replicas()
         return self
+
+    def wait_replicas(self, timeout: float = 30.0) -> None:
+        """Until every live replica has finished its first sync with its primary."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [
+                _ask(n.port, "INFO", "replication").decode()
+                for n in self.nodes
+                if n.pid is not None
+            ]
+            replicas = [i for i in infos if "role:slave" in i]
+            if replicas and all("master_link_status:up" in i for i in replicas):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not sync")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says the cluster is ok and knows PRIMARIES primaries with
