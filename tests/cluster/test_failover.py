@@ -88,6 +88,9 @@ async def test_a_dead_primary_is_replaced_and_nothing_is_lost(
             primary = cluster.primary_of_slot(key_slot(f"{{room:{victim_room}}}".encode()))
             with caplog.at_level(logging.INFO, logger="livesell.hub.pubsub"):
                 primary.kill()
+                health = await client.get("/healthz")
+                assert health.status_code == 503, health.text
+                assert list(health.json()["errors"]) == [f"redis {primary.address}"]
                 storm = asyncio.gather(*(buyer(n) for n in range(10, 40)))
                 await say(calm_room, "calm-during")
                 assert (await calm.next("publication"))["data"]["product_id"] == "calm-during"
@@ -110,6 +113,13 @@ async def test_a_dead_primary_is_replaced_and_nothing_is_lost(
             assert len(lost) == 1, [r.getMessage() for r in caplog.records]
             assert any("channels moved" in r.getMessage() for r in caplog.records)
 
+            # up again once the client knows the new primary (it asks after a failed write)
+            for _ in range(50):
+                health = await client.get("/healthz")
+                if health.status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert health.json() == {"ok": True, "postgres": "up", "redis": "up"}
             await shop.settled()
             assert statuses.count(201) == 10 and set(statuses) <= {201, 409}, statuses
             truth = await stock_truth(res, drop["id"])
