@@ -28,13 +28,12 @@ from typing import Literal
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
 from core.db import Conn
 from core.events import Event, Publisher, dashboard_channel, room_channel
+from core.redis_client import REDIS_ERRORS, RedisClient
 from core.scripts import register, run_many
 
 log = logging.getLogger("livesell.attribution")
@@ -105,7 +104,7 @@ class EntryRecorder:
     caller still gets its own verdict, and only after its entry is committed.
     """
 
-    def __init__(self, pool: asyncpg.Pool, client: aioredis.Redis, publisher: Publisher) -> None:
+    def __init__(self, pool: asyncpg.Pool, client: RedisClient, publisher: Publisher) -> None:
         self._pool = pool
         self._client = client
         self._publisher = publisher
@@ -156,7 +155,7 @@ class EntryRecorder:
             if added:
                 try:
                     await self._publisher.publish_many(_click_events(added))
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     # committed already: a lost notification must not turn the click into an error
                     log.warning("click events not published: %s", exc)
         return verdicts

@@ -21,11 +21,16 @@ MIGRATION_LOCK_ID = 7_411_502_906_001
 Pool = asyncpg.Pool
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, statement_cache_size: int = 100
+) -> asyncpg.Pool:
+    """`statement_cache_size=0` behind PgBouncer in transaction mode: a prepared statement lives
+    in one server session, and the pooler hands each transaction any session."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
+        statement_cache_size=statement_cache_size,
         command_timeout=30,
         init=_init_connection,
         reset=_keep_session,

@@ -4,7 +4,8 @@ Every channel (`room:42`, `dashboard#alice`) has, in Redis, under one hash tag:
 
     {room:42}:meta      hash  s = top offset, e = epoch (changes when history was lost)
     {room:42}:history   stream of the last N events, entry id `<offset>-0`, field d = data
-    {room:42}:events    pub/sub channel every hub node subscribes to once per channel
+    {room:42}:events    sharded pub/sub channel (SPUBLISH) every hub node serving the room
+                        subscribes to once, on the shard that owns the slot (SSUBSCRIBE)
 
 Action functions collect events in an `Outbox` while their transaction runs and flush it after
 commit, so no event ever announces something that was rolled back (Zulip's `send_event`).
@@ -18,9 +19,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions
 
+from core.redis_client import REDIS_ERRORS, RedisClient
 from core.scripts import register, run_many
 
 log = logging.getLogger("livesell.events")
@@ -56,7 +56,7 @@ _encode = msgspec.json.Encoder().encode
 class Publisher:
     """Publishes events to channel streams; one per process, built from the Redis client."""
 
-    def __init__(self, client: aioredis.Redis, history_size: int = 1000, ttl_s: int = 86_400):
+    def __init__(self, client: RedisClient, history_size: int = 1000, ttl_s: int = 86_400):
         self._client = client
         self._script = register(client, "core", "publish")
         self.history_size = history_size
@@ -111,6 +111,6 @@ class Outbox:
             return
         try:
             await publisher.publish_many(pending)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             names = ", ".join(f"{type(event).__name__} to {channel}" for channel, event in pending)
             log.warning("events not published (%s): %s", names, exc)

@@ -239,7 +239,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 async def dependency_error_handler(request: Request, exc: Exception) -> Response:
     """PostgreSQL or Redis unreachable: a clear 503 the client may retry."""
-    part = "redis" if isinstance(exc, redis.exceptions.RedisError) else "postgres"
+    redis_errors = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+    part = "redis" if isinstance(exc, redis_errors) else "postgres"
     log.warning("%s unavailable during %s %s: %s", part, request.method, request.url.path, exc)
     error = ServiceUnavailable(f"{part} is unavailable; retry shortly", dependency=part)
     return JSON(
@@ -262,6 +263,10 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> Response
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # a cluster with no primary for a slot (a failover under way), or no node reachable
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.ConnectionFailureError,

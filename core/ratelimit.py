@@ -15,9 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-import redis.exceptions
-
+from core.redis_client import REDIS_ERRORS, RedisClient
 from core.scripts import Batched, register
 
 log = logging.getLogger("livesell.ratelimit")
@@ -55,7 +53,7 @@ class RateLimiter:
     """One per process (`Resources.limiter`); `hit` counts a request against several (limit,
     subject) pairs."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         # hits arriving together share round trips, a few at a time: a storm of attempts
         # waits here instead of taking the connections the gate needs
         self._hits = Batched(client, register(client, "core", "ratelimit_hit"))
@@ -76,7 +74,7 @@ class RateLimiter:
                 for (limit, subject), start in zip(active, starts, strict=True)
             ]
             counts = [await hits[0]] if len(hits) == 1 else await asyncio.gather(*hits)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if not self._failing:
                 log.warning("rate limits not enforced while Redis is unreachable: %r", exc)
                 self._failing = True

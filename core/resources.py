@@ -7,13 +7,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from core.aftercommit import AfterCommit
 from core.auth import TokenVerifier
 from core.db import create_pool
 from core.events import Publisher
 from core.ratelimit import RateLimiter
+from core.redis_client import RedisClient, redis_client
 from core.settings import Settings
 
 # Redis connections a server opens at start-up: a drop going live has its buy attempts (the
@@ -27,7 +28,8 @@ WARM_REDIS_CONNECTIONS = 64
 class Resources:
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    # one server, or a redis.asyncio.cluster.RedisCluster (core.redis_client)
+    redis: RedisClient
     publisher: Publisher
     limiter: RateLimiter
     # bearer tokens, verified once and remembered while valid
@@ -49,10 +51,13 @@ async def open_resources(
     async with AsyncExitStack() as stack:
         size = settings.db_pool if warm else None
         pool = await create_pool(
-            settings.database_url, min_size=size or 2, max_size=size or pool_max
+            settings.database_url,
+            min_size=size or 2,
+            max_size=size or pool_max,
+            statement_cache_size=settings.pg_statement_cache,
         )
         stack.push_async_callback(pool.close)
-        client = redis_client(settings.redis_url)
+        client = redis_client(settings.redis_url, cluster=settings.redis_cluster)
         stack.push_async_callback(client.aclose)
         if warm:
             await _open_redis_connections(client, WARM_REDIS_CONNECTIONS)
@@ -70,18 +75,13 @@ async def open_resources(
         )
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=10,
-        max_connections=200,
-    )
-
-
-async def _open_redis_connections(client: aioredis.Redis, count: int) -> None:
-    """Connect `count` of the client's pooled connections now (they stay in the pool)."""
+async def _open_redis_connections(client: RedisClient, count: int) -> None:
+    """Connect `count` of the client's pooled connections now (they stay in the pool). A
+    cluster client learns the cluster's slots and nodes now instead; its per-node pools fill
+    on use."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        return
     pool = client.connection_pool
     taken = []
     try:

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
+
+from core.redis_client import RedisClient
 
 # one call: the keys, then the arguments
 Call = tuple[Sequence[str], Sequence[Any]]
@@ -41,12 +42,12 @@ def lua_source(package: str, name: str) -> str:
     raise FileNotFoundError(f"no script {name}.lua in {package}/lua")
 
 
-def register(client: aioredis.Redis, package: str, name: str) -> AsyncScript:
+def register(client: RedisClient, package: str, name: str) -> AsyncScript:
     """The script `<package>/lua/<name>.lua`, registered with `client` (loaded on first use)."""
     return client.register_script(lua_source(package, name))
 
 
-async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
+async def run_many(client: RedisClient, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
     """The replies of `script` run once per call, in order."""
     for attempt in (1, 2):
         try:
@@ -59,7 +60,7 @@ async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[
 
 
 async def _send(
-    client: aioredis.Redis, sha: str, calls: Sequence[Call], *, raise_on_error: bool = True
+    client: RedisClient, sha: str, calls: Sequence[Call], *, raise_on_error: bool = True
 ) -> list[Any]:
     """The replies of the EVALSHAs; with `raise_on_error` False a call's own error (the script
     raised, NOSCRIPT) is its reply instead of raised."""
@@ -95,7 +96,7 @@ class Batched:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         script: AsyncScript,
         *,
         max_batch: int = MAX_BATCH,

@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # messages and a fair sample of the rest), and words refused in every room's chat
     chat_fanout_per_s: int = 30
     chat_blocked_words: tuple[str, ...] = ()
+    # scale-out (docs/scaling.md): REDIS_URL read as a cluster seed, and asyncpg's prepared
+    # statement cache per connection (0 = off, for PgBouncer in transaction mode)
+    redis_cluster: bool = False
+    pg_statement_cache: int = 100
 
     @property
     def embedded_postgres(self) -> bool:
@@ -215,6 +219,7 @@ def load_settings(
         ),
     )
     values.update(_integrity(env))
+    values.update(_scale_out(env))
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values["dev"] is None:
         values["dev"] = values["database_url"] is None and is_loopback(str(values["host"]))
@@ -278,6 +283,16 @@ def _integrity(env: dict[str, str]) -> dict[str, object]:
         withdrawal_min_cents=_int(env, "LIVESELL_WITHDRAWAL_MIN_CENTS", 1000, minimum=1),
         withdrawal_fee_cents=_int(env, "LIVESELL_WITHDRAWAL_FEE_CENTS", 0),
         withdrawal_fee_bps=_int(env, "LIVESELL_WITHDRAWAL_FEE_BPS", 0),
+    )
+
+
+def _scale_out(env: dict[str, str]) -> dict[str, object]:
+    """LIVESELL_REDIS_CLUSTER (REDIS_URL is a cluster seed; a `redis+cluster://` URL says so
+    itself) and LIVESELL_PG_STATEMENT_CACHE (prepared statements kept per PostgreSQL
+    connection; 0 behind a transaction-mode pooler, where a connection is not the session)."""
+    return dict(
+        redis_cluster=_bool(env, "LIVESELL_REDIS_CLUSTER") is True,
+        pg_statement_cache=_int(env, "LIVESELL_PG_STATEMENT_CACHE", 100),
     )
 
 

@@ -7,9 +7,9 @@ script, so the top offset and the history range it returns are one consistent vi
 from __future__ import annotations
 
 import msgspec
-import redis.asyncio as aioredis
 
 from core.events import channel_keys
+from core.redis_client import RedisClient
 
 # The channel's epoch and top offset, and (when asked) the history after a client's offset.
 # KEYS[1] meta hash (e = epoch, s = top offset), KEYS[2] history stream (`<offset>-0`, d, k)
@@ -51,7 +51,7 @@ class StreamState(msgspec.Struct, frozen=True):
 
 
 class StreamReader:
-    def __init__(self, client: aioredis.Redis, history_size: int, ttl_s: int) -> None:
+    def __init__(self, client: RedisClient, history_size: int, ttl_s: int) -> None:
         self._script = client.register_script(STREAM_STATE_SCRIPT)
         self.history_size = history_size
         self.ttl_s = ttl_s

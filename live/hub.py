@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -119,6 +119,7 @@ class Hub:
             self._on_publication,
             on_lost=self._on_link_lost,
             on_restored=self._on_link_restored,
+            cluster=self.settings.redis_cluster,
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
         self._snapshots: dict[str, _SnapshotFetch] = {}
@@ -345,7 +346,7 @@ class Hub:
         if feed is not None:
             await asyncio.shield(feed.ready)
             return feed
-        if not self.link.connected.is_set():
+        if not self.link.up_for(channel_keys(channel)[2]):
             raise InternalError("redis pub/sub link is down")
         if channel.startswith(CHAT_PREFIX):
             host_id = await self.chat.host_of(channel.removeprefix(CHAT_PREFIX))
@@ -446,21 +447,24 @@ class Hub:
         if isinstance(feed, ChatFeed):
             feed.kick(kick.user, "banned")
 
-    def _on_link_lost(self) -> None:
-        for feed in self.feeds.values():
-            feed.paused = True
+    def _on_link_lost(self, keys: Collection[bytes]) -> None:
+        for key in keys:
+            feed = self._by_key.get(key)
+            if feed is not None:
+                feed.paused = True
 
-    def _on_link_restored(self) -> None:
-        if self.feeds:
-            task = asyncio.create_task(self._verify_feeds())
+    def _on_link_restored(self, keys: Collection[bytes]) -> None:
+        feeds = [f for f in map(self._by_key.get, keys) if f is not None and f.paused]
+        if feeds:
+            task = asyncio.create_task(self._verify_feeds(feeds))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _verify_feeds(self) -> None:
+    async def _verify_feeds(self, feeds: list[Feed]) -> None:
         """After an outage: a feed whose stream moved on while the link was down resynchronises
         its subscribers (they recover the gap from history); the others simply carry on."""
-        for feed in list(self.feeds.values()):
-            if not feed.paused:
+        for feed in feeds:
+            if not feed.paused or self.feeds.get(feed.channel) is not feed:
                 continue
             try:
                 async with self._redis_reads:

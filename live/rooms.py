@@ -10,7 +10,6 @@ import logging
 from typing import Annotated
 
 import msgspec
-import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -23,6 +22,7 @@ from core.errors import NotRoomHost, RoomEnded, RoomNotFound, UnknownProduct, Un
 from core.events import Outbox
 from core.http import JSON, NOT_BLANK, Id, path_id, read_json, require, resources
 from core.openapi import api_route
+from core.redis_client import REDIS_ERRORS
 from core.rooms import Room
 from live.errors import RoomAlreadyLive
 from live.events import CardPinned, CardUnpinned, RoomLive
@@ -161,7 +161,7 @@ async def get_snapshot(request: Request) -> Response:
     res = resources(request)
     try:
         viewers = await total_viewers(res.redis, room_id)
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         # the count is decoration; the room itself still comes from PostgreSQL
         log.warning("viewer count unavailable for room %s: %r", room_id, exc)
         viewers = 0

@@ -8,8 +8,7 @@ report changed the total publishes `viewers.changed`, so N nodes never publish N
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
+from core.redis_client import RedisClient
 from core.scripts import run_many
 
 VIEWERS_INTERVAL_S = 1.0
@@ -61,7 +60,7 @@ return {total, 0}
 
 
 class ViewerCounts:
-    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+    def __init__(self, client: RedisClient, node_id: str) -> None:
         self._client = client
         self._script = client.register_script(REPORT_SCRIPT)
         self.node_id = node_id
@@ -81,7 +80,7 @@ class ViewerCounts:
         }
 
 
-async def total_viewers(client: aioredis.Redis, room_id: int) -> int:
+async def total_viewers(client: RedisClient, room_id: int) -> int:
     """The last summed total for the room (0 when nobody watches or no hub reported yet)."""
     raw = await client.hget(viewers_key(room_id), "total")  # type: ignore[misc]
     return int(raw) if raw else 0

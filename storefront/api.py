@@ -9,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from core.errors import ProductNotFound
+from core.errors import ProductNotFound, ServiceUnavailable
 from core.events import Outbox
 from core.http import JSON, path_id, read_body, read_json, read_query, require, resources
 from core.openapi import api_route
+from core.redis_client import REDIS_ERRORS
 from storefront import billing, catalog, orders, sales
 from storefront.buy import early, flow, idempotency
 from storefront.payments import SIGNATURE_HEADER, PaymentEvent
@@ -99,8 +100,17 @@ async def create_drop(request: Request) -> Response:
             duration_s=body.duration_s,
             created_by=who.user_id,
         )
-    await shop.gate.build(res.pool, int(view.id))
-    await outbox.flush(res.publisher)
+    # committed: the drop is live in PostgreSQL. Announced first, then its gate built; when
+    # Redis fails at either step the host hears 503 (not 201), and the worker's reconciliation
+    # builds the gate and announces the drop as soon as Redis answers (storefront.worker)
+    try:
+        await res.publisher.publish_many(outbox.pending)
+        await shop.gate.build(res.pool, int(view.id))
+    except REDIS_ERRORS as exc:
+        raise ServiceUnavailable(
+            f"drop {view.id} is saved and opens as soon as Redis answers ({exc!r})",
+            dependency="redis",
+        ) from None
     return JSON(view, 201)
 
 

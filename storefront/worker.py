@@ -10,7 +10,8 @@ from typing import Any
 from core.events import Outbox
 from core.loops import run_periodically
 from storefront.buy.placing import WRITE_TIMEOUT_S
-from storefront.catalog import end_due_drops, start_due_drops
+from storefront.catalog import drop_view, end_due_drops, start_due_drops
+from storefront.events import DropStarted
 from storefront.orders import EXPIRY_BATCH, expire_holds
 from storefront.shop import Shop
 
@@ -51,6 +52,7 @@ async def reconcile_drop(
     probe = await gate.probe(drop_id)
     if probe.gen is None:
         await gate.build(res.pool, drop_id)
+        await _announce_started(shop, drop_id)
         return "built"
     async with res.pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -74,6 +76,22 @@ async def reconcile_drop(
         log.info("drop %d: gate reconciled with PostgreSQL", drop_id)
         return "rebuilt"
     return verdict
+
+
+async def _announce_started(shop: Shop, drop_id: int) -> None:
+    """A drop selling without a gate was never announced (Redis failed as it was created), or
+    Redis lost its gate and with it the room's history: `drop.started` again. Viewers who saw
+    the first take the second as the same state; the others learn the drop is on."""
+    outbox = Outbox()
+    async with shop.res.pool.acquire() as conn:
+        view = await drop_view(conn, drop_id)
+        now = await conn.fetchval("SELECT now()")
+        room_id = await conn.fetchval("SELECT room_id FROM drops WHERE id = $1", drop_id)
+    if view.status != "live":
+        return
+    outbox.room(room_id, DropStarted(drop=view, server_time=now))
+    await shop.res.publisher.publish_many(outbox.pending)
+    log.info("drop %d announced by reconciliation", drop_id)
 
 
 async def run_reconcile(shop: Shop) -> None:

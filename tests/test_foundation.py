@@ -133,7 +133,11 @@ async def test_healthz_reports_redis_down_then_recovers(servers: Servers, tmp_pa
             valkey.stop()
             down = await http.get("/healthz")
             assert down.status_code == 503
-            assert down.json() == {"ok": False, "postgres": "up", "redis": "down"}
+            body = down.json()
+            assert (body["ok"], body["postgres"], body["redis"]) == (False, "up", "down")
+            # the node that failed, with its error
+            assert list(body["errors"]) == [f"redis 127.0.0.1:{valkey.port}"], body
+            assert "Error" in body["errors"][f"redis 127.0.0.1:{valkey.port}"]
             valkey.restart()
             deadline = time.monotonic() + 15
             while (await http.get("/healthz")).status_code != 200:

@@ -87,5 +87,5 @@ redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[12]) - 1)
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 redis.call('EXPIRE', KEYS[2], ARGV[9])
 redis.call('EXPIRE', KEYS[5], ARGV[9])
-redis.call('PUBLISH', KEYS[3], offset .. '\n' .. epoch .. '\n\n' .. data)
+redis.call('SPUBLISH', KEYS[3], offset .. '\n' .. epoch .. '\n\n' .. data)
 return {0, offset, role}

@@ -30,8 +30,8 @@ from typing import Literal
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 
+from core.redis_client import RedisClient
 from core.scripts import Batched, register
 from storefront.buy.idempotency import idempotency_digest
 from storefront.buy.refusals import RecentRefusals
@@ -83,7 +83,7 @@ class Probe:
 class Gate:
     """The Redis side of the buy path; one per process (`Shop.gate`)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.redis = client
         self._acquire = Batched(client, register(client, "storefront.buy", "gate_acquire"))
         self._commit = Batched(client, register(client, "storefront.buy", "gate_commit"))

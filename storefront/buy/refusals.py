@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from core.metrics import LoopCounter
+from core.redis_client import RedisClient
 from core.scripts import register
 from storefront.buy.verdicts import LimitReached, NotActive, Refusal, SoldOut
 
@@ -100,7 +100,7 @@ class RecentRefusals:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys_of: Callable[[int], list[str]],
         *,
         memory_s: float = MEMORY_S,
