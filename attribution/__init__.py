@@ -111,9 +111,7 @@ async def order_paid(
     await commissions.order_paid(conn, outbox, order_id=order_id)
 
 
-async def order_refunded(
-    conn: Conn, outbox: Outbox, *, order_id: int, refund_cents: int
-) -> None:
+async def order_refunded(conn: Conn, outbox: Outbox, *, order_id: int, refund_cents: int) -> None:
     """In the refund transaction, after `orders.refunded_cents` includes this refund: reverse
     (or, once confirmed, claw back) commission pro rata."""
     await commissions.order_refunded(conn, outbox, order_id=order_id, refund_cents=refund_cents)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 import asyncpg
 import msgspec
 import redis.exceptions
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +40,22 @@ MAX_BODY_BYTES = 1_048_576
 ID_PATTERN = r"^[1-9][0-9]{0,17}$(?!\n)"
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="a numeric id, as a string")]
 _ID = re.compile(ID_PATTERN)
+
+
+class IdConvertor(Convertor[str]):
+    """`{name:id}` in a route's path matches an id only, so that a literal segment beside it
+    (`/chat/settings` next to `/chat/{message_id:id}`) is never taken for one. The id stays text."""
+
+    regex = "[1-9][0-9]{0,17}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 # Text PostgreSQL can store: no NUL (decode_json refuses it in any string).
 TEXT = r"^[^\x00]*$(?!\n)"
 # Text with something besides whitespace: Python's whitespace (str.isspace) spelled out, since

@@ -20,6 +20,7 @@ from core.scripts import Batched, register
 
 log = logging.getLogger("livesell.ratelimit")
 
+
 def address_subject(address: str | None) -> str | None:
     """The subject a per-address limit counts for a peer address, or None for loopback and
     unknown peers: on loopback every client would share one counter (a local reverse proxy

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from core import rooms as rooms_db
-from core.auth import Principal
+from core.auth import Principal, UserId, is_user_id
 from core.errors import Forbidden, NotFound, RoomEnded, RoomNotFound, TooManyRequests, Unprocessable
 from core.http import JSON, path_id, read_json, require, resources
 from core.openapi import api_route
@@ -81,11 +81,11 @@ class MessageNotFound(NotFound):
 
 
 class UserRequest(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: str
+    user_id: UserId
 
 
 class MuteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    user_id: str
+    user_id: UserId
     seconds: int
 
 
@@ -155,10 +155,11 @@ class Likes(msgspec.Struct):
 # --- checks ---
 
 
-def _user_id(raw: str) -> str:
-    user_id = raw.strip()
-    if not 1 <= len(user_id) <= 128 or not user_id.isprintable():
-        raise Unprocessable("user_id must be 1 to 128 printable characters", field="user_id")
+def _path_user_id(request: Request) -> str:
+    """The `{user_id}` of the path; anything no token could carry names nobody (404)."""
+    user_id = request.path_params["user_id"]
+    if not is_user_id(user_id):
+        raise NotFound(f"no user {user_id!r}")
     return user_id
 
 
@@ -216,7 +217,7 @@ async def _may_restrict(conn: Conn, room_id: int, host_id: str, is_host: bool, t
 async def appoint_moderator(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
-    user_id = _user_id((await read_json(request, UserRequest)).user_id)
+    user_id = (await read_json(request, UserRequest)).user_id
     res = resources(request)
     async with res.pool.acquire() as conn, conn.transaction():
         await _moderated_room(conn, who, room_id, host_only=True)
@@ -235,7 +236,7 @@ async def appoint_moderator(request: Request) -> Response:
 async def dismiss_moderator(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
-    user_id = _user_id(request.path_params["user_id"])
+    user_id = _path_user_id(request)
     res = resources(request)
     async with res.pool.acquire() as conn, conn.transaction():
         await _moderated_room(conn, who, room_id, host_only=True)
@@ -254,7 +255,7 @@ async def mute(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
     body = await read_json(request, MuteRequest)
-    user_id = _user_id(body.user_id)
+    user_id = body.user_id
     if not 1 <= body.seconds <= MAX_MUTE_S:
         raise Unprocessable(f"seconds must be 1 to {MAX_MUTE_S}", field="seconds")
     until = datetime.now(UTC) + timedelta(seconds=body.seconds)
@@ -285,7 +286,7 @@ async def unmute(request: Request) -> Response:
 async def ban(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
-    user_id = _user_id((await read_json(request, UserRequest)).user_id)
+    user_id = (await read_json(request, UserRequest)).user_id
     res = resources(request)
     async with res.pool.acquire() as conn, conn.transaction():
         host_id, is_host = await _moderated_room(conn, who, room_id)
@@ -314,7 +315,7 @@ async def unban(request: Request) -> Response:
 async def _lift(request: Request, kind: str) -> Response:
     who = require(request)
     room_id = path_id(request)
-    user_id = _user_id(request.path_params["user_id"])
+    user_id = _path_user_id(request)
     res = resources(request)
     async with res.pool.acquire() as conn, conn.transaction():
         await _moderated_room(conn, who, room_id)
@@ -335,9 +336,7 @@ async def _lift(request: Request, kind: str) -> Response:
 async def delete_message(request: Request) -> Response:
     who = require(request)
     room_id = path_id(request)
-    message_id = request.path_params["message_id"]
-    if not (message_id.isascii() and message_id.isdigit()) or len(message_id) > 18:
-        raise MessageNotFound(message_id)
+    message_id: str = request.path_params["message_id"]  # an id: the route's path says so
     res = resources(request)
     async with res.pool.acquire() as conn:
         await _moderated_room(conn, who, room_id)
@@ -573,6 +572,7 @@ def moderation_routes() -> list[BaseRoute]:
             dismiss_moderator,
             methods=["DELETE"],
             summary="remove a chat moderator (room's host)",
+            path_params={"user_id": UserId},
             response=Done,
             **host,  # type: ignore[arg-type]
         ),
@@ -591,6 +591,7 @@ def moderation_routes() -> list[BaseRoute]:
             unmute,
             methods=["DELETE"],
             summary="lift a mute (host, moderator)",
+            path_params={"user_id": UserId},
             response=Done,
             **mods,  # type: ignore[arg-type]
         ),
@@ -609,6 +610,7 @@ def moderation_routes() -> list[BaseRoute]:
             unban,
             methods=["DELETE"],
             summary="lift a ban (host, moderator)",
+            path_params={"user_id": UserId},
             response=Done,
             **mods,  # type: ignore[arg-type]
         ),
@@ -640,7 +642,7 @@ def moderation_routes() -> list[BaseRoute]:
             **mods,  # type: ignore[arg-type]
         ),
         api_route(
-            "/api/rooms/{id}/chat/{message_id}",
+            "/api/rooms/{id}/chat/{message_id:id}",
             delete_message,
             methods=["DELETE"],
             summary="delete a chat message: chat.deleted, gone from snapshot and history",

@@ -127,8 +127,7 @@ async def generate(conn: Conn, *, orders: int = 10_000, buyers: int = 1_000,
     )  # fmt: skip
     for table in ("products", "rooms", "drops", "distributors", "links", "room_entries", "orders"):
         await conn.execute(
-            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-            f"(SELECT max(id) FROM {table}))"
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
         )
     await conn.execute("ANALYZE")
     members: dict[str | None, int] = defaultdict(int)
@@ -204,8 +203,13 @@ def community_truth(
         "avg_repurchase_gap_s": gap_us // (gaps * 1_000_000) if gaps else None,
         "gmv_per_buyer_cents": net // buyers if buyers else 0,
         "cohorts": [
-            {"month": m, "buyers": c[0], "orders": c[1], "gmv_cents": c[2],
-             "ltv_cents": c[2] // c[0]}
+            {
+                "month": m,
+                "buyers": c[0],
+                "orders": c[1],
+                "gmv_cents": c[2],
+                "ltv_cents": c[2] // c[0],
+            }
             for m, c in sorted(cohorts.items())
         ],  # fmt: skip
         "distributors": distributors,

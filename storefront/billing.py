@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livesell.storefront.billing")
 
+
 def default_provider(shop: Shop) -> PaymentProvider | None:
     """The payment provider a shop starts with: the simulated one in dev mode, none otherwise
     (paying then answers 503 payments_unavailable)."""

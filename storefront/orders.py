@@ -221,9 +221,7 @@ async def refund(
             reason or f"{actor} request",
             who.user_id,
         )
-        await attribution.order_refunded(
-            conn, outbox, order_id=order_id, refund_cents=cents
-        )
+        await attribution.order_refunded(conn, outbox, order_id=order_id, refund_cents=cents)
         payment_id = await billing.take_back(conn, order_id, cents)
     await after_release(shop, outbox, returned)
     if not returned.units:

@@ -16,15 +16,23 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from core.auth import ROLES
+from core.auth import ROLES, USER_ID_PATTERN
 from core.http import ID_PATTERN
 from core.openapi import build_openapi
 from livesell.app import all_routes
 
 Auth = Callable[..., dict[str, str]]
 DOC = build_openapi(all_routes(), "livesell", "0.1.0")
-# HTML pages for people, not API operations
-PAGES = {"/host/{room_id}", "/r/{room_id}", "/d"}
+# HTML pages, images and browser files for people, not API operations
+PAGES = {
+    "/host/{room_id}",
+    "/r/{room_id}",
+    "/d",
+    "/ops",
+    "/l/{code}/qr.svg",
+    "/vendor/centrifuge.js",
+    "/vendor/{name}",
+}
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -117,7 +125,8 @@ def test_a_body_is_required_exactly_when_it_has_a_required_field() -> None:
 
 def test_ids_are_strings_everywhere() -> None:
     """Every `id`, `*_id` and `before` is a string; where the client sends one of livesell's ids
-    (bodies, paths, queries), it is the one id pattern."""
+    (bodies, paths, queries), it is the one id pattern, and a user id (the integrating app's,
+    a token's `sub`) is the one user id pattern."""
     components = DOC["components"]["schemas"]
     # what the payment provider names with its own ids
     inbound: list[dict[str, Any]] = [components["PaymentEventData"]]
@@ -140,13 +149,15 @@ def test_ids_are_strings_everywhere() -> None:
                 if name == "payment_id":
                     continue
                 strings = [s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"]
-                assert [s.get("pattern") for s in strings] == [ID_PATTERN], (name, prop)
+                pattern = USER_ID_PATTERN if name == "user_id" else ID_PATTERN
+                assert [s.get("pattern") for s in strings] == [pattern], (name, prop)
                 inbound_ids += 1
     for item in DOC["paths"].values():
         for operation in item.values():
             for p in operation["parameters"]:
                 if p["in"] in ("path", "query") and is_id.match(p["name"]):
-                    assert p["schema"]["pattern"] == ID_PATTERN, p
+                    pattern = USER_ID_PATTERN if p["name"] == "user_id" else ID_PATTERN
+                    assert p["schema"]["pattern"] == pattern, p
                     inbound_ids += 1
     assert inbound_ids > 25
 

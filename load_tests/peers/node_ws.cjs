@@ -45,8 +45,8 @@ wss.on("connection", (socket) => {
 
 const subscriber = new Redis(redisUrl);
 const pubsub = `{${channel}}:events`;
-subscriber.subscribe(pubsub);
-subscriber.on("messageBuffer", (_name, message) => {
+subscriber.ssubscribe(pubsub); // livesell publishes with SPUBLISH (sharded pub/sub)
+subscriber.on("smessageBuffer", (_name, message) => {
   // "<offset>\n<epoch>\n<coalesce key>\n<data>"
   let cut = 0;
   const fields = [];

@@ -40,9 +40,9 @@ def create_app(redis_url: str, channel: str) -> Starlette:
     async def relay() -> None:
         client = aioredis.Redis.from_url(redis_url)
         async with client.pubsub() as pubsub:
-            await pubsub.subscribe(pubsub_name(channel))
+            await pubsub.ssubscribe(pubsub_name(channel))
             async for message in pubsub.listen():
-                if message["type"] != "message":
+                if message["type"] != "smessage":
                     continue
                 text = push(message["data"], channel).decode()
                 for websocket in list(viewers):

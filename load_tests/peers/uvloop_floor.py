@@ -106,9 +106,9 @@ class Connection(asyncio.Protocol):
 async def relay(redis_url: str, room: Room) -> None:
     client = aioredis.Redis.from_url(redis_url)
     async with client.pubsub() as pubsub:
-        await pubsub.subscribe(pubsub_name(room.channel))
+        await pubsub.ssubscribe(pubsub_name(room.channel))
         async for message in pubsub.listen():
-            if message["type"] == "message":
+            if message["type"] == "smessage":
                 room.broadcast(message["data"])
 
 

@@ -50,6 +50,7 @@ BUILD_WAIT_S = 3.0
 # else (acquire and commit are bounded by core.scripts.Batched's round trips in flight)
 MAX_CONCURRENT_CALLS = 128
 
+
 def gate_keys(drop_id: int) -> list[str]:
     tag = f"{{drop:{drop_id}}}"
     return [f"{tag}:gate", f"{tag}:free", f"{tag}:buyers", f"{tag}:idem", f"{tag}:inflight"]

@@ -85,9 +85,7 @@ async def replay(res: Resources, buyer_id: str, key: str, fp: bytes) -> StoredRe
         if row is not None:
             if bytes(row["fingerprint"]) != fp:
                 raise IdempotencyMismatch(key)
-            return held(
-                row["order_id"], row["hold_expires_at"], row["amount_cents"], replayed=True
-            )
+            return held(row["order_id"], row["hold_expires_at"], row["amount_cents"], replayed=True)
         if asyncio.get_running_loop().time() >= deadline:
             raise IdempotencyInProgress(key)
         await asyncio.sleep(0.025)

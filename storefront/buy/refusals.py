@@ -50,6 +50,7 @@ REFUSED_LOCALLY = LoopCounter(
     ["reason"],
 )
 
+
 class GateState(msgspec.Struct, frozen=True):
     """A drop's gate as gate_snapshot.lua read it."""
 

@@ -89,8 +89,14 @@ async def test_a_dead_primary_is_replaced_and_nothing_is_lost(
             with caplog.at_level(logging.INFO, logger="livesell.hub.pubsub"):
                 primary.kill()
                 health = await client.get("/healthz")
-                assert health.status_code == 503, health.text
-                assert list(health.json()["errors"]) == [f"redis {primary.address}"]
+                if health.status_code == 200:
+                    # the check retries for up to its timeout: a replica may already have
+                    # taken over the slots, and then the write it made really landed
+                    promoted = cluster.primary_of_slot(key_slot(f"{{room:{victim_room}}}".encode()))
+                    assert promoted is not primary, health.text
+                else:
+                    assert health.status_code == 503, health.text
+                    assert list(health.json()["errors"]) == [f"redis {primary.address}"]
                 storm = asyncio.gather(*(buyer(n) for n in range(10, 40)))
                 await say(calm_room, "calm-during")
                 assert (await calm.next("publication"))["data"]["product_id"] == "calm-during"

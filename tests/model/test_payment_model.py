@@ -145,9 +145,7 @@ class PaymentMachine(RuleBasedStateMachine):
         payment.sent.append(body)
         ack = self._send(body)
         assert not ack["duplicate"]
-        expected = (
-            {"paid", "paid_after_expiry", "refunded_no_stock"} if succeeded else {"failed"}
-        )
+        expected = {"paid", "paid_after_expiry", "refunded_no_stock"} if succeeded else {"failed"}
         assert ack["outcome"] in expected, ack
 
     @precondition(lambda self: bool(self._decided()))
@@ -217,9 +215,7 @@ class PaymentMachine(RuleBasedStateMachine):
                     )
                 }
                 taken = sum(
-                    row["amount_cents"]
-                    for p in order.payments
-                    if p.outcome == "payment.succeeded"
+                    row["amount_cents"] for p in order.payments if p.outcome == "payment.succeeded"
                 )
                 given_back = sum(refunded_at_provider.get(p.id, 0) for p in order.payments)
                 paid = row["status"] in ("paid", "delivered", "refunded")
@@ -258,8 +254,13 @@ async def _drop(res: Resources, http: httpx.AsyncClient, room_id: str, product_i
     token = mint_token(res.settings.secret, HOST, ("host",))
     response = await http.post(
         f"/api/rooms/{room_id}/drops",
-        json={"product_id": product_id, "price_cents": PRICE, "quantity": 12,
-              "per_buyer_limit": 12, "duration_s": 3600},  # fmt: skip
+        json={
+            "product_id": product_id,
+            "price_cents": PRICE,
+            "quantity": 12,
+            "per_buyer_limit": 12,
+            "duration_s": 3600,
+        },  # fmt: skip
         headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 201, response.text

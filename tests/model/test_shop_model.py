@@ -379,9 +379,7 @@ async def _open(servers: Servers) -> tuple[Shop, httpx.AsyncClient, str, str]:
         await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     await res.redis.flushall()
     shop = Shop(res)
-    transport = httpx.ASGITransport(
-        app=create_app(settings, res, shop), raise_app_exceptions=False
-    )
+    transport = httpx.ASGITransport(app=create_app(settings, res, shop), raise_app_exceptions=False)
     http = httpx.AsyncClient(transport=transport, base_url="http://model.test")
 
     def h(who: str, *roles: str) -> dict[str, str]:

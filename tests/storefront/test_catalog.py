@@ -69,7 +69,8 @@ async def test_drop_lifecycle_events(
     auth: Auth,
     start_drop: StartDrop,
     buy: Buy,
-    resources: Resources, shop: Shop,
+    resources: Resources,
+    shop: Shop,
     room_id: int,
 ) -> None:
     drop = await start_drop(starts_in_s=60, quantity=2, per_buyer_limit=2)
