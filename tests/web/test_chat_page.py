@@ -1,6 +1,7 @@
 """The chat panel in headless Chromium, on a phone (375 px) and a desktop (1280 px), in Chinese
 and English: a viewer posts, markup stays text, the host deletes a message from the console and
-pins a notice, the viewer sees both, and nothing scrolls sideways."""
+pins a notice, the viewer sees both, the viewer's likes reach the host's count, and nothing
+scrolls sideways."""
 
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ def test_chat_posts_as_text_moderates_and_fits(
     host.page.fill(".chat-pin-text", "Free shipping today 今天包邮")
     host.page.click(".chat-pin")
     viewer.wait_text(".chat-pinned", "Free shipping today")
+
+    # three taps, batched into one POST, reach the host through likes.changed on room:{id}
+    for _ in range(3):
+        viewer.page.click(".chat-like")
+    host.page.wait_for_function(
+        "() => document.querySelector('.chat-like-count').textContent === '3'", timeout=5000
+    )
 
     size = f"{viewport['width']}px"
     _fits(viewer, f"viewer chat {size} {lang}")

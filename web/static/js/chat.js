@@ -255,7 +255,9 @@ export function mountChat({ root, roomId, subscribe, publish, signedIn, moderate
     subscription,
     // room events the page receives on `room:{id}` (likes.changed) may be passed on here
     roomEvent(event) {
-      if (event?.type === "likes.changed") likeCount.textContent = String(event.total + pendingLikes);
+      if (event?.type === "likes.changed" && typeof event.total === "number") {
+        likeCount.textContent = String(event.total + pendingLikes);
+      }
     },
   };
 }

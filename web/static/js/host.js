@@ -432,7 +432,13 @@ async function main() {
   openHub({ tokens: hubTokens(SLOT), onState: hubBadge })
     .then((opened) => {
       hub = opened;
-      mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: true, ...chatChannel(hub) });
+      const chat = mountChat({ root: $("#chat"), roomId, signedIn: Boolean(token), moderate: true, ...chatChannel(hub) });
+      // the like count comes with the room's events (likes.changed on room:{id})
+      state.onChange((what, event) => {
+        if (what === "likes.changed" || what === "snapshot") {
+          chat.roomEvent({ type: "likes.changed", total: state.likes });
+        }
+      });
       state.attach(hub, (err) => toast(errorText(err), "error"));
     })
     .catch((err) => {

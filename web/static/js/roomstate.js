@@ -20,6 +20,7 @@ export class RoomState {
     this.pinned = null;
     this.drop = null;
     this.viewers = 0;
+    this.likes = null; // the room's likes, once the hub has told them
     this.leaderboard = null;
     this.ticker = [];
     this.products = new Map(); // id → product card, for titles in the ticker
@@ -66,6 +67,7 @@ export class RoomState {
     this.drop = this._normaliseDrop(snapshot.drop ?? snapshot.active_drop ?? null);
     const viewers = snapshot.viewers ?? snapshot.viewer_count;
     if (typeof viewers === "number") this.viewers = viewers;
+    if (typeof snapshot.likes === "number") this.likes = snapshot.likes;
     if (snapshot.leaderboard) this.leaderboard = snapshot.leaderboard;
     if (snapshot.server_time) this.clock.sync(snapshot.server_time, sentAt, receivedAt);
     this.loaded = true;
@@ -137,6 +139,9 @@ export class RoomState {
         break;
       case "viewers.changed":
         if (typeof event.viewers === "number") this.viewers = event.viewers;
+        break;
+      case "likes.changed":
+        if (typeof event.total === "number") this.likes = event.total;
         break;
       case "leaderboard.changed":
         this.leaderboard = event.leaderboard ?? event;
