@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 import unicodedata
 from collections.abc import Callable
@@ -26,7 +27,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from core.db import Conn
 from core.events import Event, channel_keys
+from core.redis_client import RedisClient
 from core.resources import Resources
 from core.scripts import Batched, register
 from live.errors import (
@@ -55,6 +58,8 @@ CONTROL_CHANNEL = b"livesell:hub"
 # an unsubscribe push code >= 2500: the SDK subscribes again, and is refused with 103
 UNSUBSCRIBE_BANNED = 2501
 STATS_EVERY_S = 1.0
+# loads of the moderation hash raced by decisions before a post gives up (InternalError)
+LOAD_ATTEMPTS = 5
 
 # the start of every chat.message's JSON, up to its id (the delete script matches on it)
 MESSAGE_HEAD = b'{"type":"chat.message","id":"'
@@ -212,6 +217,7 @@ class Chat:
         settings = res.settings
         self._post = Batched(res.redis, register(res.redis, "live", "chat_post"))
         self._state = Batched(res.redis, register(res.redis, "live", "chat_state"))
+        self._load = register(res.redis, "live", "chat_moderation_load")
         self.history_size = settings.hub_history_size
         self.ttl_s = settings.hub_history_ttl_s
         self.fanout_per_s = settings.chat_fanout_per_s
@@ -225,6 +231,19 @@ class Chat:
         if host is None:
             raise UnknownChannel(f"no room {room_id}")
         return str(host)
+
+    async def load_moderation(self, room_id: str) -> None:
+        """Load the room's moderation hash in Redis from PostgreSQL, where every decision is
+        kept (chat_moderation_load.lua says when and why)."""
+        key = moderation_key(room_id)
+        for _ in range(LOAD_ATTEMPTS):
+            version = await self.res.redis.hget(key, "v")  # type: ignore[misc]
+            async with self.res.pool.acquire() as conn:
+                fields = await moderation_fields(conn, int(room_id))
+            loaded = await self._load(keys=[key], args=[version or b"", *fields])
+            if int(loaded) >= 0:
+                return
+        raise InternalError("the chat's moderation state keeps changing; try again")
 
     async def publish(self, session: Session, raw: object) -> None:
         """Accept one message from `session`, or raise the refusal's protocol error."""
@@ -251,24 +270,26 @@ class Chat:
         )  # fmt: skip
         tail = '"},"text":' + _encode(text).decode() + ',"ts":'
         meta, history, events = channel_keys(channel)
+        keys = [meta, history, events, moderation_key(room_id), recent_key(room_id)]
+        args: list[str | int | float] = [
+            user,
+            feed.host_id,
+            text.casefold(),
+            self.default_words,
+            head,
+            middle,
+            tail,
+            self.history_size,
+            self.ttl_s,
+            USER_BURST,
+            USER_PER_S,
+            SNAPSHOT_MESSAGES,
+        ]
         try:
-            reply = await self._post(
-                [meta, history, events, moderation_key(room_id), recent_key(room_id)],
-                [
-                    user,
-                    feed.host_id,
-                    text.casefold(),
-                    self.default_words,
-                    head,
-                    middle,
-                    tail,
-                    self.history_size,
-                    self.ttl_s,
-                    USER_BURST,
-                    USER_PER_S,
-                    SNAPSHOT_MESSAGES,
-                ],
-            )
+            reply = await self._post(keys, args)
+            if int(reply[0]) == 1:
+                await self.load_moderation(room_id)
+                reply = await self._post(keys, args)
         except (OSError, ConnectionError) as exc:
             raise InternalError(f"chat unavailable: {exc!r}") from None
         code = int(reply[0])
@@ -296,10 +317,12 @@ class Chat:
         room_id = feed.chat_room_id
         meta, history, _ = channel_keys(feed.channel)
         since = "" if recover_from is None else str(recover_from[0])
-        reply = await self._state(
-            [meta, history, moderation_key(room_id), recent_key(room_id), deleted_key(room_id)],
-            [since, self.ttl_s, self.history_size, session.user_id, SNAPSHOT_MESSAGES],
-        )
+        keys = [meta, history, moderation_key(room_id), recent_key(room_id), deleted_key(room_id)]
+        args = [since, self.ttl_s, self.history_size, session.user_id, SNAPSHOT_MESSAGES]
+        reply = await self._state(keys, args)
+        if int(reply[0]) == 2:
+            await self.load_moderation(room_id)
+            reply = await self._state(keys, args)
         if int(reply[0]) == 1:
             raise ChatForbidden("banned from this chat")
         _, top, epoch, raw_entries, recent, pinned, slow, closed, deleted = reply
@@ -332,6 +355,61 @@ class Chat:
                 continue
             kept.append(entry)
         return StreamState(top, epoch, kept), data
+
+
+async def write_moderation(
+    redis: RedisClient,
+    room_id: int,
+    fields: dict[str, str | bytes] | None = None,
+    remove: tuple[str, ...] = (),
+) -> None:
+    """Copy a decision PostgreSQL has committed into the room's moderation hash. The hash's
+    version `v` changes first, so that a load from PostgreSQL that read before this decision
+    committed is refused (chat_moderation_load.lua) rather than undoing it."""
+    key = moderation_key(room_id)
+    mapping = {**(fields or {}), "v": secrets.token_hex(8)}
+    await redis.hset(key, mapping=mapping)  # type: ignore[misc, arg-type]  # redis-py's stubs
+    if remove:
+        await redis.hdel(key, *remove)  # type: ignore[misc]
+
+
+async def moderation_fields(conn: Conn, room_id: int) -> list[str]:
+    """The room's moderation hash as PostgreSQL has it: moderators, bans, mutes still running,
+    settings and the pinned notice, as field, value, field, value..."""
+    fields: list[str] = []
+    for row in await conn.fetch("SELECT user_id FROM chat_moderators WHERE room_id = $1", room_id):
+        fields += ["mod:" + row["user_id"], "1"]
+    for row in await conn.fetch(
+        "SELECT user_id, kind, until FROM chat_restrictions"
+        " WHERE room_id = $1 AND (until IS NULL OR until > now())",
+        room_id,
+    ):
+        if row["kind"] == "ban":
+            fields += ["ban:" + row["user_id"], "1"]
+        else:
+            fields += ["mute:" + row["user_id"], str(int(row["until"].timestamp() * 1000))]
+    settings = await conn.fetchrow(
+        "SELECT slow_mode_s, blocked_words, closed, pinned FROM chat_settings WHERE room_id = $1",
+        room_id,
+    )
+    if settings is not None:
+        fields += [
+            "slow", str(settings["slow_mode_s"]),
+            "closed", "1" if settings["closed"] else "0",
+            "words", "\n".join(settings["blocked_words"]),
+        ]  # fmt: skip
+        if settings["pinned"] is not None:
+            pinned_by = await conn.fetchrow(
+                "SELECT actor_id, at FROM chat_moderation_log"
+                " WHERE room_id = $1 AND action = 'pin' ORDER BY id DESC LIMIT 1",
+                room_id,
+            )
+            assert pinned_by is not None  # a pin is logged in its transaction
+            notice = PinnedNotice(
+                text=settings["pinned"], by=pinned_by["actor_id"], at=pinned_by["at"]
+            )
+            fields += ["pinned", _encode(notice).decode()]
+    return fields
 
 
 def _text(value: object) -> str:

@@ -43,6 +43,7 @@ from live.chat import (
     likes_key,
     moderation_key,
     recent_key,
+    write_moderation,
 )
 
 MAX_MUTE_S = 7 * 86_400
@@ -229,7 +230,7 @@ async def appoint_moderator(request: Request) -> Response:
             who.user_id,
         )
         await _log(conn, room_id, who.user_id, "appoint", target=user_id)
-    await res.redis.hset(moderation_key(room_id), "mod:" + user_id, "1")  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, {"mod:" + user_id: "1"})
     return JSON(Moderator(room_id=str(room_id), user_id=user_id), 201)
 
 
@@ -244,7 +245,7 @@ async def dismiss_moderator(request: Request) -> Response:
             "DELETE FROM chat_moderators WHERE room_id = $1 AND user_id = $2", room_id, user_id
         )
         await _log(conn, room_id, who.user_id, "dismiss", target=user_id)
-    await res.redis.hdel(moderation_key(room_id), "mod:" + user_id)  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, remove=("mod:" + user_id,))
     return JSON(Done())
 
 
@@ -275,7 +276,7 @@ async def mute(request: Request) -> Response:
         )
         await _log(conn, room_id, who.user_id, "mute", target=user_id, seconds=body.seconds)
     until_ms = int(until.timestamp() * 1000)
-    await res.redis.hset(moderation_key(room_id), "mute:" + user_id, str(until_ms))  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, {"mute:" + user_id: str(until_ms)})
     return JSON(Restriction(room_id=str(room_id), user_id=user_id, kind="mute", until=until), 201)
 
 
@@ -302,7 +303,7 @@ async def ban(request: Request) -> Response:
         await _log(conn, room_id, who.user_id, "ban", target=user_id)
     # the ban is in place before any node is told to end the subscriptions: a resubscribe
     # racing the kick is refused
-    await res.redis.hset(moderation_key(room_id), "ban:" + user_id, "1")  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, {"ban:" + user_id: "1"})
     kick = msgspec.json.encode(KickMessage(kick=chat_channel(room_id), user=user_id))
     await res.redis.publish(CONTROL_CHANNEL.decode(), kick)
     return JSON(Restriction(room_id=str(room_id), user_id=user_id, kind="ban", until=None), 201)
@@ -326,7 +327,7 @@ async def _lift(request: Request, kind: str) -> Response:
             kind,
         )
         await _log(conn, room_id, who.user_id, "un" + kind, target=user_id)
-    await res.redis.hdel(moderation_key(room_id), f"{kind}:{user_id}")  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, remove=(f"{kind}:{user_id}",))
     return JSON(Done())
 
 
@@ -404,9 +405,10 @@ async def put_settings(request: Request) -> Response:
             "settings",
             **msgspec.to_builtins(body),
         )
-    await res.redis.hset(  # type: ignore[misc]
-        moderation_key(room_id),
-        mapping={
+    await write_moderation(
+        res.redis,
+        room_id,
+        {
             "slow": str(row["slow_mode_s"]),
             "closed": "1" if row["closed"] else "0",
             "words": "\n".join(row["blocked_words"]),
@@ -436,9 +438,7 @@ async def pin_notice(request: Request) -> Response:
             text,
         )
         await _log(conn, room_id, who.user_id, "pin", text=text)
-    await res.redis.hset(  # type: ignore[misc]
-        moderation_key(room_id), "pinned", msgspec.json.encode(pinned)
-    )
+    await write_moderation(res.redis, room_id, {"pinned": msgspec.json.encode(pinned)})
     await res.publisher.publish(
         chat_channel(room_id), ChatPinned(room_id=str(room_id), pinned=pinned)
     )
@@ -456,7 +456,7 @@ async def unpin_notice(request: Request) -> Response:
             room_id,
         )
         await _log(conn, room_id, who.user_id, "unpin")
-    await res.redis.hdel(moderation_key(room_id), "pinned")  # type: ignore[misc]
+    await write_moderation(res.redis, room_id, remove=("pinned",))
     await res.publisher.publish(chat_channel(room_id), ChatUnpinned(room_id=str(room_id)))
     return JSON(Done())
 

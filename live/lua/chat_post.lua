@@ -16,8 +16,13 @@
 -- until (Unix ms), `closed` "1", `slow` seconds, `words` blocked words (casefolded, one a
 -- line), `last:<user>` last accepted message (Unix ms), `rate:<user>` "<tokens>:<Unix ms>".
 --
--- Returns {0, offset, role} when accepted, else {code, reason, until ms or ""} with code 103
--- (banned, muted, closed), 106 (slow mode, rate) or 107 (blocked word).
+-- Returns {0, offset, role} when accepted, {1, "", ""} when the moderation hash is not loaded
+-- (it has no `built` field: chat_moderation_load.lua loads it from PostgreSQL, then the post is
+-- tried again), else {code, reason, until ms or ""} with code 103 (banned, muted, closed), 106
+-- (slow mode, rate) or 107 (blocked word).
+if redis.call('HEXISTS', KEYS[4], 'built') == 0 then
+    return {1, '', ''}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local user = ARGV[1]

@@ -9,8 +9,12 @@
 -- created meta hash, ARGV[3] history size, ARGV[4] subscriber's user id ("" for a guest),
 -- ARGV[5] recent messages wanted
 --
--- Returns {1} for a banned subscriber, else
+-- Returns {1} for a banned subscriber, {2} when the moderation hash is not loaded (see
+-- chat_moderation_load.lua), else
 -- {0, top, epoch, entries, recent (newest first), pinned or "", slow, closed, deleted offsets}.
+if redis.call('HEXISTS', KEYS[3], 'built') == 0 then
+    return {2}
+end
 if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[3], 'ban:' .. ARGV[4]) == 1 then
     return {1}
 end
