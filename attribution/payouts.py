@@ -41,7 +41,7 @@ async def run_payout(res: Resources, *, created_by: str) -> PayoutBatchView:
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PAYOUT_LOCK_ID)
-            approved = await withdrawals.approved_withdrawals(conn)
+            approved = await withdrawals.covered(conn, await withdrawals.approved_withdrawals(conn))
             reserved = await withdrawals.reserved_by_distributor(conn)
             sweep = [
                 (row, int(row["balance_cents"]) - reserved.get(row["id"], 0))

@@ -4,6 +4,9 @@ or rejects; a payout batch pays the approved ones.
     requested ──approve──▶ approved ──payout batch──▶ paid
         └──────reject────▶ rejected
 
+A batch pays an approved withdrawal only while the payable balance covers it (`covered`): one
+clawed back below it after approval waits for a later batch.
+
 A request reserves its amount in `withdrawal_reserves` with one guarded UPDATE: it succeeds only
 while reserved + amount ≤ the payable balance (and the balance is not negative: a clawback must
 be made good first). Concurrent requests queue on that row, and each re-checks the guard against
@@ -169,6 +172,23 @@ async def approved_withdrawals(conn: Conn) -> list[Any]:
     return await conn.fetch(
         "SELECT * FROM withdrawals WHERE status = 'approved' ORDER BY id FOR UPDATE"
     )
+
+
+async def covered(conn: Conn, rows: list[Any]) -> list[Any]:
+    """Of the approved withdrawals `rows` (oldest first), those their distributor's payable
+    balance still covers. A clawback after approval can leave a withdrawal uncovered: it is not
+    paid with money the distributor no longer has, and waits, approved and reserved, for a batch
+    after later commissions have made the balance good."""
+    balances: dict[int, int] = {}
+    payable: list[Any] = []
+    for row in rows:
+        distributor_id = int(row["distributor_id"])
+        if distributor_id not in balances:
+            balances[distributor_id] = int(await conn.fetchval(_PAYABLE, distributor_id))
+        if balances[distributor_id] >= int(row["amount_cents"]):
+            balances[distributor_id] -= int(row["amount_cents"])
+            payable.append(row)
+    return payable
 
 
 def net_of(row: Any) -> int:

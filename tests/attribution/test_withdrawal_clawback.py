@@ -64,3 +64,42 @@ async def test_a_negative_balance_after_a_clawback_blocks_withdrawals(resources:
         2_000, 2_000, 0,
     )  # fmt: skip
     assert [w["status"] for w in mine["withdrawals"]] == ["requested", "paid"]
+
+
+async def test_an_approved_withdrawal_a_clawback_no_longer_covers_waits(
+    resources: Resources,
+) -> None:
+    """Approved, then half clawed back before the payout batch: the batch does not pay money
+    the distributor no longer has; the withdrawal waits, approved, until later commissions
+    cover it, and a later batch pays it."""
+    shop = Shop(resources).under(withdrawal_min_cents=100)
+    room, _, drop = await world(shop)  # 10.00 commission a unit
+    await distributor(shop, "dist-a")
+    code = await link(shop, "dist-a", room)
+    await click(shop, "v1", code)
+    first = await bought(shop, "v1", drop, quantity=2)  # 20.00 commission
+    await shop.deliver_past_window(first)
+    await attribution.settle(shop.res)
+
+    asked = await _withdraw(shop, 2_000, expect=201)
+    await call(shop, "POST", f"/api/admin/withdrawals/{asked['id']}", "admin-1", "admin",
+               json={"decision": "approve"})  # fmt: skip
+    await shop.refund(first, 10_000, by_admin=True)  # one unit back: 10.00 clawed back
+    batch = await call(shop, "POST", "/api/admin/payouts", "admin-1", "admin", expect=200)
+    assert (batch["id"], batch["total_cents"]) == (None, 0), batch  # nothing to pay
+    mine = await call(shop, "GET", "/api/distributors/me/withdrawals", "dist-a", "distributor")
+    assert (mine["balance_cents"], mine["reserved_cents"], mine["available_cents"]) == (
+        1_000, 2_000, 0,
+    )  # fmt: skip
+    assert [w["status"] for w in mine["withdrawals"]] == ["approved"]
+
+    # one more unit confirms: 20.00 again, and the next batch pays the withdrawal, net of fees
+    await click(shop, "v2", code)
+    second = await bought(shop, "v2", drop)
+    await shop.deliver_past_window(second)
+    await attribution.settle(shop.res)
+    batch = await call(shop, "POST", "/api/admin/payouts", "admin-1", "admin", expect=201)
+    assert batch["total_cents"] == asked["net_cents"], batch
+    mine = await call(shop, "GET", "/api/distributors/me/withdrawals", "dist-a", "distributor")
+    assert (mine["balance_cents"], mine["reserved_cents"]) == (0, 0)
+    assert [w["status"] for w in mine["withdrawals"]] == ["paid"]
