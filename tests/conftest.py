@@ -59,15 +59,19 @@ def embedded_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def make_settings(servers: Servers, **overrides: object) -> Settings:
-    environ = {
+def base_environ(servers: Servers) -> dict[str, str]:
+    """The environment the test settings are read from."""
+    return {
         "DATABASE_URL": servers.pg.url,
         "REDIS_URL": servers.valkey.url,
         "LIVESELL_DATA_DIR": str(servers.root / "data"),
         "LIVESELL_SECRET": TEST_SECRET,
         "LIVESELL_DEV": "1",
     }
-    return load_settings(environ=environ, dotenv=None, **overrides)
+
+
+def make_settings(servers: Servers, **overrides: object) -> Settings:
+    return load_settings(environ=base_environ(servers), dotenv=None, **overrides)
 
 
 @pytest.fixture(scope="session")
