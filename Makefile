@@ -44,8 +44,13 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 serve: $(VENV)/.installed web/node_modules/.installed
 	$(BIN)/livesell serve
 
+# The storefront, hub (with the SDKs' recovery) and attribution suites run a second time against
+# a real Valkey Cluster (3 primaries, 3 replicas): LIVESELL_TEST_REDIS=cluster, tests/conftest.py.
+CLUSTER_SUITES := tests/storefront tests/live tests/attribution
+
 test: $(VENV)/.installed-dev web/node_modules/.installed $(if $(wildcard tests/js/package.json),tests/js/node_modules/.installed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	LIVESELL_TEST_REDIS=cluster $(BIN)/python -m pytest $(CLUSTER_SUITES) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -32,7 +32,7 @@ import msgspec
 from attribution.errors import ClickRateLimited
 from attribution.events import ClickRecorded
 from core.db import Conn
-from core.events import Event, Publisher, dashboard_channel, room_channel
+from core.events import Event, Publisher, dashboard_channel
 from core.redis_client import REDIS_ERRORS, RedisClient
 from core.scripts import register, run_many
 
@@ -111,6 +111,7 @@ class EntryRecorder:
         self._queue: list[tuple[Entry, asyncio.Future[Outcome]]] = []
         self._lock = asyncio.Lock()
         self._gate_script = register(client, "attribution", "entry_gate")
+        self._address_script = register(client, "attribution", "entry_address")
 
     async def record(self, entry: Entry) -> Outcome:
         """ "record", "duplicate" or "continued"; raises ClickRateLimited when the entry was
@@ -161,14 +162,26 @@ class EntryRecorder:
         return verdicts
 
     async def _gate(self, batch: list[Entry]) -> list[Outcome]:
-        calls = []
-        for e in batch:
-            tag = "{" + room_channel(e.room_id) + "}:entry"
-            visitor = f"{tag}:{e.visitor}"
-            keys = [f"{tag}-addr:{e.client_addr}", visitor + ":n", visitor + ":last"]
-            calls.append((keys, [e.target, RATE_WINDOW_S, CLIENT_LIMIT, VISITOR_LIMIT, DEDUP_S]))
-        replies = await run_many(self._client, self._gate_script, calls)
-        return [_VERDICTS[int(reply)] for reply in replies]
+        """Each entry's verdict: the address's limit, then the visitor's limit and repeat, each
+        key under a hash tag of its own address or visitor (entry_keys), in two round trips."""
+        addresses = await run_many(
+            self._client,
+            self._address_script,
+            [([entry_keys(e)[0]], [RATE_WINDOW_S, CLIENT_LIMIT]) for e in batch],
+        )
+        passed = [e for e, ok in zip(batch, addresses, strict=True) if int(ok)]
+        calls = [
+            (entry_keys(e)[1:], [e.target, RATE_WINDOW_S, VISITOR_LIMIT, DEDUP_S]) for e in passed
+        ]
+        replies = iter(await run_many(self._client, self._gate_script, calls) if calls else [])
+        return [_VERDICTS[int(next(replies))] if int(ok) else "limited" for ok in addresses]
+
+
+def entry_keys(entry: Entry) -> tuple[str, str, str]:
+    """(address counter, visitor counter, visitor's last target) of an entry into a room."""
+    address = "{entry:" + f"{entry.room_id}:a:{entry.client_addr}" + "}"
+    visitor = "{entry:" + f"{entry.room_id}:{entry.visitor}" + "}"
+    return address, visitor + ":n", visitor + ":last"
 
 
 # Hand the browsers' latest anonymous clicks over to the signed-in users entering through the

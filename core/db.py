@@ -32,21 +32,19 @@ async def create_pool(
         max_size=max_size,
         statement_cache_size=statement_cache_size,
         command_timeout=30,
-        init=_init_connection,
+        # a startup parameter, not a `SET`: a pooler applies it to whichever server session
+        # serves the connection
+        server_settings={"TimeZone": "UTC"},
         reset=_keep_session,
     )
     assert pool is not None
     return pool
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute("SET TIME ZONE 'UTC'")
-
-
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Released connections skip asyncpg's reset query (a round trip on every release): livesell
-    leaves no session state behind (only transaction-scoped advisory locks, no LISTEN, no SET
-    after `_init_connection`). asyncpg still rolls back a transaction left open."""
+    leaves no session state behind (only transaction-scoped advisory locks and settings, no
+    LISTEN, no SET). asyncpg still rolls back a transaction left open."""
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -68,10 +66,14 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations in one transaction each; safe to run from many processes."""
+    """Apply pending migrations, each in a transaction of its own; safe to run from many
+    processes at once, and through a transaction-mode pooler (PgBouncer): the migration lock is
+    transaction-scoped (`pg_advisory_xact_lock`), taken again by each migration's transaction,
+    which checks under it whether another process applied that migration meanwhile. A
+    session-level lock would be taken in one pooled server session and released in another."""
     applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version integer PRIMARY KEY,
@@ -79,23 +81,28 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migration_files():
-            if version in done:
+    for version, name, sql in migration_files():
+        if version in done:
+            continue
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+            if await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", version
+            ):
                 continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
-            log.info("applied migration %s", name)
-            applied.append(name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+        log.info("applied migration %s", name)
+        applied.append(name)
     return applied
 
 
 async def migrate_url(url: str) -> list[str]:
-    conn = await asyncpg.connect(url)
+    """Migrate the database at `url` (PostgreSQL itself, or a pooler in front of it: the
+    connection keeps no prepared statements, which a transaction-mode pooler would lose)."""
+    conn = await asyncpg.connect(url, statement_cache_size=0)
     try:
         return await migrate(conn)
     finally:

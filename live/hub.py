@@ -502,10 +502,13 @@ class Hub:
         for room_id in self._reported - counts.keys():
             counts[room_id] = 0
         reports = await self._viewers.report(counts)
-        self._reported = {room_id for room_id, count in counts.items() if count > 0}
-        for room_id, (total, changed) in reports.items():
+        # a room is reported again while it has viewers here, or its total is still to announce
+        self._reported = {
+            room_id for room_id, count in counts.items() if count > 0 or reports[room_id].pending
+        }
+        for room_id, (total, announce, _) in reports.items():
             self.totals[room_id] = total
-            if changed:
+            if announce:
                 await self.res.publisher.publish(
                     room_channel(room_id), ViewersChanged(room_id=room_id, viewers=total)
                 )

@@ -1,86 +1,72 @@
 """Viewer counts per room, summed over every hub node through Redis.
 
-Each node reports its local count per room about once a second into `{room:42}:viewers`
-(field `n:<node>` = "<count>:<unix ms>"); the same script sums the fresh reports, drops stale ones
-(a node that died stops reporting), and compare-and-sets field `total`. Only the one node whose
-report changed the total publishes `viewers.changed`, so N nodes never publish N duplicates.
+Each node reports its local count per room about once a second (live/lua/viewers_report.lua):
+its field `c:<node>` in `{room:42}:viewers` and its report time in `{room:42}:viewers:at`. The
+total (`sum`) moves by each report's change, and by the counts of nodes that stopped reporting
+(a node that died), so a report costs O(log nodes), never a sum over every node. At most one
+`viewers.changed` a room goes out per ANNOUNCE_EVERY_MS, by the node whose report finds the total
+differs from the one announced: N nodes never publish N times a second, and each publication
+reaches every node, so that would be N^2 messages a second.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from core.redis_client import RedisClient
-from core.scripts import run_many
+from core.scripts import register, run_many
 
 VIEWERS_INTERVAL_S = 1.0
 STALE_AFTER_MS = 5_000
 KEY_TTL_S = 3_600
+# a little under the report interval, so that one node's reports each may announce
+ANNOUNCE_EVERY_MS = 900
 
 
 def viewers_key(room_id: int | str) -> str:
     return "{room:" + str(room_id) + "}:viewers"
 
 
-# Record one node's count and re-sum.
-# KEYS[1] the room's viewers hash
-# ARGV[1] node id, ARGV[2] this node's count, ARGV[3] reports older than this many ms are stale,
-# ARGV[4] key TTL seconds
-# Returns {total, changed}: changed = 1 when this call moved `total` (the caller announces it).
-REPORT_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local field = 'n:' .. ARGV[1]
-if tonumber(ARGV[2]) > 0 then
-    redis.call('HSET', KEYS[1], field, ARGV[2] .. ':' .. now)
-else
-    redis.call('HDEL', KEYS[1], field)
-end
-local total = 0
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-    local name, value = all[i], all[i + 1]
-    if string.sub(name, 1, 2) == 'n:' then
-        local sep = string.find(value, ':', 1, true)
-        local count = tonumber(string.sub(value, 1, sep - 1))
-        local at = tonumber(string.sub(value, sep + 1))
-        if now - at > tonumber(ARGV[3]) then
-            redis.call('HDEL', KEYS[1], name)
-        else
-            total = total + count
-        end
-    end
-end
-local previous = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-redis.call('HSET', KEYS[1], 'total', total)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if previous ~= total then
-    return {total, 1}
-end
-return {total, 0}
-"""
+def report_times_key(room_id: int | str) -> str:
+    return "{room:" + str(room_id) + "}:viewers:at"
+
+
+class Report(NamedTuple):
+    total: int
+    # this report publishes the total (`viewers.changed`)
+    announce: bool
+    # the total differs from the one announced: report the room again, even with 0 viewers here
+    pending: bool
 
 
 class ViewerCounts:
-    def __init__(self, client: RedisClient, node_id: str) -> None:
+    def __init__(
+        self, client: RedisClient, node_id: str, *, stale_after_ms: int = STALE_AFTER_MS
+    ) -> None:
         self._client = client
-        self._script = client.register_script(REPORT_SCRIPT)
+        self.stale_after_ms = stale_after_ms
+        self._script = register(client, "live", "viewers_report")
         self.node_id = node_id
 
-    async def report(self, counts: dict[str, int]) -> dict[str, tuple[int, bool]]:
-        """Report local counts {room_id: n}; returns {room_id: (total, this report changed it)}."""
+    async def report(self, counts: dict[str, int]) -> dict[str, Report]:
+        """Report local counts {room_id: n}, all in one round trip."""
         if not counts:
             return {}
         calls = [
-            ([viewers_key(room_id)], [self.node_id, count, STALE_AFTER_MS, KEY_TTL_S])
+            (
+                [viewers_key(room_id), report_times_key(room_id)],
+                [self.node_id, count, self.stale_after_ms, KEY_TTL_S, ANNOUNCE_EVERY_MS],
+            )
             for room_id, count in counts.items()
         ]
         results = await run_many(self._client, self._script, calls)
         return {
-            room_id: (int(total), bool(int(changed)))
-            for room_id, (total, changed) in zip(counts, results, strict=True)
+            room_id: Report(int(total), bool(int(announce)), bool(int(pending)))
+            for room_id, (total, announce, pending) in zip(counts, results, strict=True)
         }
 
 
 async def total_viewers(client: RedisClient, room_id: int) -> int:
     """The last summed total for the room (0 when nobody watches or no hub reported yet)."""
-    raw = await client.hget(viewers_key(room_id), "total")  # type: ignore[misc]
+    raw = await client.hget(viewers_key(room_id), "sum")  # type: ignore[misc]
     return int(raw) if raw else 0

@@ -2,10 +2,15 @@
 
 Each test starts from empty tables and an empty Redis (truncate + FLUSHALL), so tests are
 isolated without paying for a server per test.
+
+`LIVESELL_TEST_REDIS=cluster` runs the tests against a real Valkey Cluster (3 primaries, 3
+replicas, tests/cluster/valkey_cluster.py) instead of the single Valkey: `make test` runs the
+storefront, hub and attribution suites again so.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,8 +27,11 @@ from core.resources import Resources, open_resources
 from core.settings import Settings, load_settings
 from livesell.app import create_app
 from storefront import Shop
+from tests.cluster.valkey_cluster import ValkeyCluster
 
 TEST_SECRET = "test-secret-not-for-production-0123456789"
+# the `redis` the shared fixtures use: "single" (one Valkey) or "cluster"
+TEST_REDIS = os.environ.get("LIVESELL_TEST_REDIS") or "single"
 
 
 @dataclass
@@ -59,19 +67,35 @@ def embedded_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def make_settings(servers: Servers, **overrides: object) -> Settings:
-    environ = {
+def base_environ(servers: Servers) -> dict[str, str]:
+    """The environment the test settings are read from."""
+    return {
         "DATABASE_URL": servers.pg.url,
         "REDIS_URL": servers.valkey.url,
         "LIVESELL_DATA_DIR": str(servers.root / "data"),
         "LIVESELL_SECRET": TEST_SECRET,
         "LIVESELL_DEV": "1",
     }
-    return load_settings(environ=environ, dotenv=None, **overrides)
+
+
+def make_settings(servers: Servers, **overrides: object) -> Settings:
+    return load_settings(environ=base_environ(servers), dotenv=None, **overrides)
 
 
 @pytest.fixture(scope="session")
-def settings(servers: Servers) -> Settings:
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    cluster = ValkeyCluster(Path(tempfile.mkdtemp(prefix="livesell-cluster-")))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers, request: pytest.FixtureRequest) -> Settings:
+    if TEST_REDIS == "cluster":
+        cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+        return make_settings(servers, redis_url=cluster.url)
     return make_settings(servers)
 
 

@@ -1,13 +1,11 @@
 """Cluster fixtures: the session's PostgreSQL with a real Valkey Cluster (3 primaries, 3
-replicas) in place of the single Valkey. `settings` and `resources` are overridden here, so every
-shared fixture (`shop`, `client`, `clean_state`, the storefront helpers) runs against the
-cluster in this folder."""
+replicas, the session's `valkey_cluster`) in place of the single Valkey. `settings` and
+`resources` are overridden here, so every shared fixture (`shop`, `client`, `clean_state`, the
+storefront helpers) runs against the cluster in this folder."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
@@ -26,15 +24,6 @@ def shard_of(tag: str) -> int:
     """Which of the three primaries serves the keys with hash tag `tag` (e.g. "room:7")."""
     slot = key_slot(("{" + tag + "}").encode())
     return next(i for i, (start, end) in enumerate(SHARDS) if start <= slot <= end)
-
-
-@pytest.fixture(scope="session")
-def valkey_cluster() -> Iterator[ValkeyCluster]:
-    cluster = ValkeyCluster(Path(tempfile.mkdtemp(prefix="livesell-cluster-")))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")
