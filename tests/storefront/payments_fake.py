@@ -32,6 +32,7 @@ class HandProvider:
     # the requests as livesell sent them (their refund ids settle them by a refund event)
     refund_requests: list[ProviderRefund] = field(default_factory=list)
     refuse_next_start: bool = False
+    refuse_next_refund: bool = False
 
     def new_payment_id(self) -> str:
         return f"hand-pay-{next(_ids)}"
@@ -47,6 +48,9 @@ class HandProvider:
         return None
 
     async def refund(self, refund: ProviderRefund) -> None:
+        if self.refuse_next_refund:
+            self.refuse_next_refund = False
+            raise RuntimeError("the provider is down")
         self.refunds.append((refund.payment_id, refund.amount_cents))
         self.refund_requests.append(refund)
 

@@ -15,6 +15,7 @@ from core.resources import Resources
 from core.settings import Settings, load_settings
 from livesell.app import create_app
 from storefront import Shop
+from tests.attribution.conftest import assert_ledger_invariants
 from tests.conftest import TEST_SECRET, Servers
 
 
@@ -57,8 +58,25 @@ async def provider_client(resources: Resources, settings: Settings) -> AsyncIter
 async def money_is_straight(res: Resources, returned_at_provider: int) -> None:
     """What the orders say was refunded is what the payments took back, every cent of it has a
     refund request, the provider holds exactly the requests that did not fail, the payment
-    state machine allows one live attempt per order, and every ledger transaction balances."""
+    state machine allows one live attempt per order and agrees with each order's status, and
+    the ledger's invariants hold (every transaction balances, balances shown are the entries')."""
+    await assert_ledger_invariants(res)
     async with res.pool.acquire() as conn:
+        # an order is paid (or delivered, or refunded after paying) exactly when one of its
+        # payments succeeded, and a held or expired order has none; its refunded cents are
+        # that payment's
+        disagreeing = await conn.fetch(
+            """SELECT o.id, o.status, o.refunded_cents, p.status AS payment,
+                      p.refunded_cents AS taken_back
+               FROM orders AS o
+               LEFT JOIN payments AS p
+                 ON p.order_id = o.id AND p.status IN ('succeeded', 'refunded')
+               WHERE (o.paid_at IS NULL) <> (p.id IS NULL)
+                  OR (p.id IS NOT NULL AND p.refunded_cents <> o.refunded_cents)
+                  OR (o.status IN ('held', 'expired') AND p.id IS NOT NULL)
+                  OR (p.status = 'refunded' AND o.status <> 'refunded')"""
+        )
+        assert disagreeing == [], [dict(r) for r in disagreeing]
         orders = await conn.fetchval(
             "SELECT coalesce(sum(refunded_cents), 0) FROM orders WHERE paid_at IS NOT NULL"
         )

@@ -334,3 +334,31 @@ async def test_the_simulated_provider_completes_refunds_at_once(
     async with resources.pool.acquire() as conn:
         rows = await conn.fetch("SELECT status, amount_cents FROM payment_refunds")
     assert [tuple(r) for r in rows] == [("succeeded", 9_900)]
+
+
+async def test_a_refund_the_provider_did_not_take_stays_requested_under_its_id(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    start_drop: StartDrop,
+    buy: Buy,
+    settings: Settings,
+    resources: Resources,
+    hand: HandProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drop = await start_drop()
+    order_id, payment_id = await _paid_by_hand(client, auth, buy, drop["id"], hand, settings.secret)
+    hand.refuse_next_refund = True
+    with caplog.at_level(logging.ERROR, logger="livesell.storefront.refunds"):
+        refunded = await client.post(f"/api/orders/{order_id}/refund", headers=auth("bob"))
+    # the buyer's refund stands; the money is owed at the provider, under the request's id
+    assert refunded.status_code == 200 and refunded.json()["status"] == "refunded"
+    assert hand.refund_requests == []
+    async with resources.pool.acquire() as conn:
+        request = await conn.fetchrow("SELECT refund_id, status, amount_cents FROM payment_refunds")
+    assert (request["status"], request["amount_cents"]) == ("requested", 9_900)
+    assert any(
+        request["refund_id"] in r.getMessage() and payment_id in r.getMessage()
+        for r in caplog.records
+    )
+    assert (await _payments(resources, order_id))[0]["status"] == "refunded"

@@ -14,6 +14,7 @@ import pytest
 
 from core.resources import Resources
 from storefront.payments import ProviderRefund
+from tests.attribution.conftest import People
 from tests.conftest import Servers
 from tests.storefront.conftest import Auth, Buy, StartDrop
 from tests.storefront.fake_stripe import PUBLISHABLE_KEY, SECRET_KEY, Delivery, FakeStripe
@@ -257,3 +258,68 @@ async def test_the_viewer_page_may_load_stripe_js_only_when_stripe_takes_payment
     without = await client.get(f"/r/{room_id}")
     assert without.status_code == 200
     assert "stripe.com" not in without.headers["Content-Security-Policy"]
+
+
+async def test_news_out_of_order_keeps_money_commission_and_states_straight(
+    paying: ProviderApp,
+    fake: FakeStripe,
+    auth: Auth,
+    start_drop: StartDrop,
+    buy: Buy,
+    room_id: int,
+) -> None:
+    """A distributor's buyer pays for two units and returns them one at a time; Stripe's events
+    arrive late, twice and in the wrong order, and after every step the money, the commission
+    and the payment state machine agree."""
+    res, http = paying.res, paying.http
+    people = People(http, auth)
+    await people.distributor("dana")
+    await people.enter("bob", room_id, await people.link("dana", room_id))
+    drop = await start_drop()
+    order_id = (await buy(drop["id"], "bob", 2)).json()["order_id"]
+    started = (await http.post(f"/api/orders/{order_id}/pay", headers=auth("bob"))).json()
+    intent = _intent_of(fake, started)
+    paid = fake.confirm(intent["id"])
+    assert (await _deliver(http, paid)).json()["outcome"] == "paid"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 2_970
+    await money_is_straight(res, fake.refunded_cents())
+
+    for _ in range(2):
+        refund = await http.post(
+            f"/api/orders/{order_id}/refund", json={"quantity": 1}, headers=auth("bob")
+        )
+        assert refund.status_code == 200, refund.text
+        await money_is_straight(res, fake.refunded_cents())
+    first, second = fake.refunds  # in the order livesell asked for them
+    assert fake.refunded_cents() == 19_800
+    assert (await _order(http, auth, order_id))["status"] == "refunded"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 0
+
+    # the second refund's event first, then the first's (twice at once), then the payment's
+    # events again: each settles once, and nothing moves backwards
+    assert (await _deliver(http, fake.settle_refund(second))).json()["outcome"] == (
+        "refund_succeeded"
+    )
+    await money_is_straight(res, fake.refunded_cents())
+    done = fake.settle_refund(first)
+    answers = await asyncio.gather(_deliver(http, done), _deliver(http, done))
+    assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
+    assert {a.json()["outcome"] for a in answers} == {"refund_succeeded"}
+    await money_is_straight(res, fake.refunded_cents())
+    assert (await _deliver(http, paid)).json()["duplicate"] is True
+    assert (await _deliver(http, fake.confirm(intent["id"]))).json()["outcome"] == (
+        "already_settled"
+    )
+    canceled = await _deliver(http, fake.cancel(intent["id"]))
+    assert canceled.json()["outcome"] == "contradicts_final_state"
+    failed = await _deliver(http, fake.settle_refund(first, "failed"))
+    assert failed.json()["outcome"] == "contradicts_final_state"
+    async with res.pool.acquire() as conn:
+        states = await conn.fetch(
+            "SELECT p.status, r.status AS refund FROM payments p JOIN payment_refunds r"
+            " ON r.payment_id = p.id"
+        )
+    assert [tuple(s) for s in states] == [("refunded", "succeeded")] * 2
+    assert (await _order(http, auth, order_id))["status"] == "refunded"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 0
+    await money_is_straight(res, fake.refunded_cents())

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from core.resources import Resources
+from tests.attribution.conftest import People
 from tests.conftest import Servers
 from tests.storefront.conftest import Auth, Buy, StartDrop
 from tests.storefront.fake_wechatpay import (
@@ -273,3 +274,70 @@ async def test_the_route_of_a_provider_not_configured_is_not_found(
     assert refused.status_code == 404 and refused.json()["error"]["code"] == (
         "provider_not_configured"
     )
+
+
+async def test_news_out_of_order_keeps_money_commission_and_states_straight(
+    paying: ProviderApp,
+    fake: FakeWeChatPay,
+    auth: Auth,
+    start_drop: StartDrop,
+    buy: Buy,
+    room_id: int,
+) -> None:
+    """A distributor's buyer pays for two units and returns them one at a time; WeChat Pay's
+    news arrives late, twice and in the wrong order, and after every step the money, the
+    commission and the payment state machine agree."""
+    res, http = paying.res, paying.http
+    people = People(http, auth)
+    await people.distributor("dana")
+    await people.enter("bob", room_id, await people.link("dana", room_id))
+    drop = await start_drop()
+    order_id = (await buy(drop["id"], "bob", 2)).json()["order_id"]
+    payment_id = (await _pay(http, auth, order_id))["payment_id"]
+    paid = fake.pay(payment_id)
+    assert (await _deliver(http, paid)).json()["outcome"] == "paid"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 2_970
+    await money_is_straight(res, fake.refunded_cents())
+
+    for _ in range(2):
+        refund = await http.post(
+            f"/api/orders/{order_id}/refund", json={"quantity": 1}, headers=auth("bob")
+        )
+        assert refund.status_code == 200, refund.text
+        await money_is_straight(res, fake.refunded_cents())
+    async with res.pool.acquire() as conn:
+        first, second = [
+            r["refund_id"]
+            for r in await conn.fetch("SELECT refund_id FROM payment_refunds ORDER BY id")
+        ]
+    assert fake.refunded_cents() == 19_800 and await _status(http, auth, order_id) == "refunded"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 0
+
+    # the second refund's news first, then the first's (twice at once), then the payment's
+    # notification retried after both: each settles once, and nothing moves backwards
+    assert (await _deliver(http, fake.refund_settled(second))).json()["outcome"] == (
+        "refund_succeeded"
+    )
+    await money_is_straight(res, fake.refunded_cents())
+    done = fake.refund_settled(first)
+    answers = await asyncio.gather(_deliver(http, done), _deliver(http, done))
+    assert sorted(a.json()["duplicate"] for a in answers) == [False, True]
+    assert {a.json()["outcome"] for a in answers} == {"refund_succeeded"}
+    await money_is_straight(res, fake.refunded_cents())
+    assert (await _deliver(http, paid)).json() == {
+        "received": True,
+        "duplicate": True,
+        "outcome": "paid",
+    }
+    assert (await _deliver(http, fake.pay(payment_id))).json()["outcome"] == "already_settled"
+    late = await _deliver(http, fake.refund_settled(first, "CLOSED"))
+    assert late.json()["outcome"] == "contradicts_final_state"
+    async with res.pool.acquire() as conn:
+        states = await conn.fetch(
+            "SELECT p.status, r.status AS refund FROM payments p JOIN payment_refunds r"
+            " ON r.payment_id = p.id"
+        )
+    assert [tuple(s) for s in states] == [("refunded", "succeeded")] * 2
+    assert await _status(http, auth, order_id) == "refunded"
+    assert (await people.dashboard("dana"))["commission_cents"]["pending"] == 0
+    await money_is_straight(res, fake.refunded_cents())
