@@ -113,10 +113,11 @@ WITH target AS (
     SELECT r.id, r.status, p.order_id FROM payment_refunds AS r
     JOIN payments AS p ON p.id = r.payment_id
     WHERE r.refund_id = $7 AND p.provider = $1 AND p.provider_payment_id = $5
-      AND r.amount_cents = $6 AND ($4 = 0 OR p.order_id = $4)
+      AND r.amount_cents = $6 AND ($4::bigint = 0 OR p.order_id = $4::bigint)
 ), event AS (
     INSERT INTO payment_events (provider, event_id, event_type, order_id, outcome)
-    VALUES ($1, $2, $3, coalesce((SELECT order_id FROM target), nullif($4, 0)), 'processing')
+    VALUES ($1, $2, $3, coalesce((SELECT order_id FROM target), nullif($4::bigint, 0)),
+            'processing')
     ON CONFLICT (provider, event_id) DO NOTHING
     RETURNING true AS first
 ), refund AS (

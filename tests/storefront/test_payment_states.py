@@ -310,6 +310,11 @@ async def test_refunds_complete_on_the_providers_signed_refund_event(
 
     wrong = await deliver(client, settings.secret, refund_event("refund.succeeded", 1, "r-0"))
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "payment_mismatch"
+    # an order id past 32 bits names no refund of ours either (not a value PostgreSQL refuses)
+    far = msgspec.json.decode(refund_event("refund.succeeded", 9_900, "r-far"))
+    far["data"]["order_id"] = "657608385424621508"
+    far_off = await deliver(client, settings.secret, msgspec.json.encode(far))
+    assert far_off.status_code == 422 and far_off.json()["error"]["code"] == "payment_mismatch"
     done = refund_event("refund.succeeded", 9_900, "r-1")
     assert (await deliver(client, settings.secret, done)).json()["outcome"] == "refund_succeeded"
     assert (await deliver(client, settings.secret, done)).json()["duplicate"] is True
