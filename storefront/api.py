@@ -181,13 +181,17 @@ async def payment_webhook(request: Request) -> Response:
 
 async def wechatpay_notify(request: Request) -> Response:
     body = await read_body(request)
-    ack = await billing.handle_notification(shop_of(request), "wechatpay", request.headers, body)
+    ack = await billing.handle_notification(
+        shop_of(request), "wechatpay", request.headers, body, signed_in=WECHATPAY_HEADERS
+    )
     return JSON(ack)
 
 
 async def stripe_webhook(request: Request) -> Response:
     body = await read_body(request)
-    ack = await billing.handle_notification(shop_of(request), "stripe", request.headers, body)
+    ack = await billing.handle_notification(
+        shop_of(request), "stripe", request.headers, body, signed_in=(STRIPE_SIGNATURE_HEADER,)
+    )
     return JSON(ack)
 
 

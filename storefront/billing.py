@@ -26,6 +26,7 @@ from storefront import provider_refunds
 from storefront.buy.verdicts import Absent, Granted
 from storefront.conn import must
 from storefront.errors import (
+    InvalidSignature,
     OrderStateConflict,
     PaymentMismatch,
     PaymentsUnavailable,
@@ -293,10 +294,17 @@ async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> Webh
 
 
 async def handle_notification(
-    shop: Shop, provider_name: str, headers: Mapping[str, str], body: bytes
+    shop: Shop,
+    provider_name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    signed_in: tuple[str, ...],
 ) -> WebhookAck:
     """A shipped provider's notification: verified and decoded with its SDK, then settled like
-    any other event. Events that concern no payment or refund are acknowledged and ignored."""
+    any other event. Events that concern no payment or refund are acknowledged and ignored.
+    Without the signature headers `signed_in` it is refused before anything else."""
+    if not all(headers.get(name) for name in signed_in):
+        raise InvalidSignature("missing")
     provider = shop.payments
     if (
         provider is None

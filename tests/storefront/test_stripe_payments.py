@@ -240,6 +240,9 @@ async def test_duplicate_deliveries_at_once_settle_once(
 async def test_the_route_of_a_provider_not_configured_is_not_found(
     client: httpx.AsyncClient, fake: FakeStripe
 ) -> None:
+    # unsigned: refused for that before anything else
+    unsigned = await client.post(WEBHOOK, json={"id": "evt_x"})
+    assert unsigned.status_code == 400 and unsigned.json()["error"]["reason"] == "missing"
     refused = await _deliver(client, fake.event("payment_intent.succeeded", {"id": "pi_x"}))
     assert refused.status_code == 404 and refused.json()["error"]["code"] == (
         "provider_not_configured"
