@@ -18,6 +18,8 @@ from typing import Literal
 
 import msgspec
 
+from core.payment_settings import PaymentSettings, PaymentSettingsError, read_payment_settings
+
 AttributionRule = Literal["last", "first"]
 SelfReferralPolicy = Literal["flag", "reject"]
 
@@ -77,6 +79,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # statement cache per connection (0 = off, for PgBouncer in transaction mode)
     redis_cluster: bool = False
     pg_statement_cache: int = 100
+    # --- payments (core/payment_settings.py): None = no provider (pay answers 503) ---
+    payments: PaymentSettings | None = None
 
     @property
     def embedded_postgres(self) -> bool:
@@ -229,7 +233,19 @@ def load_settings(
     else:
         data_dir = Path(str(values["data_dir"]))
         values["secret"] = ensure_secret(data_dir) if create_secret else _stored_secret(data_dir)
+    # payments: read once dev mode is settled (its default decides the simulated provider)
+    if "payments" not in overrides:
+        try:
+            values["payments"] = read_payment_settings(
+                env, dev=bool(values["dev"]), public_url=_optional_str(values["public_url"])
+            )
+        except PaymentSettingsError as exc:
+            raise SettingsError(str(exc)) from None
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _check_secret(secret: str, source: str) -> None:

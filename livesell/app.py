@@ -53,7 +53,10 @@ def create_app(
         async with open_resources(settings) as opened:
             app.state.resources = opened
             app.state.shop = storefront.Shop(opened)
-            yield
+            try:
+                yield
+            finally:
+                await app.state.shop.aclose()
 
     app = Starlette(
         routes=all_routes(),

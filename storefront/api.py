@@ -16,7 +16,12 @@ from core.openapi import api_route
 from core.redis_client import REDIS_ERRORS
 from storefront import billing, catalog, orders, sales
 from storefront.buy import early, flow, idempotency
-from storefront.payments import SIGNATURE_HEADER, PaymentEvent
+from storefront.payments import (
+    SIGNATURE_HEADER,
+    STRIPE_SIGNATURE_HEADER,
+    WECHATPAY_HEADERS,
+    PaymentEvent,
+)
 from storefront.rooms import check_host, fetch_room
 from storefront.shop import shop_of
 from storefront.views import (
@@ -27,12 +32,15 @@ from storefront.views import (
     NewProduct,
     OrderView,
     PaymentStarted,
+    PayRequest,
     ProductPage,
     ProductQuery,
     ProductView,
     RefundRequest,
     RoomSales,
+    StripeEvent,
     WebhookAck,
+    WeChatPayNotification,
 )
 
 # `t=<unix seconds>,v1=<hex HMAC>` (storefront.payments); checked by the route, not the schema
@@ -157,7 +165,9 @@ async def get_order(request: Request) -> Response:
 async def pay(request: Request) -> Response:
     who = require(request)
     order_id = path_id(request)
-    started = await billing.start_payment(shop_of(request), order_id, who)
+    asked = await read_json(request, PayRequest)
+    client_ip = request.client.host if request.client else None
+    started = await billing.start_payment(shop_of(request), order_id, who, asked, client_ip)
     return JSON(started)
 
 
@@ -165,6 +175,22 @@ async def payment_webhook(request: Request) -> Response:
     body = await read_body(request)
     ack = await billing.handle_webhook(
         shop_of(request), body, request.headers.get(SIGNATURE_HEADER)
+    )
+    return JSON(ack)
+
+
+async def wechatpay_notify(request: Request) -> Response:
+    body = await read_body(request)
+    ack = await billing.handle_notification(
+        shop_of(request), "wechatpay", request.headers, body, signed_in=WECHATPAY_HEADERS
+    )
+    return JSON(ack)
+
+
+async def stripe_webhook(request: Request) -> Response:
+    body = await read_body(request)
+    ack = await billing.handle_notification(
+        shop_of(request), "stripe", request.headers, body, signed_in=(STRIPE_SIGNATURE_HEADER,)
     )
     return JSON(ack)
 
@@ -288,7 +314,9 @@ def routes() -> list[BaseRoute]:
             "/api/orders/{id}/pay",
             pay,
             methods=["POST"],
-            summary="pay a held order (dev: the simulated provider settles it at once)",
+            summary="pay a held order: the answer says the buyer's next step for the provider "
+            "(dev: the simulated provider settles it at once)",
+            body=PayRequest,
             response=PaymentStarted,
             roles=("buyer",),
             errors=(401, 404, 409, 503),
@@ -304,6 +332,34 @@ def routes() -> list[BaseRoute]:
             body=PaymentEvent,
             response=WebhookAck,
             headers={SIGNATURE_HEADER: Signature},
+            tag=TAG,
+        ),
+        api_route(
+            "/api/payments/wechatpay/notify",
+            wechatpay_notify,
+            methods=["POST"],
+            summary="WeChat Pay payment and refund notifications (LIVESELL_PAYMENTS=wechatpay), "
+            "signed in the Wechatpay-* headers and verified and decrypted with the wechatpayv3 "
+            "SDK; a missing, stale or wrong signature is a 400 invalid_signature, and a 404 "
+            "provider_not_configured when WeChat Pay is not the configured provider",
+            body=WeChatPayNotification,
+            response=WebhookAck,
+            headers={name: Signature for name in WECHATPAY_HEADERS},
+            errors=(404,),
+            tag=TAG,
+        ),
+        api_route(
+            "/api/payments/stripe/webhook",
+            stripe_webhook,
+            methods=["POST"],
+            summary=f"Stripe events (LIVESELL_PAYMENTS=stripe), signed in the "
+            f"{STRIPE_SIGNATURE_HEADER} header and verified with the stripe SDK; a missing, "
+            "stale or wrong signature is a 400 invalid_signature, and a 404 "
+            "provider_not_configured when Stripe is not the configured provider",
+            body=StripeEvent,
+            response=WebhookAck,
+            headers={STRIPE_SIGNATURE_HEADER: Signature},
+            errors=(404,),
             tag=TAG,
         ),
         api_route(

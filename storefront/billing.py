@@ -1,8 +1,13 @@
-"""Paying for orders: starting a payment and settling it when the provider's webhook arrives."""
+"""Paying for orders: starting a payment and settling it when the provider's news arrives.
+
+News comes by livesell's own signed webhook (`handle_webhook`) or by a shipped provider's route
+(`handle_notification`, verified with that provider's SDK); each decodes it into a PaymentEvent,
+and `settle` applies every event to the same state machine (migrations 0011 and 0013)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,24 +22,30 @@ from core.errors import OrderNotFound
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
+from storefront import provider_refunds
 from storefront.buy.verdicts import Absent, Granted
 from storefront.conn import must
 from storefront.errors import (
+    InvalidSignature,
     OrderStateConflict,
     PaymentMismatch,
     PaymentsUnavailable,
+    ProviderNotConfigured,
     ProviderUnavailable,
 )
 from storefront.events import OrderPlaced, mask_buyer
 from storefront.payments import (
     Checkout,
+    ClientAction,
     PaymentEvent,
     PaymentProvider,
-    SimulatedProvider,
+    ProviderRefund,
+    Started,
     verify,
     webhook_key,
 )
-from storefront.views import OrderStatus, PaymentOutcome, PaymentStarted, WebhookAck
+from storefront.providers import NotifiedProvider, build_provider
+from storefront.views import OrderStatus, PaymentOutcome, PaymentStarted, PayRequest, WebhookAck
 
 if TYPE_CHECKING:
     from storefront.shop import Shop
@@ -43,16 +54,14 @@ log = logging.getLogger("livesell.storefront.billing")
 
 
 def default_provider(shop: Shop) -> PaymentProvider | None:
-    """The payment provider a shop starts with: the simulated one in dev mode, none otherwise
-    (paying then answers 503 payments_unavailable)."""
-    if not shop.res.settings.dev:
-        return None
+    """The payment provider a shop starts with: the one LIVESELL_PAYMENTS names (the simulated
+    one by default in dev mode), or none (paying then answers 503 payments_unavailable)."""
 
     async def deliver(body: bytes, signature: str) -> None:
-        # the same path an HTTP webhook takes: verify, decode, settle
+        # the simulated provider's events take the path an HTTP webhook takes
         await handle_webhook(shop, body, signature)
 
-    return SimulatedProvider(webhook_key(shop.res.settings.secret), deliver)
+    return build_provider(shop.res.settings, deliver)
 
 
 def _provider(shop: Shop) -> PaymentProvider:
@@ -88,15 +97,24 @@ FROM target
 # The order's live attempt, when START_PAYMENT_SQL found one (a statement of its own: the one
 # that waited for the concurrent insert does not see it).
 LIVE_ATTEMPT_SQL = """
-SELECT provider, provider_payment_id FROM payments
+SELECT provider, provider_payment_id, amount_cents FROM payments
 WHERE order_id = $1 AND status IN ('pending', 'succeeded')
 """
 
 
-async def start_payment(shop: Shop, order_id: int, who: Principal) -> PaymentStarted:
+async def start_payment(
+    shop: Shop,
+    order_id: int,
+    who: Principal,
+    asked: PayRequest | None = None,
+    client_ip: str | None = None,
+) -> PaymentStarted:
+    """Start paying a held order (only its buyer may), or hand back the live attempt."""
     res = shop.res
     provider = _provider(shop)
     payment_id = provider.new_payment_id()
+    asked = asked or PayRequest()
+    live: asyncpg.Record | None = None
     async with res.pool.acquire() as conn:
         while True:
             row = await conn.fetchrow(
@@ -115,31 +133,89 @@ async def start_payment(shop: Shop, order_id: int, who: Principal) -> PaymentSta
             live = await conn.fetchrow(LIVE_ATTEMPT_SQL, order_id)
             if live is not None:
                 status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
-                return PaymentStarted(
-                    order_id=str(order_id),
-                    payment_id=live["provider_payment_id"],
-                    provider=live["provider"],
-                    order_status=status,
-                )
+                break
+    if live is not None:  # (the connection is back in the pool while the provider answers)
+        return await _resume(provider, order_id, who, asked, client_ip, live, status)
+    checkout = Checkout(
+        order_id=order_id,
+        amount_cents=row["amount_cents"],
+        buyer_id=who.user_id,
+        openid=asked.openid,
+        client_ip=client_ip,
+    )
     settled: dict[int, OrderStatus] = {}
     token = _settled_here.set(settled)
     try:
-        await provider.start(
-            payment_id,
-            Checkout(order_id=order_id, amount_cents=row["amount_cents"], buyer_id=who.user_id),
-        )
+        started = await provider.start(payment_id, checkout) or Started()
     except Exception as exc:
         log.error("provider %s refused payment %s: %r", provider.name, payment_id, exc)
         await _abandon(res, provider.name, payment_id)
         raise ProviderUnavailable(provider.name) from exc
     finally:
         _settled_here.reset(token)
-    status = settled.get(order_id)
-    if status is None:  # the outcome comes later (or came by another path): as it stands now
-        async with res.pool.acquire() as conn:
+    async with res.pool.acquire() as conn:
+        if started.reference is not None:
+            await conn.execute(
+                """UPDATE payments SET provider_reference = $3
+                   WHERE provider = $1 AND provider_payment_id = $2""",
+                provider.name,
+                payment_id,
+                started.reference,
+            )
+        status = settled.get(order_id)
+        if status is None:  # the outcome comes later (or came by another path): as it stands now
             status = await conn.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+    return _started(order_id, payment_id, provider.name, status, started.action)
+
+
+async def _resume(
+    provider: PaymentProvider,
+    order_id: int,
+    who: Principal,
+    asked: PayRequest,
+    client_ip: str | None,
+    live: asyncpg.Record,
+    status: OrderStatus,
+) -> PaymentStarted:
+    """Another pay started this order's payment: hand back that attempt (and the buyer's next
+    step for it), start nothing."""
+    action = ClientAction()
+    if status == "held" and live["provider"] == provider.name:
+        checkout = Checkout(
+            order_id=order_id,
+            amount_cents=live["amount_cents"],
+            buyer_id=who.user_id,
+            openid=asked.openid,
+            client_ip=client_ip,
+        )
+        try:
+            resumed = await provider.resume(live["provider_payment_id"], checkout)
+        except Exception as exc:
+            log.error(
+                "provider %s: payment %s cannot be resumed: %r",
+                provider.name,
+                live["provider_payment_id"],
+                exc,
+            )
+            raise ProviderUnavailable(provider.name) from exc
+        if resumed is not None:
+            action = resumed.action
+    return _started(order_id, live["provider_payment_id"], live["provider"], status, action)
+
+
+def _started(
+    order_id: int, payment_id: str, provider: str, status: OrderStatus, action: ClientAction
+) -> PaymentStarted:
     return PaymentStarted(
-        order_id=str(order_id), payment_id=payment_id, provider=provider.name, order_status=status
+        order_id=str(order_id),
+        payment_id=payment_id,
+        provider=provider,
+        order_status=status,
+        flow=action.flow,
+        wechat_jsapi=action.wechat_jsapi,
+        h5_url=action.h5_url,
+        client_secret=action.client_secret,
+        publishable_key=action.publishable_key,
     )
 
 
@@ -161,7 +237,7 @@ class _Settlement:
     granted: Granted | None = None
     drop_id: int = 0
     stock_moved: bool = False
-    refund: tuple[str, int] | None = None
+    refund: ProviderRefund | None = None
     # the order's status after settling, when this settlement set it
     order_status: OrderStatus | None = None
 
@@ -212,11 +288,69 @@ LEFT JOIN payment ON true LEFT JOIN settled ON true LEFT JOIN paid ON true
 
 
 async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> WebhookAck:
-    """Verify, then settle a provider event once; a replayed event id is acknowledged as such,
-    and an event about a payment already settled changes nothing."""
+    """Livesell's own signed webhook: verify, decode, settle."""
+    verify(webhook_key(shop.res.settings.secret), body, signature)
+    return await settle(shop, decode_json(body, PaymentEvent))
+
+
+async def handle_notification(
+    shop: Shop,
+    provider_name: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    signed_in: tuple[str, ...],
+) -> WebhookAck:
+    """A shipped provider's notification: verified and decoded with its SDK, then settled like
+    any other event. Events that concern no payment or refund are acknowledged and ignored.
+    Without the signature headers `signed_in` it is refused before anything else."""
+    if not all(headers.get(name) for name in signed_in):
+        raise InvalidSignature("missing")
+    provider = shop.payments
+    if (
+        provider is None
+        or provider.name != provider_name
+        or not isinstance(provider, NotifiedProvider)
+    ):
+        raise ProviderNotConfigured(provider_name)
+    notice = await provider.decode_notification(headers, body)
+    if notice is None:
+        return WebhookAck(received=True, outcome="ignored")
+    return await settle(shop, notice.event, notice.provider_refund_id)
+
+
+async def _stored_outcome(conn: Conn, event: PaymentEvent) -> WebhookAck:
+    stored = await conn.fetchval(
+        "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2",
+        event.provider,
+        event.id,
+    )
+    return WebhookAck(received=True, duplicate=True, outcome=stored)
+
+
+async def _settle_refund_event(
+    shop: Shop, event: PaymentEvent, provider_refund_id: str | None
+) -> WebhookAck:
+    async with shop.res.pool.acquire() as conn, conn.transaction():
+        first, outcome = await provider_refunds.settle_refund(conn, event, provider_refund_id)
+        if not first:
+            return await _stored_outcome(conn, event)
+        await conn.execute(
+            "UPDATE payment_events SET outcome = $3 WHERE provider = $1 AND event_id = $2",
+            event.provider,
+            event.id,
+            outcome,
+        )
+    return WebhookAck(received=True, outcome=outcome)
+
+
+async def settle(
+    shop: Shop, event: PaymentEvent, provider_refund_id: str | None = None
+) -> WebhookAck:
+    """Settle a verified provider event once; a replayed event id is acknowledged as such, and
+    an event about a payment (or refund) already settled changes nothing."""
+    if event.type in ("refund.succeeded", "refund.failed"):
+        return await _settle_refund_event(shop, event, provider_refund_id)
     res = shop.res
-    verify(webhook_key(res.settings.secret), body, signature)
-    event = decode_json(body, PaymentEvent)
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             data = event.data
@@ -232,12 +366,7 @@ async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> Webh
                 )
             )
             if not row["first"]:
-                stored = await conn.fetchval(
-                    "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2",
-                    event.provider,
-                    event.id,
-                )
-                return WebhookAck(received=True, duplicate=True, outcome=stored)
+                return await _stored_outcome(conn, event)
             match row["was"], row["payment_status"]:
                 case None, _:
                     raise await _mismatch(conn, event)
@@ -262,7 +391,7 @@ async def handle_webhook(shop: Shop, body: bytes, signature: str | None) -> Webh
     if settlement.stock_moved:
         await shop.stock.changed(settlement.drop_id, sold=True)
     if settlement.refund is not None:
-        await refund_at_provider(shop, *settlement.refund)
+        await refund_at_provider(shop, settlement.refund)
     settled = _settled_here.get()
     if settled is not None and settlement.order_status is not None:
         settled[int(event.data.order_id)] = settlement.order_status
@@ -291,38 +420,25 @@ def _final_outcome(status: str, event: PaymentEvent) -> PaymentOutcome:
     return "contradicts_final_state"
 
 
-# Give back part or all of an order's payment, in the refund's own transaction: the payment
-# records it (and is refunded once all of it is back), so no later refund sends the same money
-# again. $1 order, $2 cents
-TAKE_BACK_SQL = """
-UPDATE payments
-SET refunded_cents = refunded_cents + $2,
-    status = CASE WHEN refunded_cents + $2 = amount_cents THEN 'refunded' ELSE status END
-WHERE order_id = $1 AND status = 'succeeded'
-RETURNING provider_payment_id
-"""
+async def take_back(conn: Conn, order_id: int, cents: int) -> ProviderRefund | None:
+    """In a refund's transaction: record `cents` of the order's payment as returned; the
+    request to send to the provider after commit (None when there is nothing to send)."""
+    return await provider_refunds.take_back(conn, order_id, cents)
 
 
-async def take_back(conn: Conn, order_id: int, cents: int) -> str | None:
-    """In a refund's transaction: record `cents` of the order's payment as returned. The
-    provider's payment id to refund after commit; None when there is nothing to send."""
-    if cents <= 0:
-        return None
-    payment_id: str | None = await conn.fetchval(TAKE_BACK_SQL, order_id, cents)
-    if payment_id is None:
-        log.error("order %d: refund of %d cents finds no succeeded payment", order_id, cents)
-    return payment_id
-
-
-async def refund_at_provider(shop: Shop, payment_id: str | None, cents: int) -> None:
-    """Return `cents` of a payment at its provider (after the refund that took them back
-    committed)."""
-    if payment_id is None or cents <= 0:
+async def refund_at_provider(shop: Shop, refund: ProviderRefund | None) -> None:
+    """Return a refund's money at the provider (after the refund that took it back committed).
+    A request the provider did not take stays `requested` for an operator to send again."""
+    if refund is None:
         return
-    try:
-        await _provider(shop).refund(payment_id, cents)
-    except Exception as exc:  # noqa: BLE001 - recorded in PostgreSQL; an operator retries
-        log.error("provider refund of %s (%d cents) failed: %r", payment_id, cents, exc)
+    if shop.payments is None:
+        log.error(
+            "refund %s of %d cents: no payment provider is configured; not sent",
+            refund.refund_id,
+            refund.amount_cents,
+        )
+        return
+    await provider_refunds.send(shop.payments, refund)
 
 
 async def _mismatch(conn: Conn, event: PaymentEvent) -> PaymentMismatch:
@@ -383,7 +499,6 @@ async def _settle_unheld(
     order = must(
         await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", int(data.order_id))
     )
-    payment = (data.payment_id, data.amount_cents)
     settlement = _Settlement("paid", drop_id=order["drop_id"])
     match order["status"]:
         case "held":
@@ -392,15 +507,14 @@ async def _settle_unheld(
         case "expired":
             granted = await _reclaim(conn, shop, order)
             if granted is None:
-                await _refund_whole(conn, payment_row)
-                return await _refund_unfillable(conn, order, payment, settlement)
+                settlement.refund = await provider_refunds.refund_whole(conn, payment_row)
+                return await _refund_unfillable(conn, order, settlement)
             settlement.granted = granted
             settlement.outcome = "paid_after_expiry"
         case _:
             # this payment is not the one that paid the order: give its money back
-            await _refund_whole(conn, payment_row)
+            settlement.refund = await provider_refunds.refund_whole(conn, payment_row)
             settlement.outcome = "duplicate_payment_refunded"
-            settlement.refund = payment
             return settlement
     placed_at = await conn.fetchval(
         "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1 RETURNING paid_at",
@@ -417,14 +531,6 @@ async def _settle_unheld(
     settlement.order_status = "paid"
     _order_placed(settlement.outbox, order, placed_at)
     return settlement
-
-
-async def _refund_whole(conn: Conn, payment_row: int) -> None:
-    await conn.execute(
-        """UPDATE payments SET status = 'refunded', refunded_cents = amount_cents
-           WHERE id = $1 AND status = 'succeeded'""",
-        payment_row,
-    )
 
 
 async def _reclaim(conn: Conn, shop: Shop, order: asyncpg.Record) -> Granted | None:
@@ -469,7 +575,6 @@ async def _reclaim(conn: Conn, shop: Shop, order: asyncpg.Record) -> Granted | N
 async def _refund_unfillable(
     conn: Conn,
     order: asyncpg.Record,
-    payment: tuple[str, int],
     settlement: _Settlement,
 ) -> _Settlement:
     """The hold expired and its stock is gone: the order is refunded in full, automatically."""
@@ -492,5 +597,4 @@ async def _refund_unfillable(
     )
     settlement.outcome = "refunded_no_stock"
     settlement.order_status = "refunded"
-    settlement.refund = payment
     return settlement

@@ -155,7 +155,20 @@ class PaymentsUnavailable(ServiceUnavailable):
 
     def __init__(self) -> None:
         super().__init__(
-            "no payment provider is configured (the simulated one needs LIVESELL_DEV=1)"
+            "no payment provider is configured: set LIVESELL_PAYMENTS to wechatpay or stripe "
+            "with its credentials (docs/payments.md), or LIVESELL_DEV=1 for the simulated one"
+        )
+
+
+class ProviderNotConfigured(NotFound):
+    """A provider's notification route, when that provider is not the one configured."""
+
+    code = "provider_not_configured"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"{provider} is not the configured payment provider (LIVESELL_PAYMENTS)",
+            provider=provider,
         )
 
 

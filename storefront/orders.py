@@ -222,9 +222,9 @@ async def refund(
             who.user_id,
         )
         await attribution.order_refunded(conn, outbox, order_id=order_id, refund_cents=cents)
-        payment_id = await billing.take_back(conn, order_id, cents)
+        provider_refund = await billing.take_back(conn, order_id, cents)
     await after_release(shop, outbox, returned)
     if not returned.units:
         await outbox.flush(res.publisher)
-    await billing.refund_at_provider(shop, payment_id, cents)
+    await billing.refund_at_provider(shop, provider_refund)
     return order_from_row(row)

@@ -1,13 +1,16 @@
-"""Payments: the provider interface, the simulated dev provider, and the signed webhook.
+"""Payments: the provider interface, the simulated dev provider, and livesell's signed webhook.
 
-A provider starts payments and later reports their outcome by calling
-`POST /api/payments/webhook` with an event signed like Stripe's:
+A provider starts payments and later reports their outcome. Providers livesell ships (WeChat Pay,
+Stripe: storefront/wechatpay_provider.py, storefront/stripe_provider.py) are reached through
+their SDKs and report on routes of their own, verified with their SDK; any other provider reports
+by calling `POST /api/payments/webhook` with an event signed like Stripe's:
 
     Livesell-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">
 
 The HMAC key is derived from LIVESELL_SECRET. Signatures are compared in constant time and
 refused when older than SIGNATURE_TOLERANCE_S (a captured request cannot be replayed later);
-events are processed once per provider event id (a provider retrying changes nothing).
+events are processed once per provider event id (a provider retrying changes nothing). Every
+route decodes its provider's news into one `PaymentEvent`, and one state machine settles it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from storefront.errors import InvalidSignature
 
 SIGNATURE_HEADER = "Livesell-Signature"
 SIGNATURE_TOLERANCE_S = 300
+# the shipped providers' signature headers
+STRIPE_SIGNATURE_HEADER = "Stripe-Signature"
+WECHATPAY_HEADERS = (
+    "Wechatpay-Signature",
+    "Wechatpay-Timestamp",
+    "Wechatpay-Nonce",
+    "Wechatpay-Serial",
+    "Wechatpay-Signature-Type",
+)
 
 
 class PaymentEventData(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -37,6 +49,11 @@ class PaymentEventData(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     fingerprint: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)] | None = (
         None
     )
+    # refund events: livesell's id of the refund (sent to the provider when it was requested)
+    refund_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)] | None = None
+
+
+EventType = Literal["payment.succeeded", "payment.failed", "refund.succeeded", "refund.failed"]
 
 
 class PaymentEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,7 +61,7 @@ class PaymentEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=TEXT)]
     provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
-    type: Literal["payment.succeeded", "payment.failed"]
+    type: EventType
     # unix seconds
     created: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     data: PaymentEventData
@@ -82,28 +99,84 @@ def verify(key: bytes, body: bytes, header: str | None, now: float | None = None
         raise InvalidSignature("mismatch")
 
 
-class Checkout(msgspec.Struct, frozen=True):
+class Checkout(msgspec.Struct, frozen=True, kw_only=True):
     order_id: int
     amount_cents: int
     buyer_id: str
+    # what the buyer's client said about itself: WeChat's openid of the buyer (inside WeChat, for
+    # a JSAPI payment) and the buyer's address (WeChat's H5 payments need it)
+    openid: str | None = None
+    client_ip: str | None = None
+
+
+class WeChatJsapiParams(msgspec.Struct, frozen=True, kw_only=True):
+    """The arguments of WeixinJSBridge `getBrandWCPayRequest` / `wx.requestPayment`, signed."""
+
+    appId: str
+    timeStamp: str
+    nonceStr: str
+    package: str
+    signType: str
+    paySign: str
+
+
+PayFlow = Literal["none", "wechat_jsapi", "wechat_h5", "stripe"]
+
+
+class ClientAction(msgspec.Struct, frozen=True, kw_only=True):
+    """What the buyer's page does to pay: nothing (the simulated provider settles at once), call
+    WeixinJSBridge with `wechat_jsapi`, go to `h5_url`, or confirm a Stripe PaymentIntent."""
+
+    flow: PayFlow = "none"
+    wechat_jsapi: WeChatJsapiParams | None = None
+    h5_url: str | None = None
+    client_secret: str | None = None
+    publishable_key: str | None = None
+
+
+class Started(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's answer to `start`: the buyer's next step, and the provider's own id for the
+    payment when it assigns one (a Stripe PaymentIntent)."""
+
+    action: ClientAction = ClientAction()
+    reference: str | None = None
+
+
+class ProviderRefund(msgspec.Struct, frozen=True, kw_only=True):
+    """Money to return at the provider. `refund_id` is livesell's, sent as the provider's
+    idempotency key (Stripe) or out_refund_no (WeChat Pay): a retried request returns it once."""
+
+    refund_id: str
+    provider: str
+    payment_id: str
+    reference: str | None
+    order_id: int
+    amount_cents: int
+    payment_amount_cents: int
 
 
 class PaymentProvider(Protocol):
-    """A payment provider: starts payments; reports outcomes later through the webhook."""
+    """A payment provider: starts payments; reports outcomes later (through its webhook)."""
 
     name: str
 
     def new_payment_id(self) -> str:
-        """The provider's id for a payment about to be started."""
+        """Livesell's id for a payment about to be started (the provider's out_trade_no)."""
         ...
 
-    async def start(self, payment_id: str, checkout: Checkout) -> None:
-        """Ask the provider to collect `checkout.amount_cents`. Its outcome arrives as a signed
+    async def start(self, payment_id: str, checkout: Checkout) -> Started | None:
+        """Ask the provider to collect `checkout.amount_cents`. Its outcome arrives as a
         webhook event, possibly before this returns (the simulated provider) or much later."""
         ...
 
-    async def refund(self, payment_id: str, amount_cents: int) -> None:
-        """Return money for a payment (the order's refund already committed)."""
+    async def resume(self, payment_id: str, checkout: Checkout) -> Started | None:
+        """The buyer's next step for a payment already started (a second pay while it is
+        pending); None when there is nothing more for the buyer to do."""
+        ...
+
+    async def refund(self, refund: ProviderRefund) -> None:
+        """Ask the provider to return money (the order's refund already committed); the outcome
+        arrives as a `refund.succeeded` or `refund.failed` event."""
         ...
 
 
@@ -111,34 +184,67 @@ class WebhookSender(Protocol):
     async def __call__(self, body: bytes, signature: str) -> None: ...
 
 
+def is_order_id(value: str | None) -> bool:
+    """Whether a provider's copy of an order id is one livesell could have sent."""
+    return value is not None and 0 < len(value) <= 18 and value.isascii() and value.isdigit()
+
+
+def new_refund_id() -> str:
+    """Livesell's id for a refund at the provider (WeChat's out_refund_no: at most 64 of
+    [0-9A-Za-z_-|*@])."""
+    return "lsr_" + secrets.token_hex(12)
+
+
 class SimulatedProvider:
-    """Dev mode's provider: approves every payment at once by posting a signed
-    `payment.succeeded` event to the webhook handler, exactly as a real provider would."""
+    """Dev mode's provider: approves every payment and every refund at once by posting a signed
+    event to the webhook handler, exactly as a provider livesell does not ship would."""
 
     name = "simulated"
 
     def __init__(self, key: bytes, send: WebhookSender) -> None:
         self._key = key
         self._send = send
-        self.refunds: list[tuple[str, int]] = []
+        self.refunds: list[ProviderRefund] = []
 
     def new_payment_id(self) -> str:
         return "sim_pay_" + secrets.token_hex(8)
 
-    async def start(self, payment_id: str, checkout: Checkout) -> None:
+    async def start(self, payment_id: str, checkout: Checkout) -> Started | None:
+        await self._post("payment.succeeded", payment_id, checkout.order_id, checkout.amount_cents)
+        return None
+
+    async def resume(self, payment_id: str, checkout: Checkout) -> Started | None:
+        return None
+
+    async def refund(self, refund: ProviderRefund) -> None:
+        self.refunds.append(refund)
+        await self._post(
+            "refund.succeeded",
+            refund.payment_id,
+            refund.order_id,
+            refund.amount_cents,
+            refund.refund_id,
+        )
+
+    async def _post(
+        self,
+        kind: EventType,
+        payment_id: str,
+        order_id: int,
+        amount_cents: int,
+        refund_id: str | None = None,
+    ) -> None:
         event = PaymentEvent(
             id="sim_evt_" + secrets.token_hex(8),
             provider=self.name,
-            type="payment.succeeded",
+            type=kind,
             created=int(time.time()),
             data=PaymentEventData(
                 payment_id=payment_id,
-                order_id=str(checkout.order_id),
-                amount_cents=checkout.amount_cents,
+                order_id=str(order_id),
+                amount_cents=amount_cents,
+                refund_id=refund_id,
             ),
         )
         body = msgspec.json.encode(event)
         await self._send(body, sign(self._key, body))
-
-    async def refund(self, payment_id: str, amount_cents: int) -> None:
-        self.refunds.append((payment_id, amount_cents))

@@ -27,6 +27,12 @@ class Shop:
         # None: no provider is configured, and paying answers 503 payments_unavailable
         self.payments: PaymentProvider | None = billing.default_provider(self)
 
+    async def aclose(self) -> None:
+        """Let go of what the payment provider holds open (its HTTP connections)."""
+        close = getattr(self.payments, "aclose", None)
+        if close is not None:
+            await close()
+
     async def settled(self) -> None:
         """Wait for the follow-up work of what committed so far (tests, benchmarks)."""
         await self.res.after_commit.drain()

@@ -7,11 +7,12 @@ naming the field rather than a silently ignored value.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from core.http import TEXT, Id
+from storefront.payments import PayFlow, WeChatJsapiParams
 
 DropStatus = Literal["scheduled", "live", "sold_out", "closed", "ended"]
 OrderStatus = Literal["held", "paid", "delivered", "expired", "refunded"]
@@ -108,6 +109,13 @@ class BuyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] = 1
 
 
+class PayRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Optional: what the buyer's client knows that a provider needs. Inside WeChat, the buyer's
+    openid for the merchant's app id makes a WeChat Pay payment a JSAPI one (H5 otherwise)."""
+
+    openid: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=TEXT)] | None = None
+
+
 class RefundRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # units to refund; absent = everything not yet refunded
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
@@ -139,6 +147,14 @@ class PaymentStarted(msgspec.Struct, kw_only=True):
     provider: str
     # the order after the provider answered (the simulated provider settles at once)
     order_status: OrderStatus
+    # what the buyer's page does next (docs/payments.md): nothing ("none": the simulated
+    # provider), WeixinJSBridge with `wechat_jsapi`, a redirect to `h5_url`, or Stripe.js
+    # confirming the PaymentIntent of `client_secret` with `publishable_key`
+    flow: PayFlow = "none"
+    wechat_jsapi: WeChatJsapiParams | None = None
+    h5_url: str | None = None
+    client_secret: str | None = None
+    publishable_key: str | None = None
 
 
 # What settling a provider event did: paid a held order; paid an order whose hold had expired
@@ -153,6 +169,9 @@ PaymentOutcome = Literal[
     "failed",
     "already_settled",
     "contradicts_final_state",
+    "refund_succeeded",
+    "refund_failed",
+    "ignored",
 ]
 
 
@@ -184,3 +203,41 @@ class RoomSales(msgspec.Struct, kw_only=True):
     refunded_cents: int
     revenue_cents: int
     drops: list[DropSales]
+
+
+# --- what the shipped providers post (their own formats; described for the OpenAPI document) ---
+
+
+class WeChatPayResource(msgspec.Struct, kw_only=True):
+    algorithm: Literal["AEAD_AES_256_GCM"]
+    ciphertext: str
+    nonce: str
+    associated_data: str = ""
+    original_type: str = ""
+
+
+class WeChatPayNotification(msgspec.Struct, kw_only=True):
+    """A WeChat Pay API v3 notification: signed in the Wechatpay-* headers, its resource
+    encrypted with the merchant's APIv3 key (TRANSACTION.SUCCESS, REFUND.SUCCESS, ...)."""
+
+    id: str
+    create_time: str
+    event_type: str
+    resource_type: Literal["encrypt-resource"]
+    resource: WeChatPayResource
+    summary: str = ""
+
+
+class StripeEventData(msgspec.Struct, kw_only=True):
+    object: dict[str, Any]
+
+
+class StripeEvent(msgspec.Struct, kw_only=True):
+    """A Stripe event, signed in the Stripe-Signature header (payment_intent.succeeded,
+    payment_intent.canceled, refund.updated, ...)."""
+
+    id: str
+    object: Literal["event"]
+    type: str
+    created: int
+    data: StripeEventData

@@ -45,6 +45,15 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+# When payments go through Stripe (LIVESELL_PAYMENTS=stripe), the viewer page also loads
+# Stripe.js, which frames its card form and calls Stripe's API.
+STRIPE_PAGE_HEADERS = {
+    **PAGE_HEADERS,
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY.replace(
+        "script-src 'self';", "script-src 'self' https://js.stripe.com;"
+    ).replace("connect-src 'self'", "connect-src 'self' https://api.stripe.com")
+    + "; frame-src https://js.stripe.com https://hooks.stripe.com",
+}
 
 
 class WebConfig(msgspec.Struct, kw_only=True):
@@ -60,8 +69,13 @@ def _page(name: str) -> bytes:
     return (STATIC_DIR / name).read_bytes()
 
 
-def _html(name: str, status: int = 200) -> Response:
-    return HTMLResponse(_page(name), status_code=status, headers=PAGE_HEADERS)
+def _html(name: str, status: int = 200, headers: dict[str, str] = PAGE_HEADERS) -> Response:
+    return HTMLResponse(_page(name), status_code=status, headers=headers)
+
+
+def _pays_by_stripe(request: Request) -> bool:
+    payments = resources(request).settings.payments
+    return payments is not None and payments.provider == "stripe"
 
 
 # the error page carries the error's code; its script picks the words in the reader's language
@@ -88,7 +102,9 @@ def _room_page(name: str) -> Any:
         raw = request.path_params["room_id"]
         if not raw.isdigit() or len(raw) > 18 or await _room_missing(request, int(raw)):
             return error_page("room_not_found", 404)
-        return _html(name)
+        return _html(
+            name, headers=STRIPE_PAGE_HEADERS if _pays_by_stripe(request) else PAGE_HEADERS
+        )
 
     endpoint.__name__ = name.removesuffix(".html") + "_page"
     return endpoint

@@ -12,7 +12,14 @@ import httpx
 import msgspec
 
 from storefront import Shop
-from storefront.payments import SIGNATURE_HEADER, Checkout, sign, webhook_key
+from storefront.payments import (
+    SIGNATURE_HEADER,
+    Checkout,
+    ProviderRefund,
+    Started,
+    sign,
+    webhook_key,
+)
 
 _ids = itertools.count(1)
 
@@ -22,19 +29,30 @@ class HandProvider:
     name: str = "hand"
     started: list[tuple[str, Checkout]] = field(default_factory=list)
     refunds: list[tuple[str, int]] = field(default_factory=list)
+    # the requests as livesell sent them (their refund ids settle them by a refund event)
+    refund_requests: list[ProviderRefund] = field(default_factory=list)
     refuse_next_start: bool = False
+    refuse_next_refund: bool = False
 
     def new_payment_id(self) -> str:
         return f"hand-pay-{next(_ids)}"
 
-    async def start(self, payment_id: str, checkout: Checkout) -> None:
+    async def start(self, payment_id: str, checkout: Checkout) -> Started | None:
         if self.refuse_next_start:
             self.refuse_next_start = False
             raise RuntimeError("the provider is down")
         self.started.append((payment_id, checkout))
+        return None
 
-    async def refund(self, payment_id: str, amount_cents: int) -> None:
-        self.refunds.append((payment_id, amount_cents))
+    async def resume(self, payment_id: str, checkout: Checkout) -> Started | None:
+        return None
+
+    async def refund(self, refund: ProviderRefund) -> None:
+        if self.refuse_next_refund:
+            self.refuse_next_refund = False
+            raise RuntimeError("the provider is down")
+        self.refunds.append((refund.payment_id, refund.amount_cents))
+        self.refund_requests.append(refund)
 
     def checkout(self, payment_id: str) -> Checkout:
         return next(c for p, c in self.started if p == payment_id)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 
 from core.resources import Resources
@@ -271,3 +273,97 @@ async def test_the_database_refuses_transitions_outside_the_machine(
                        VALUES ($1, 'hand', 'p-2', 1)""",
                     order_id,
                 )
+
+
+async def test_refunds_complete_on_the_providers_signed_refund_event(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    start_drop: StartDrop,
+    buy: Buy,
+    resources: Resources,
+    settings: Settings,
+    hand: HandProvider,
+) -> None:
+    drop = await start_drop()
+    order_id, payment_id = await _paid_by_hand(client, auth, buy, drop["id"], hand, settings.secret)
+    assert (
+        await client.post(f"/api/orders/{order_id}/refund", headers=auth("bob"))
+    ).status_code == 200
+    (request,) = hand.refund_requests
+    assert (request.payment_id, request.amount_cents) == (payment_id, 9_900)
+
+    def refund_event(kind: str, cents: int, event_id: str) -> bytes:
+        return msgspec.json.encode(
+            {
+                "id": event_id,
+                "provider": "hand",
+                "type": kind,
+                "created": int(time.time()),
+                "data": {
+                    "payment_id": payment_id,
+                    "order_id": order_id,
+                    "amount_cents": cents,
+                    "refund_id": request.refund_id,
+                },
+            }
+        )
+
+    wrong = await deliver(client, settings.secret, refund_event("refund.succeeded", 1, "r-0"))
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "payment_mismatch"
+    # an order id past 32 bits names no refund of ours either (not a value PostgreSQL refuses)
+    far = msgspec.json.decode(refund_event("refund.succeeded", 9_900, "r-far"))
+    far["data"]["order_id"] = "657608385424621508"
+    far_off = await deliver(client, settings.secret, msgspec.json.encode(far))
+    assert far_off.status_code == 422 and far_off.json()["error"]["code"] == "payment_mismatch"
+    done = refund_event("refund.succeeded", 9_900, "r-1")
+    assert (await deliver(client, settings.secret, done)).json()["outcome"] == "refund_succeeded"
+    assert (await deliver(client, settings.secret, done)).json()["duplicate"] is True
+    late = await deliver(client, settings.secret, refund_event("refund.failed", 9_900, "r-2"))
+    assert late.json()["outcome"] == "contradicts_final_state"
+    async with resources.pool.acquire() as conn:
+        status = await conn.fetchval("SELECT status FROM payment_refunds")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE payment_refunds SET status = 'requested'")
+    assert status == "succeeded"
+
+
+async def test_the_simulated_provider_completes_refunds_at_once(
+    client: httpx.AsyncClient, auth: Auth, start_drop: StartDrop, buy: Buy, resources: Resources
+) -> None:
+    drop = await start_drop()
+    order_id = await _held(buy, drop["id"])
+    assert (await _pay(client, auth, order_id)).json()["order_status"] == "paid"
+    assert (
+        await client.post(f"/api/orders/{order_id}/refund", headers=auth("bob"))
+    ).status_code == 200
+    async with resources.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT status, amount_cents FROM payment_refunds")
+    assert [tuple(r) for r in rows] == [("succeeded", 9_900)]
+
+
+async def test_a_refund_the_provider_did_not_take_stays_requested_under_its_id(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    start_drop: StartDrop,
+    buy: Buy,
+    settings: Settings,
+    resources: Resources,
+    hand: HandProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drop = await start_drop()
+    order_id, payment_id = await _paid_by_hand(client, auth, buy, drop["id"], hand, settings.secret)
+    hand.refuse_next_refund = True
+    with caplog.at_level(logging.ERROR, logger="livesell.storefront.refunds"):
+        refunded = await client.post(f"/api/orders/{order_id}/refund", headers=auth("bob"))
+    # the buyer's refund stands; the money is owed at the provider, under the request's id
+    assert refunded.status_code == 200 and refunded.json()["status"] == "refunded"
+    assert hand.refund_requests == []
+    async with resources.pool.acquire() as conn:
+        request = await conn.fetchrow("SELECT refund_id, status, amount_cents FROM payment_refunds")
+    assert (request["status"], request["amount_cents"]) == ("requested", 9_900)
+    assert any(
+        request["refund_id"] in r.getMessage() and payment_id in r.getMessage()
+        for r in caplog.records
+    )
+    assert (await _payments(resources, order_id))[0]["status"] == "refunded"

@@ -94,7 +94,7 @@ export const api = {
       headers: { "Idempotency-Key": idempotencyKey },
     }),
   order: (orderId) => request("GET", `/api/orders/${orderId}`),
-  pay: (orderId) => request("POST", `/api/orders/${orderId}/pay`),
+  pay: (orderId, body) => request("POST", `/api/orders/${orderId}/pay`, { body }),
 
   enter: (roomId, linkCode) =>
     request("POST", `/api/rooms/${roomId}/enter`, { body: linkCode ? { link_code: linkCode } : {} }),

@@ -6,6 +6,7 @@
 
 import { api } from "./api.js";
 import { errorText, t } from "./i18n.js";
+import { followPayFlow, payBody } from "./payflow.js";
 import { newKey, setText, show, sleep } from "./ui.js";
 
 const RETRY_DELAYS_MS = [300, 900, 2000];
@@ -137,12 +138,14 @@ export class OrderTracker {
     return left;
   }
 
-  async pay() {
+  // `anchor`: the pay button (the provider's own form, when it has one, goes after it)
+  async pay(anchor) {
     if (!this.current || this.paying) return;
     this.paying = true;
     this.onChange();
     try {
-      const started = await api.pay(this.current.order_id);
+      const started = await api.pay(this.current.order_id, payBody());
+      if (!(await followPayFlow(started, anchor))) return;
       const status = started && (started.order_status || started.status);
       if (status && status !== this.current.status) {
         this.current = normaliseOrder({ ...this.current, status });

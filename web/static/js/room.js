@@ -209,7 +209,9 @@ function wireControls() {
     const qty = $("#qty");
     qty.value = String(Math.min(Number(qty.max) || 1, Number(qty.value) + 1));
   });
-  $("#pay").addEventListener("click", () => orders.pay().catch((err) => showError("#pay-error", err)));
+  $("#pay").addEventListener("click", () =>
+  orders.pay($("#pay")).catch((err) => showError("#pay-error", err)),
+);
   $("#order-dismiss").addEventListener("click", () => orders.dismiss());
   $("#signout").addEventListener("click", () => {
     signOut(SLOT);
