@@ -5,7 +5,8 @@ A code is 4 to 16 letters and digits, case-insensitive (stored upper-case), one 
 distributor. An order whose buy names a code credits its distributor ahead of any link binding
 (rule `code`, migration 0040); a code given at entry or reservation binds the same way for
 later orders, ahead of links. Codes are short enough to guess, so every lookup counts against
-per-user and per-address limits (`res.limiter`): past them the answer is 429, whether or not
+per-user and per-address limits (`res.limiter`;
+`LIVESELL_REFERRAL_LOOKUPS_PER_USER`, `..._PER_IP`): past them the answer is 429, whether or not
 the code exists.
 """
 
@@ -25,9 +26,7 @@ from core.db import Conn
 from core.ratelimit import Limit, address_subject
 from core.resources import Resources
 
-# lookups per user and per address in LOOKUP_WINDOW_S seconds
-LOOKUPS_PER_USER = 10
-LOOKUPS_PER_ADDRESS = 300
+# lookups are limited per user and per address (settings) in windows of this many seconds
 LOOKUP_WINDOW_S = 10
 # generated codes: letters without the ones read as digits, then two digits
 _LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -122,9 +121,13 @@ async def lookup_referral_code(
 ) -> Referral:
     """The distributor a code credits; ReferralCodeNotFound when none, ReferralCodeGuessing
     once the caller has looked up too many codes."""
+    settings = res.settings
     refused = await res.limiter.hit(
-        (Limit("referral-user", LOOKUPS_PER_USER, LOOKUP_WINDOW_S), user_id),
-        (Limit("referral-ip", LOOKUPS_PER_ADDRESS, LOOKUP_WINDOW_S), address_subject(client_addr)),
+        (Limit("referral-user", settings.referral_lookups_per_user, LOOKUP_WINDOW_S), user_id),
+        (
+            Limit("referral-ip", settings.referral_lookups_per_ip, LOOKUP_WINDOW_S),
+            address_subject(client_addr),
+        ),
     )
     if refused is not None:
         raise ReferralCodeGuessing(refused.retry_after_s)
