@@ -29,8 +29,11 @@ from attribution.binding import CreditTerms, credit_terms
 from attribution.commissions import settle
 from attribution.devices import device_id, screen_buyer
 from attribution.distributors import become_distributor, create_link, list_links
+from attribution.errors import ReferralCodeNotFound
 from attribution.payouts import batch_csv, batch_view, distributor_payouts, run_payout
+from attribution.referrals import Referral, ReferralCode, lookup_referral_code
 from attribution.refresh import REFRESH_INTERVAL_S, refresh_stats
+from attribution.reservations import reservation_count, take_reservers
 from attribution.stats import dashboard, leaderboard
 from attribution.views import (
     DashboardView,
@@ -54,6 +57,9 @@ __all__ = [
     "LinkView",
     "PayoutBatchView",
     "PayoutHistory",
+    "Referral",
+    "ReferralCode",
+    "ReferralCodeNotFound",
     "batch_csv",
     "batch_view",
     "become_distributor",
@@ -64,13 +70,16 @@ __all__ = [
     "distributor_payouts",
     "leaderboard",
     "list_links",
+    "lookup_referral_code",
     "order_paid",
     "order_refunded",
     "refresh_stats",
+    "reservation_count",
     "routes",
     "run_payout",
     "screen_buyer",
     "settle",
+    "take_reservers",
     "worker_tasks",
 ]
 

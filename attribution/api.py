@@ -29,6 +29,23 @@ from attribution.errors import (
     LinkNotFound,
     LinkRoomMismatch,
     NotADistributor,
+    RoomNotScheduled,
+)
+from attribution.referrals import (
+    CodeBody,
+    Referral,
+    ReferralCodeList,
+    ReferralCodeView,
+    ensure_code,
+    lookup_referral_code,
+    my_codes,
+)
+from attribution.reservations import (
+    ReservationList,
+    ReservationResult,
+    ReserveRoom,
+    add_reservation,
+    list_reservations,
 )
 from attribution.stats import dashboard, leaderboard
 from attribution.trail import order_trail
@@ -49,10 +66,11 @@ from attribution.views import (
     PayoutHistory,
 )
 from core.auth import Principal
-from core.errors import RoomNotFound, Unauthorized
+from core.errors import NotRoomHost, RoomNotFound, Unauthorized
 from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 from core.resources import Resources
+from core.rooms import get_room
 from web import error_reply
 
 VISITOR_COOKIE = "ls_vid"
@@ -126,7 +144,8 @@ def _link_visitor(request: Request, res: Resources) -> tuple[Principal | None, s
 
 async def _record(
     request: Request, link: Link | None, room_id: int, visitor: str, user_id: str | None,
-    source: Literal["click", "enter"], claim_visitor: str | None = None,
+    source: Literal["click", "enter", "reserve"], claim_visitor: str | None = None,
+    referral: Referral | None = None,
 ) -> Outcome:  # fmt: skip
     """Gate and record one entry: "record", "duplicate" (nothing new) or "continued" (the
     browser's anonymous click `claim_visitor` made through the same link became this entry)."""
@@ -143,6 +162,17 @@ async def _record(
             product_id=link.product_id if link else None,
             distributor_user_id=link.distributor_user_id if link else None,
             claim_visitor=claim_visitor,
+            device_id=device_id(request),
+        )
+        if referral is None
+        else Entry(
+            room_id=room_id,
+            visitor=visitor,
+            source=source,
+            client_addr=request.client.host if request.client else "unknown",
+            user_id=user_id,
+            distributor_id=referral.distributor_id,
+            code_id=referral.code_id,
             device_id=device_id(request),
         )
     )
@@ -181,36 +211,115 @@ async def _follow_link(request: Request) -> Response:
     return Response(status_code=302, headers=headers)
 
 
+async def _referral(request: Request, res: Resources, code: str | None, user_id: str
+                    ) -> Referral | None:  # fmt: skip
+    if code is None:
+        return None
+    return await lookup_referral_code(
+        res, code, user_id=user_id, client_addr=request.client.host if request.client else None
+    )
+
+
+async def _room_link(request: Request, res: Resources, room_id: int, code: str | None
+                     ) -> Link | None:  # fmt: skip
+    """The link of `code` into `room_id` (None without a code); the room must exist."""
+    if code is not None:
+        link = await _state(request).links.resolve(res.pool, res.settings, code)
+        if link.room_id != room_id:
+            raise LinkRoomMismatch(room_id)
+        return link
+    async with res.pool.acquire() as conn:
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)", room_id):
+            raise RoomNotFound(room_id)
+    return None
+
+
 async def enter_room(request: Request) -> Response:
     caller = require(request)
     room_id = path_id(request)
     body = await read_json(request, EnterRoom)
     res = resources(request)
-    link = None
-    if body.link_code is not None:
-        link = await _state(request).links.resolve(res.pool, res.settings, body.link_code)
-        if link.room_id != room_id:
-            raise LinkRoomMismatch(room_id)
-    else:
-        async with res.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)",
-                                       room_id):  # fmt: skip
-                raise RoomNotFound(room_id)
+    link = await _room_link(request, res, room_id, body.link_code)
+    referral = await _referral(request, res, body.referral_code, caller.user_id)
     # the page's fetch carries the cookie `/l/` gave this browser: the same person's click
     anonymous = visitor_from_cookie(res.settings.secret, request.cookies.get(VISITOR_COOKIE))
     outcome = await _record(
         request, link, room_id, f"u:{caller.user_id}", caller.user_id, "enter",
         claim_visitor=f"v:{anonymous}" if anonymous and link else None,
     )  # fmt: skip
+    if referral is not None:
+        # a code binds ahead of links (migration 0040): recorded as its own entry
+        await _record(request, None, room_id, f"u:{caller.user_id}", caller.user_id, "enter",
+                      referral=referral)  # fmt: skip
+    credited = referral.distributor_id if referral else link.distributor_id if link else None
     return JSON(
         EnterResult(
             room_id=str(room_id),
             link_code=link.code if link else None,
-            distributor_id=str(link.distributor_id) if link else None,
+            distributor_id=None if credited is None else str(credited),
             deduplicated=outcome != "record",
             continued_click=outcome == "continued",
         )
     )
+
+
+async def reserve_room(request: Request) -> Response:
+    caller = require(request, "viewer")
+    room_id = path_id(request)
+    body = await read_json(request, ReserveRoom)
+    res = resources(request)
+    link = await _room_link(request, res, room_id, body.link_code)
+    async with res.pool.acquire() as conn:
+        room = await get_room(conn, room_id)
+    if room is None:
+        raise RoomNotFound(room_id)
+    if room.status != "scheduled":
+        raise RoomNotScheduled(room_id, room.status)
+    referral = await _referral(request, res, body.referral_code, caller.user_id)
+    await _record(request, None if referral else link, room_id, f"u:{caller.user_id}",
+                  caller.user_id, "reserve", referral=referral)  # fmt: skip
+    async with res.pool.acquire() as conn:
+        created, count = await add_reservation(conn, room_id, caller.user_id)
+    credited = referral.distributor_id if referral else link.distributor_id if link else None
+    return JSON(
+        ReservationResult(
+            room_id=str(room_id),
+            created=created,
+            reservations=count,
+            distributor_id=None if credited is None else str(credited),
+        ),
+        201 if created else 200,
+    )
+
+
+async def room_reservations(request: Request) -> Response:
+    caller = require(request, "host", "admin")
+    room_id = path_id(request)
+    async with resources(request).pool.acquire() as conn:
+        room = await get_room(conn, room_id)
+        if room is None:
+            raise RoomNotFound(room_id)
+        if room.host_id != caller.user_id and not caller.is_admin:
+            raise NotRoomHost(room_id)
+        return JSON(await list_reservations(conn, room_id))
+
+
+async def new_code(request: Request) -> Response:
+    caller = require(request)
+    body = await read_json(request, CodeBody)
+    res = resources(request)
+    distributor = await _distributor_row(res, caller.user_id)
+    async with res.pool.acquire() as conn:
+        view, created = await ensure_code(conn, distributor["id"], caller.user_id, body.code)
+    return JSON(view, 201 if created else 200)
+
+
+async def list_codes(request: Request) -> Response:
+    caller = require(request)
+    res = resources(request)
+    distributor = await _distributor_row(res, caller.user_id)
+    async with res.pool.acquire() as conn:
+        return JSON(await my_codes(conn, distributor["id"]))
 
 
 async def my_dashboard(request: Request) -> Response:
@@ -331,6 +440,22 @@ def attribution_routes() -> list[BaseRoute]:
                   summary="enter a room (through a link: binds the caller to its distributor)",
                   body=EnterRoom, response=EnterResult, roles=("viewer",),
                   errors=(401, 404, 429)),
+        api_route("/api/rooms/{id}/reservations", reserve_room, methods=["POST"], tag=tag,
+                  summary="reserve a scheduled room (through a link or a referral code: binds "
+                  "the caller as a click would); told on user#{id} when it goes live",
+                  body=ReserveRoom, response=ReservationResult, status=201, also=(200,),
+                  roles=("viewer",), errors=(401, 403, 404, 409, 422, 429)),
+        api_route("/api/rooms/{id}/reservations", room_reservations, methods=["GET"], tag=tag,
+                  summary="who reserved the room (its host, admin)", response=ReservationList,
+                  roles=("host", "admin"), errors=(401, 403)),
+        api_route("/api/distributors/me/codes", new_code, methods=["POST"], tag=tag,
+                  summary="the caller's referral code (given, or generated; one per "
+                  "distributor, repeat calls return it)", body=CodeBody,
+                  response=ReferralCodeView, status=201, also=(200,),
+                  roles=("distributor",), errors=(401, 403, 409)),
+        api_route("/api/distributors/me/codes", list_codes, methods=["GET"], tag=tag,
+                  summary="the caller's referral codes", response=ReferralCodeList,
+                  roles=("distributor",), errors=(401, 403)),
         api_route("/api/rooms/{id}/leaderboard", room_leaderboard, methods=["GET"], tag=tag,
                   summary="distributors and teams ranked by GMV in the room",
                   response=LeaderboardView, errors=(404,)),

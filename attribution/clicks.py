@@ -53,7 +53,7 @@ _VERDICTS: dict[int, Outcome] = {0: "limited", 1: "record", 2: "duplicate"}
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
     room_id: int
     visitor: str
-    source: Literal["click", "enter"]
+    source: Literal["click", "enter", "reserve"]
     client_addr: str
     user_id: str | None = None
     link_id: int | None = None
@@ -67,9 +67,13 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     claim_visitor: str | None = None
     # the device the entry came from (review signals; a signed-in user is seen on it)
     device_id: str | None = None
+    # a referral code the entry came through (instead of a link; distributor_id is its owner)
+    code_id: int | None = None
 
     @property
     def target(self) -> str:
+        if self.code_id is not None:
+            return f"c{self.code_id}"
         return "-" if self.link_id is None else str(self.link_id)
 
 
@@ -248,9 +252,10 @@ async def _insert(conn: Conn, entries: list[Entry]) -> None:
         """WITH added AS (
                INSERT INTO room_entries
                    (room_id, link_id, distributor_id, visitor, user_id, source, device_id,
-                    client_addr)
+                    client_addr, code_id)
                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],
-                                    $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                                    $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                    $9::bigint[])
                RETURNING distributor_id, user_id, device_id
            ), seen AS (
                INSERT INTO device_sightings (user_id, device_id)
@@ -268,4 +273,5 @@ async def _insert(conn: Conn, entries: list[Entry]) -> None:
         [e.source for e in entries],
         [e.device_id for e in entries],
         [e.client_addr[:64] for e in entries],
+        [e.code_id for e in entries],
     )

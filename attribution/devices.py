@@ -58,10 +58,23 @@ WHERE dr.id = $2 AND b.entry_id IS NOT NULL
 """
 
 
-async def screen_buyer(res: Resources, *, buyer_id: str, drop_id: int, device: str | None) -> None:
+# The reasons the distributor of a referral code given with the buy is the buyer. $1 buyer,
+# $2 the code's distributor's user
+_SCREEN_CODE = "SELECT array_agg(reason ORDER BY reason) FROM attribution_self_matches($1, $2)"
+
+
+async def screen_buyer(
+    res: Resources,
+    *,
+    buyer_id: str,
+    drop_id: int,
+    device: str | None,
+    referrer_user_id: str | None = None,
+) -> None:
     """Before a buy: record the buyer's device; under the `reject` policy refuse (422
-    `self_referral`) a buy that would credit the buyer themself. No round trip at all under
-    `flag` when the request names no device."""
+    `self_referral`) a buy that would credit the buyer themself (through the distributor of
+    the referral code given with it, `referrer_user_id`, else the binding). No round trip at
+    all under `flag` when the request names no device."""
     settings = res.settings
     if settings.self_referral != "reject":
         if device is not None:
@@ -73,6 +86,11 @@ async def screen_buyer(res: Resources, *, buyer_id: str, drop_id: int, device: s
     async with res.pool.acquire() as conn:
         # the sighting first, in its own statement, so the match below sees it
         await saw_device(conn, buyer_id, device)
-        reasons = await conn.fetchval(_SCREEN, buyer_id, drop_id, since, now, settings.attribution)
+        if referrer_user_id is not None:
+            reasons = await conn.fetchval(_SCREEN_CODE, buyer_id, referrer_user_id)
+        else:
+            reasons = await conn.fetchval(
+                _SCREEN, buyer_id, drop_id, since, now, settings.attribution
+            )
     if reasons:
         raise SelfReferral(list(reasons))

@@ -129,3 +129,44 @@ class RuleInvalid(Unprocessable):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class ReferralCodeNotFound(NotFound):
+    """No distributor has this referral code."""
+
+    code = "referral_code_not_found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no referral code {code!r}", referral_code=code)
+
+
+class ReferralCodeTaken(Conflict):
+    code = "referral_code_taken"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"the referral code {code!r} is taken; choose another", referral_code=code)
+
+
+class ReferralCodeGuessing(TooManyRequests):
+    """Too many referral codes looked up from one user or address in a short window."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"too many referral codes tried; retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
+
+
+class RoomNotScheduled(Conflict):
+    """Only a scheduled room takes reservations."""
+
+    code = "room_not_scheduled"
+
+    def __init__(self, room_id: int, status: str) -> None:
+        super().__init__(
+            f"room {room_id} is {status}; only a scheduled room can be reserved",
+            room_id=str(room_id),
+            status=status,
+        )

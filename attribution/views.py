@@ -10,6 +10,15 @@ import msgspec
 from core.http import NOT_BLANK, TEXT, Id
 
 Team = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NOT_BLANK)]
+ReferralCode = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=4,
+        max_length=16,
+        pattern=r"^[A-Za-z0-9]+$(?!\n)",
+        description="a distributor's referral code (letters and digits, any case)",
+    ),
+]
 LinkCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT)]
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -67,6 +76,8 @@ class LinkList(msgspec.Struct, kw_only=True):
 
 class EnterRoom(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     link_code: LinkCode | None = None
+    # a distributor's referral code: binds the caller to its distributor, ahead of links
+    referral_code: ReferralCode | None = None
 
 
 class EnterResult(msgspec.Struct, kw_only=True):
@@ -172,7 +183,7 @@ class AttributionTrail(msgspec.Struct, kw_only=True):
     order_id: str
     room_id: str
     buyer_id: str
-    rule: Literal["last", "first", "none"]
+    rule: Literal["last", "first", "none", "code"]
     distributor: DistributorRef | None
     click: ClickRef | None
     commission_bps: int

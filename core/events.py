@@ -44,6 +44,11 @@ def dashboard_channel(user_id: str) -> str:
     return f"dashboard#{user_id}"
 
 
+def user_channel(user_id: str) -> str:
+    """A user's personal notices (`room.live` of a reserved room, ...)."""
+    return f"user#{user_id}"
+
+
 def channel_keys(channel: str) -> tuple[str, str, str]:
     """(meta, history, pub/sub) keys for a channel; all share the hash tag `{channel}`."""
     tag = "{" + channel + "}"
@@ -102,6 +107,9 @@ class Outbox:
 
     def dashboard(self, user_id: str, event: Event) -> None:
         self.pending.append((dashboard_channel(user_id), event))
+
+    def user(self, user_id: str, event: Event) -> None:
+        self.pending.append((user_channel(user_id), event))
 
     async def flush(self, publisher: Publisher) -> None:
         """Publish in order, in one round trip. The command already committed, so a Redis outage

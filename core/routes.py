@@ -1,4 +1,4 @@
-"""Operational routes: health, metrics, OpenAPI, and the dev-mode token mint."""
+"""Operational routes: health, metrics, OpenAPI, the dev-mode token mint, outbound webhooks."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from core.http import JSON, read_json, resources
 from core.metrics import metrics_endpoint
 from core.openapi import api_route, build_openapi
 from core.redis_client import RedisClient
+from core.webhooks_api import webhook_routes
 
 HEALTH_TIMEOUT_S = 2.0
 HEALTH_KEY = "livesell:health"
@@ -182,4 +183,5 @@ def core_routes() -> list[BaseRoute]:
             errors=(404,),
             tag="dev",
         ),
+        *webhook_routes(),
     ]

@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # rate limits per 10-second window (0 = off)
     buy_rate_per_user: int = 30
     buy_rate_per_ip: int = 3000
+    # referral codes looked up per user / per address in 10 s (0: unlimited); codes are short
+    # enough to guess, so every lookup counts, found or not
+    referral_lookups_per_user: int = 10
+    referral_lookups_per_ip: int = 300
     hub_connect_rate_per_ip: int = 1000
     # integrity and money operations (attribution.integrity, attribution.withdrawals)
     self_referral: SelfReferralPolicy = "flag"
@@ -214,6 +218,8 @@ def load_settings(
         hub_origins=origins,
         buy_rate_per_user=_int(env, "LIVESELL_BUY_RATE_PER_USER", 30),
         buy_rate_per_ip=_int(env, "LIVESELL_BUY_RATE_PER_IP", 3000),
+        referral_lookups_per_user=_int(env, "LIVESELL_REFERRAL_LOOKUPS_PER_USER", 10),
+        referral_lookups_per_ip=_int(env, "LIVESELL_REFERRAL_LOOKUPS_PER_IP", 300),
         hub_connect_rate_per_ip=_int(env, "LIVESELL_HUB_CONNECT_RATE_PER_IP", 1000),
         chat_fanout_per_s=_int(env, "LIVESELL_CHAT_FANOUT_PER_S", 30, minimum=1),
         chat_blocked_words=tuple(

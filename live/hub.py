@@ -259,7 +259,7 @@ class Hub:
         if sep and kind in ("room", "chat") and _canonical_id(name):
             return
         kind, sep, name = channel.partition("#")
-        if sep and kind == "dashboard" and name:
+        if sep and kind in ("dashboard", "user") and name:
             if session.principal is None or session.user_id != name:
                 raise PermissionDenied()
             return

@@ -14,8 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+import attribution
 import storefront
 from core import rooms as rooms_db
+from core import webhooks
 from core.auth import Principal
 from core.db import Conn
 from core.errors import NotRoomHost, RoomEnded, RoomNotFound, UnknownProduct, Unprocessable
@@ -87,7 +89,23 @@ async def go_live(request: Request) -> Response:
             raise RoomEnded(room_id)
         updated = await rooms_db.set_live(conn, room_id)
         assert updated is not None and updated.live_at is not None
-        outbox.room(room_id, RoomLive(room_id=str(room_id), live_at=updated.live_at))
+        live = RoomLive(room_id=str(room_id), live_at=updated.live_at)
+        outbox.room(room_id, live)
+        # the reservers, each told once (and the integrating app, to push-notify them)
+        reservers = await attribution.take_reservers(conn, room_id)
+        for user_id in reservers:
+            outbox.user(user_id, live)
+        await webhooks.enqueue(
+            conn,
+            "room.live",
+            f"room.live:{room_id}",
+            {
+                "room_id": str(room_id),
+                "title": updated.title,
+                "live_at": updated.live_at,
+                "reservers": reservers,
+            },
+        )
     await outbox.flush(res.publisher)
     return JSON(room_view(updated))
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import msgspec
 
+import attribution
 import storefront
 from core.db import Conn
 from core.rooms import Room, RoomStatus, get_room
-from storefront import DropView, ProductView
+from storefront import CouponView, DropView, ProductView
 
 
 class RoomView(msgspec.Struct, kw_only=True):
@@ -30,6 +31,10 @@ class RoomSnapshot(msgspec.Struct, kw_only=True):
     drop: DropView | None
     server_time: datetime
     viewers: int
+    # coupons still claimable (or soon), newest first, with what remains
+    coupons: list[CouponView] = []
+    # viewers who reserved the room
+    reservations: int = 0
 
 
 def room_view(room: Room) -> RoomView:
@@ -54,7 +59,10 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
     if room.pinned_product_id is not None:
         pinned = await storefront.product_view(conn, room.pinned_product_id)
     drop = await storefront.active_drop_view(conn, room_id)
+    coupons = await storefront.room_coupons(conn, room_id)
     return RoomSnapshot(
+        coupons=coupons.coupons,
+        reservations=await attribution.reservation_count(conn, room_id),
         room=room_view(room),
         pinned=pinned,
         drop=drop,

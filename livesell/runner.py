@@ -16,8 +16,10 @@ import uvicorn
 import attribution
 import live
 import storefront
+from core import webhooks
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey
+from core.loops import run_periodically
 from core.processes import (
     configure_logging,
     event_loop_runner,
@@ -26,6 +28,7 @@ from core.processes import (
 )
 from core.resources import Resources, open_resources
 from core.settings import Settings
+from core.webhooks import DELIVER_INTERVAL_S
 from livesell.app import create_app
 
 log = logging.getLogger("livesell")
@@ -141,6 +144,13 @@ def run_api_workers(settings: Settings, n: int) -> int:
 async def _worker(shop: storefront.Shop, stop: asyncio.Event) -> None:
     loops = [asyncio.create_task(c) for c in storefront.worker_tasks(shop)]
     loops += [asyncio.create_task(c) for c in attribution.worker_tasks(shop.res)]
+    loops.append(
+        asyncio.create_task(
+            run_periodically(
+                "webhooks.deliver", lambda: webhooks.deliver_due(shop.res), DELIVER_INTERVAL_S
+            )
+        )
+    )
     await stop.wait()
     for task in loops:
         task.cancel()

@@ -13,11 +13,15 @@ from core.db import Conn
 from core.events import Outbox
 from storefront import catalog
 from storefront.buy.placing import rehearse_orders
+from storefront.coupons import claims
+from storefront.coupons.views import CouponList, CouponView
 from storefront.shop import Shop
 from storefront.views import DropView, OrderView, ProductPage, ProductView
 from storefront.worker import reconcile_drop, worker_tasks
 
 __all__ = [
+    "CouponList",
+    "CouponView",
     "DropView",
     "Shop",
     "OrderView",
@@ -31,6 +35,7 @@ __all__ = [
     "middleware",
     "product_view",
     "reconcile_drop",
+    "room_coupons",
     "rehearse_orders",
     "routes",
     "worker_tasks",
@@ -39,8 +44,9 @@ __all__ = [
 
 def routes() -> list[BaseRoute]:
     from storefront.api import routes as storefront_routes
+    from storefront.coupons.api import coupon_routes
 
-    return storefront_routes()
+    return storefront_routes() + coupon_routes()
 
 
 def middleware() -> list[Middleware]:
@@ -62,6 +68,11 @@ async def list_products(
     """Products newest first, a page at a time (only those `created_by` made, when given);
     pass the page's `next_before` as `before` for the next one."""
     return await catalog.list_products(conn, created_by=created_by, limit=limit, before=before)
+
+
+async def room_coupons(conn: Conn, room_id: int) -> CouponList:
+    """The room's coupons still claimable or soon to be, newest first, with what remains."""
+    return await claims.room_coupons(conn, room_id, claimable_only=True)
 
 
 async def active_drop_view(conn: Conn, room_id: int) -> DropView | None:

@@ -193,3 +193,91 @@ class BuyRateLimited(TooManyRequests):
             f"too many buy attempts from this {subject}; retry in {retry_after_s} s",
             retry_after_s=retry_after_s,
         )
+
+
+class CouponNotFound(NotFound):
+    code = "coupon_not_found"
+
+    def __init__(self, coupon_id: int) -> None:
+        super().__init__(f"no coupon {coupon_id}", coupon_id=str(coupon_id))
+
+
+class CouponInvalid(Unprocessable):
+    """A coupon's terms that cannot be accepted (both or neither kind of discount...)."""
+
+    code = "coupon_invalid"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class CouponsGone(Conflict):
+    code = "coupons_gone"
+
+    def __init__(self, coupon_id: int) -> None:
+        super().__init__(f"coupon {coupon_id} is all claimed", coupon_id=str(coupon_id))
+
+
+class CouponNotActive(Conflict):
+    code = "coupon_not_active"
+
+    def __init__(self, coupon_id: int, status: str) -> None:
+        super().__init__(
+            f"coupon {coupon_id} is {status}: not claimable now",
+            coupon_id=str(coupon_id),
+            status=status,
+        )
+
+
+class CouponLimitReached(TooManyRequests):
+    """The per-user limit of a coupon (the same situation as a drop's per-buyer limit)."""
+
+    code = "limit_reached"
+
+    def __init__(self, coupon_id: int, per_user_limit: int) -> None:
+        super().__init__(
+            f"at most {per_user_limit} per user for coupon {coupon_id}",
+            coupon_id=str(coupon_id),
+            per_user_limit=per_user_limit,
+        )
+
+
+class CouponGateBusy(ServiceUnavailable):
+    code = "unavailable"
+
+    def __init__(self, coupon_id: int) -> None:
+        super().__init__(
+            f"coupon {coupon_id} is being rebuilt; retry shortly", coupon_id=str(coupon_id)
+        )
+
+
+class CouponClaimNotFound(NotFound):
+    """No such claim among the buyer's own."""
+
+    code = "coupon_claim_not_found"
+
+    def __init__(self, claim_id: int) -> None:
+        super().__init__(f"you hold no coupon claim {claim_id}", claim_id=str(claim_id))
+
+
+class CouponClaimUsed(Conflict):
+    code = "coupon_claim_used"
+
+    def __init__(self, claim_id: int) -> None:
+        super().__init__(
+            f"coupon claim {claim_id} is applied to another order", claim_id=str(claim_id)
+        )
+
+
+class CouponNotApplicable(Unprocessable):
+    """The claim exists and is the buyer's, but not for this order: expired, another room or
+    product, or below the minimum spend."""
+
+    code = "coupon_not_applicable"
+
+    def __init__(self, claim_id: int, reason: str) -> None:
+        super().__init__(
+            f"coupon claim {claim_id} does not apply: {reason}",
+            claim_id=str(claim_id),
+            reason=reason,
+        )

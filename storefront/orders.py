@@ -56,6 +56,8 @@ def order_from_row(row: asyncpg.Record) -> OrderView:
         expired_at=row["expired_at"],
         return_window_ends_at=row["return_window_ends_at"],
         refund_reason=row["refund_reason"],
+        discount_cents=row["discount_cents"],
+        coupon_claim_id=None if row["coupon_claim_id"] is None else str(row["coupon_claim_id"]),
     )
 
 
@@ -195,7 +197,10 @@ async def refund(
         if units > refundable:
             raise RefundTooLarge(order_id, refundable)
         returned = await release_units(conn, row, units)
-        cents = units * row["unit_price_cents"]
+        # pro rata to the cent: after r of q units, floor(amount × r / q) is refunded in all
+        # (orders_refund_pro_rata), so a discounted order's last unit returns what is left
+        refunded_units = row["refunded_units"] + units
+        cents = row["amount_cents"] * refunded_units // row["quantity"] - row["refunded_cents"]
         actor = "admin" if who.is_admin and who.user_id != row["buyer_id"] else "buyer"
         row = must(
             await conn.fetchrow(

@@ -2,8 +2,8 @@
 
 A process that sells (the API, the worker, or both in `livesell serve`) builds one `Shop` in
 its lifespan and hands it down: the flash-sale gate (with its memory of recent refusals), the
-order writer that batches winners, the stock announcer that coalesces `stock.changed`, and the
-payment provider. Nothing of these lives in module state.
+order writer that batches winners, the stock announcer that coalesces `stock.changed`, the coupon
+gate, and the payment provider. Nothing of these lives in module state.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from core.resources import Resources
 from storefront import billing
 from storefront.buy.gate import Gate
 from storefront.buy.placing import OrderWriter
+from storefront.coupons.gate import CouponGate
 from storefront.payments import PaymentProvider
 from storefront.stock import StockAnnouncer
 
@@ -24,6 +25,7 @@ class Shop:
         self.gate = Gate(res.redis)
         self.orders = OrderWriter(res)
         self.stock = StockAnnouncer(res)
+        self.coupons = CouponGate(res.redis)
         # None: no provider is configured, and paying answers 503 payments_unavailable
         self.payments: PaymentProvider | None = billing.default_provider(self)
 

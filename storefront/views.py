@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from attribution import ReferralCode
 from core.http import TEXT, Id
 from storefront.payments import PayFlow, WeChatJsapiParams
 
@@ -70,6 +71,9 @@ class OrderView(msgspec.Struct, kw_only=True):
     # delivered orders: until when the buyer may return them
     return_window_ends_at: datetime | None = None
     refund_reason: str | None = None
+    # what a coupon claim took off price × quantity (amount_cents is after it)
+    discount_cents: int = 0
+    coupon_claim_id: str | None = None
 
 
 class ProductPage(msgspec.Struct, kw_only=True):
@@ -107,6 +111,10 @@ class NewDrop(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class BuyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] = 1
+    # one of the buyer's coupon claims (GET /api/me/coupons), applied to this order
+    coupon_claim_id: Id | None = None
+    # a distributor's referral code: credits that distributor for this order
+    referral_code: ReferralCode | None = None
 
 
 class PayRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -21,6 +21,8 @@ EXPECTED = {
     "/api/distributors/{id}": "distributor_not_found",
     "/api/admin/payouts/{id}": "payout_not_found",
     "/l/{code}": "link_not_found",
+    "/api/coupons/{id}": "coupon_not_found",
+    "/api/admin/webhooks/{id}": "webhook_not_found",
 }
 # bodies that pass validation, so that the lookup of the missing thing is what answers
 BODIES: dict[str, Any] = {
@@ -41,6 +43,14 @@ BODIES: dict[str, Any] = {
     "/api/rooms/{id}/chat/settings": {"slow_mode_s": 5},
     "/api/rooms/{id}/chat/pin": {"text": "hello"},
     "/api/rooms/{id}/likes": {"count": 1},
+    "/api/rooms/{id}/coupons": {
+        "title": "5 off",
+        "amount_off_cents": 500,
+        "quantity": 10,
+        "claim_duration_s": 60,
+        "valid_s": 3600,
+    },
+    "/api/rooms/{id}/reservations": {},
 }
 
 
@@ -66,6 +76,7 @@ async def test_every_missing_thing_has_one_code_on_every_route(
                 continue
             url = path.replace("{id}", MISSING).replace("{code}", "nosuchlinkcode")
             url = url.replace("{user_id}", "someone").replace("{message_id}", "1")
+            url = url.replace("{delivery_id}", "1")
             headers = {**everyone, "Idempotency-Key": f"walk-{method}-{len(checked)}"}
             body = BODIES.get(path)
             response = await client.request(

@@ -31,8 +31,11 @@ from core.ratelimit import Limit, address_subject
 from storefront.buy import idempotency, verdicts
 from storefront.buy.idempotency import StoredResponse
 from storefront.buy.placing import NotPlaced, OrderRequest, Placed
+from storefront.coupons.claims import check_claim
 from storefront.errors import (
     BuyRateLimited,
+    CouponClaimUsed,
+    CouponNotApplicable,
     DropNotActive,
     DropNotFound,
     GateBusy,
@@ -58,9 +61,24 @@ async def buy(request: Request) -> Response:
     key = idempotency.idempotency_key(request.headers.get(idempotency.HEADER))
     await _within_buy_limits(shop, request, who.user_id)
     body = await read_json(request, BuyRequest)
+    referral = None
+    if body.referral_code is not None:
+        referral = await attribution.lookup_referral_code(
+            shop.res,
+            body.referral_code,
+            user_id=who.user_id,
+            client_addr=request.client.host if request.client else None,
+        )
     await attribution.screen_buyer(
-        shop.res, buyer_id=who.user_id, drop_id=drop_id, device=attribution.device_id(request)
+        shop.res,
+        buyer_id=who.user_id,
+        drop_id=drop_id,
+        device=attribution.device_id(request),
+        referrer_user_id=referral.distributor_user_id if referral else None,
     )
+    coupon_claim_id = None if body.coupon_claim_id is None else int(body.coupon_claim_id)
+    if coupon_claim_id is not None:
+        await check_claim(shop, coupon_claim_id, who.user_id, drop_id, body.quantity, key)
     # 2. idempotency
     attempt = _Attempt(
         drop_id=drop_id,
@@ -68,6 +86,8 @@ async def buy(request: Request) -> Response:
         key=key,
         quantity=body.quantity,
         fingerprint=idempotency.fingerprint("POST", request.url.path, body),
+        coupon_claim_id=coupon_claim_id,
+        referral_code=referral.code if referral else None,
     )
     stored = await attempt_buy(shop, attempt)
     headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
@@ -75,11 +95,30 @@ async def buy(request: Request) -> Response:
 
 
 class _Attempt:
-    __slots__ = ("drop_id", "buyer_id", "key", "quantity", "fingerprint", "digest")
+    __slots__ = (
+        "drop_id",
+        "buyer_id",
+        "key",
+        "quantity",
+        "fingerprint",
+        "digest",
+        "coupon_claim_id",
+        "referral_code",
+    )
 
     def __init__(
-        self, *, drop_id: int, buyer_id: str, key: str, quantity: int, fingerprint: bytes
+        self,
+        *,
+        drop_id: int,
+        buyer_id: str,
+        key: str,
+        quantity: int,
+        fingerprint: bytes,
+        coupon_claim_id: int | None = None,
+        referral_code: str | None = None,
     ) -> None:
+        self.coupon_claim_id = coupon_claim_id
+        self.referral_code = referral_code
         self.drop_id = drop_id
         self.buyer_id = buyer_id
         self.key = key
@@ -152,7 +191,13 @@ async def _place(shop: Shop, attempt: _Attempt, granted: verdicts.Granted) -> St
     try:
         placed = await shop.orders.place(
             OrderRequest(
-                attempt.drop_id, attempt.buyer_id, attempt.key, attempt.fingerprint, granted.units
+                attempt.drop_id,
+                attempt.buyer_id,
+                attempt.key,
+                attempt.fingerprint,
+                granted.units,
+                coupon_claim_id=attempt.coupon_claim_id,
+                referral_code=attempt.referral_code,
             )
         )
     except BaseException:
@@ -175,6 +220,16 @@ async def _place(shop: Shop, attempt: _Attempt, granted: verdicts.Granted) -> St
         case NotPlaced(reason="over_limit"):
             await _give_back(shop, attempt, granted)
             raise await _limit_reached(shop, attempt)
+        case NotPlaced(reason="coupon_taken") if attempt.coupon_claim_id is not None:
+            # another buy applied the claim first (orders_one_per_coupon_claim)
+            await _give_back(shop, attempt, granted)
+            raise CouponClaimUsed(attempt.coupon_claim_id)
+        case NotPlaced(reason="coupon_invalid") if attempt.coupon_claim_id is not None:
+            await _give_back(shop, attempt, granted)
+            raise CouponNotApplicable(attempt.coupon_claim_id, "it no longer applies")
+        case NotPlaced(reason="code_missing"):
+            await _give_back(shop, attempt, granted)
+            raise attribution.ReferralCodeNotFound(attempt.referral_code or "")
         case NotPlaced(reason="missing"):
             await _give_back(shop, attempt, granted)
             raise DropNotFound(attempt.drop_id)

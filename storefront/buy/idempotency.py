@@ -40,9 +40,18 @@ def idempotency_key(raw: str | None) -> str:
     return raw
 
 
+class _QuantityOnly(msgspec.Struct):
+    quantity: int
+
+
 def fingerprint(method: str, path: str, body: BuyRequest) -> bytes:
-    """What makes two requests "the same": method, path and the canonical body."""
-    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), _encode(body)])).digest()
+    """What makes two requests "the same": method, path and the canonical body. A body with
+    only a quantity is canonical as it was before buys took coupons and codes, so keys stored
+    then still match their requests."""
+    canonical: msgspec.Struct = body
+    if body.coupon_claim_id is None and body.referral_code is None:
+        canonical = _QuantityOnly(body.quantity)
+    return hashlib.sha256(b"\n".join([method.encode(), path.encode(), _encode(canonical)])).digest()
 
 
 def idempotency_digest(buyer_id: str, key: str) -> str:

@@ -56,7 +56,9 @@ WRITE_TIMEOUT_S = 10.0
 # a batch PostgreSQL rolled back to break a deadlock is written again this many times at most
 DEADLOCK_RETRIES = 3
 
-PLACE_ORDERS_SQL = "SELECT * FROM storefront_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+PLACE_ORDERS_SQL = (
+    "SELECT * FROM storefront_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class OrderRequest:
     key: str
     fingerprint: bytes
     units: Sequence[int]
+    # a coupon claim the order applies, and a referral code given with the buy
+    coupon_claim_id: int | None = None
+    referral_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +86,19 @@ class Placed:
 
 @dataclass(frozen=True, slots=True)
 class NotPlaced:
-    """Nothing was written, and why (storefront_place_orders' outcomes, migration 0014)."""
+    """Nothing was written, and why (storefront_place_orders' outcomes, migrations 0014, 0041)."""
 
     reason: Literal[
-        "missing", "scheduled", "closed", "ended", "key_taken", "unit_taken", "over_limit"
+        "missing",
+        "scheduled",
+        "closed",
+        "ended",
+        "key_taken",
+        "unit_taken",
+        "over_limit",
+        "coupon_taken",
+        "coupon_invalid",
+        "code_missing",
     ]
 
 
@@ -184,6 +198,8 @@ async def _place_orders(
         timedelta(seconds=settings.hold_s),
         terms.rule,
         terms.window,
+        [o.coupon_claim_id or 0 for o in orders],
+        [o.referral_code or "" for o in orders],
     )
 
 

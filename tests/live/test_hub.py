@@ -54,7 +54,15 @@ async def test_connect_and_subscribe_reply_with_position_and_snapshot(
     assert "id" not in result, "SDKs route pushes by channel name"
     snapshot = result["data"]
     assert snapshot["room"]["id"] == room.id and snapshot["pinned"]["id"] == room.products[0]
-    assert set(snapshot) == {"room", "pinned", "drop", "server_time", "viewers"}
+    assert set(snapshot) == {
+        "room",
+        "pinned",
+        "drop",
+        "server_time",
+        "viewers",
+        "coupons",
+        "reservations",
+    }
 
 
 async def test_host_actions_reach_every_viewer_in_order(

@@ -103,7 +103,15 @@ async def test_pin_and_unpin_publish_events_and_show_in_snapshot(
     assert pinned.status_code == 200
     assert pinned.json()["product"]["id"] == product
     snapshot = (await client.get(base)).json()
-    assert set(snapshot) == {"room", "pinned", "drop", "server_time", "viewers"}
+    assert set(snapshot) == {
+        "room",
+        "pinned",
+        "drop",
+        "server_time",
+        "viewers",
+        "coupons",
+        "reservations",
+    }
     assert snapshot["pinned"]["id"] == product and snapshot["room"]["pinned_product_id"] == product
     assert snapshot["drop"] is None and snapshot["viewers"] == 0
     assert snapshot["server_time"].endswith("Z")

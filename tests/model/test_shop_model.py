@@ -8,7 +8,12 @@ checks DESIGN.md's invariants:
 - one order per Idempotency-Key, identical replays; no paid order without its stock claims;
 - every ledger transaction sums to zero; balances are the sums of their entries;
 - each distributor's pending and payable commission equal Σ rate × net paid amount over their
-  orders (pending until the window passed, payable after, minus payouts); self-referral is 0.
+  orders (pending until the window passed, payable after, minus payouts); self-referral is 0;
+- coupons: claims ≤ quantity and one per user; an order's amount = price × units − discount ≥ 0,
+  a claim discounts at most one live order (an expired hold gives it back), and a partial
+  refund returns floor(amount × units / quantity) in all;
+- a referral code given at the buy credits its distributor (d2's code) ahead of the buyer's
+  link binding.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PRICE, BPS = 1_000, 1_500
 HOST = "m-host"
 BUYERS = ["b1", "b2", "b3", "d1"]  # b1 via d1's link, b2 via d1 then d2 (last wins), b3 none,
 CREDIT = {"b1": "d1", "b2": "d2", "b3": None, "d1": "d1"}  # d1 buys through its own link
+D2_CODE = "DTWO01"
 
 
 def commission(net_cents: int, distributor: str | None, buyer: str) -> int:
@@ -66,6 +72,28 @@ class Drop:
 
 
 @dataclass
+class Coupon:
+    id: str
+    quantity: int
+    amount_off: int | None
+    percent_bps: int | None
+    claims: list[Claim] = field(default_factory=list)
+
+    def discount(self, gross: int) -> int:
+        if self.amount_off is not None:
+            return min(gross, self.amount_off)
+        assert self.percent_bps is not None
+        return gross * self.percent_bps // 10_000
+
+
+@dataclass
+class Claim:
+    id: str
+    coupon: Coupon
+    user: str
+
+
+@dataclass
 class Order:
     id: str
     drop: Drop
@@ -73,9 +101,21 @@ class Order:
     quantity: int
     key: str
     body: bytes
+    request: dict[str, Any]
+    credited: str | None
+    discount: int = 0
+    claim: Claim | None = None
     status: str = "held"
     refunded: int = 0
     confirmed: bool = False
+
+    @property
+    def amount(self) -> int:
+        return self.quantity * PRICE - self.discount
+
+    @property
+    def refunded_cents(self) -> int:
+        return self.amount * self.refunded // self.quantity
 
     @property
     def live_units(self) -> int:
@@ -86,13 +126,14 @@ class Order:
         """The commission this order owes its distributor now."""
         if self.status in ("held", "expired"):
             return 0
-        return commission((self.quantity - self.refunded) * PRICE, CREDIT[self.buyer], self.buyer)
+        return commission(self.amount - self.refunded_cents, self.credited, self.buyer)
 
 
 @dataclass
 class World:
     drops: list[Drop] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
+    coupons: list[Coupon] = field(default_factory=list)
     paid_out: dict[str, int] = field(default_factory=lambda: {"d1": 0, "d2": 0})
 
 
@@ -124,11 +165,16 @@ class ShopMachine(RuleBasedStateMachine):
             await conn.execute(
                 """TRUNCATE orders, stock_claims, drop_buyers, drop_units, drops,
                    idempotency_keys, payments, payment_events, refunds, ledger_entries,
-                   ledger_transactions, ledger_accounts, payout_batches, order_attributions
+                   ledger_transactions, ledger_accounts, payout_batches, order_attributions,
+                   coupons, coupon_users, coupon_claims
                    RESTART IDENTITY CASCADE"""
             )
-        for drop_keys in await self.res.redis.keys("{drop:*"):
-            await self.res.redis.delete(drop_keys)
+            # the code entries buys made (the links' entries of the setup stay)
+            await conn.execute("DELETE FROM room_entries WHERE code_id IS NOT NULL")
+        for gate_keys in await self.res.redis.keys("{drop:*"):
+            await self.res.redis.delete(gate_keys)
+        for gate_keys in await self.res.redis.keys("{room:*}:coupon:*"):
+            await self.res.redis.delete(gate_keys)
 
     # --- rules ---
 
@@ -155,11 +201,23 @@ class ShopMachine(RuleBasedStateMachine):
         self.world.drops.append(Drop(response.json()["id"], quantity, limit))
 
     @precondition(lambda self: bool(self.world.drops))
-    @rule(buyer=st.sampled_from(BUYERS), quantity=st.integers(1, 3), which=st.integers(0, 9))
-    def buy(self, buyer: str, quantity: int, which: int) -> None:
+    @rule(
+        buyer=st.sampled_from(BUYERS),
+        quantity=st.integers(1, 3),
+        which=st.integers(0, 9),
+        with_claim=st.booleans(),
+        with_code=st.booleans(),
+    )
+    def buy(self, buyer: str, quantity: int, which: int, with_claim: bool, with_code: bool) -> None:
         drop = self.world.drops[which % len(self.world.drops)]
         key = f"k{next(self.keys)}"
-        response = self._buy(drop, buyer, quantity, key)
+        request: dict[str, Any] = {"quantity": quantity}
+        claim = self._usable_claim(buyer) if with_claim else None
+        if claim is not None:
+            request["coupon_claim_id"] = claim.id
+        if with_code:
+            request["referral_code"] = D2_CODE.lower()
+        response = self._buy(drop, buyer, request, key)
         holding = sum(o.live_units for o in self.world.orders
                       if o.drop is drop and o.buyer == buyer)  # fmt: skip
         live = sum(o.live_units for o in self.world.orders if o.drop is drop)
@@ -175,16 +233,28 @@ class ShopMachine(RuleBasedStateMachine):
         else:
             assert response.status_code == 201, response.text
             body = response.json()
-            assert body["status"] == "held" and body["amount_cents"] == quantity * PRICE
-            self.world.orders.append(
-                Order(body["order_id"], drop, buyer, quantity, key, response.content)
-            )
+            discount = claim.coupon.discount(quantity * PRICE) if claim else 0
+            assert body["status"] == "held"
+            assert body["amount_cents"] == quantity * PRICE - discount >= 0
+            credited = "d2" if with_code else CREDIT[buyer]
+            order = Order(body["order_id"], drop, buyer, quantity, key, response.content,
+                          request, credited, discount, claim)  # fmt: skip
+            self.world.orders.append(order)
 
-    def _buy(self, drop: Drop, buyer: str, quantity: int, key: str) -> httpx.Response:
+    def _usable_claim(self, user: str) -> Claim | None:
+        """One of the user's claims no live order applies."""
+        used = {id(o.claim) for o in self.world.orders if o.claim and o.status != "expired"}
+        for coupon in self.world.coupons:
+            for claim in coupon.claims:
+                if claim.user == user and id(claim) not in used:
+                    return claim
+        return None
+
+    def _buy(self, drop: Drop, buyer: str, request: dict[str, Any], key: str) -> httpx.Response:
         async def attempt() -> httpx.Response:
             response = await self.http.post(
                 f"/api/drops/{drop.id}/buy",
-                json={"quantity": quantity},
+                json=request,
                 headers={**self.headers(buyer), "Idempotency-Key": key},
             )
             await self.res.after_commit.drain()
@@ -197,13 +267,59 @@ class ShopMachine(RuleBasedStateMachine):
     def replay(self, which: int, same_body: bool) -> None:
         order = self.world.orders[which % len(self.world.orders)]
         quantity = order.quantity if same_body else order.quantity % 3 + 1
-        response = self._buy(order.drop, order.buyer, quantity, order.key)
+        request = {**order.request, "quantity": quantity}
+        response = self._buy(order.drop, order.buyer, request, order.key)
         if quantity == order.quantity:
             assert response.status_code == 201 and response.content == order.body
             assert response.headers["idempotent-replayed"] == "true"
         else:
             assert response.status_code == 422, response.text
             assert response.json()["error"]["code"] == "idempotency_mismatch"
+
+    @rule(
+        quantity=st.integers(1, 3),
+        amount_off=st.one_of(st.none(), st.integers(100, 4_000)),
+        percent_bps=st.integers(1, 10_000),
+    )
+    def release_coupon(self, quantity: int, amount_off: int | None, percent_bps: int) -> None:
+        terms: dict[str, Any] = (
+            {"amount_off_cents": amount_off} if amount_off else {"percent_off_bps": percent_bps}
+        )
+        body = {"title": "c", "quantity": quantity, "claim_duration_s": 3600, "valid_s": 3600,
+                **terms}  # fmt: skip
+        response = self.run(
+            self.http.post(
+                f"/api/rooms/{self.room_id}/coupons", json=body, headers=self.headers(HOST, "host")
+            )
+        )
+        assert response.status_code == 201, response.text
+        self.world.coupons.append(
+            Coupon(response.json()["id"], quantity, amount_off,
+                   None if amount_off else percent_bps)
+        )  # fmt: skip
+
+    @precondition(lambda self: bool(self.world.coupons))
+    @rule(user=st.sampled_from(BUYERS), which=st.integers(0, 9))
+    def claim(self, user: str, which: int) -> None:
+        coupon = self.world.coupons[which % len(self.world.coupons)]
+
+        async def attempt() -> httpx.Response:
+            response = await self.http.post(
+                f"/api/coupons/{coupon.id}/claim",
+                headers={**self.headers(user), "Idempotency-Key": f"c{next(self.keys)}"},
+            )
+            await self.res.after_commit.drain()
+            return response
+
+        response = self.run(attempt())
+        if any(c.user == user for c in coupon.claims):
+            assert response.status_code == 429, response.text
+        elif len(coupon.claims) >= coupon.quantity:
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["code"] == "coupons_gone"
+        else:
+            assert response.status_code == 201, response.text
+            coupon.claims.append(Claim(response.json()["claim_id"], coupon, user))
 
     def _orders(self, *statuses: str) -> list[Order]:
         return [o for o in self.world.orders if o.status in statuses]
@@ -292,7 +408,7 @@ class ShopMachine(RuleBasedStateMachine):
         pending = {"d1": 0, "d2": 0}
         payable = {"d1": 0, "d2": 0}
         for order in self.world.orders:
-            credited = CREDIT[order.buyer]
+            credited = order.credited
             if credited is None:
                 continue
             if order.confirmed:
@@ -327,12 +443,24 @@ class ShopMachine(RuleBasedStateMachine):
                     int(drop.id),
                 )
                 assert worst <= drop.limit
+            for coupon in self.world.coupons:
+                claims = await conn.fetch(
+                    "SELECT user_id FROM coupon_claims WHERE coupon_id = $1", int(coupon.id)
+                )
+                assert len(claims) == len(coupon.claims) <= coupon.quantity
+                assert len({c["user_id"] for c in claims}) == len(claims)
+            assert not await conn.fetch(
+                """SELECT coupon_claim_id FROM orders WHERE coupon_claim_id IS NOT NULL
+                   AND status <> 'expired' GROUP BY 1 HAVING count(*) > 1"""
+            )
             orders = {r["id"]: r for r in await conn.fetch("SELECT * FROM orders")}
             assert len(orders) == len(self.world.orders)
             assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == len(orders)
             for order in self.world.orders:
                 row = orders[int(order.id)]
                 assert (row["status"], row["refunded_units"]) == (order.status, order.refunded)
+                assert row["amount_cents"] == PRICE * order.quantity - order.discount >= 0
+                assert row["refunded_cents"] == order.refunded_cents
                 sold = await conn.fetchval(
                     "SELECT count(*) FROM stock_claims WHERE order_id = $1 AND state = 'sold'",
                     int(order.id),
@@ -364,7 +492,9 @@ class ShopMachine(RuleBasedStateMachine):
 
 
 async def _open(servers: Servers) -> tuple[Shop, httpx.AsyncClient, str, str]:
-    settings = msgspec.structs.replace(make_settings(servers), buy_rate_per_user=0)
+    settings = msgspec.structs.replace(
+        make_settings(servers), buy_rate_per_user=0, referral_lookups_per_user=0
+    )
     assert settings.database_url
     await migrate_url(settings.database_url)
     stack = open_resources(settings, pool_max=10)
@@ -396,6 +526,8 @@ async def _open(servers: Servers) -> tuple[Shop, httpx.AsyncClient, str, str]:
     for distributor in ("d1", "d2"):
         who = h(distributor, "viewer", "distributor")
         await http.post("/api/distributors", json={}, headers=who)
+        if distributor == "d2":
+            await http.post("/api/distributors/me/codes", json={"code": D2_CODE}, headers=who)
         links[distributor] = (
             await http.post("/api/links", json={"room_id": room["id"]}, headers=who)
         ).json()["code"]
