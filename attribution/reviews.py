@@ -19,7 +19,9 @@ Signals, every threshold a setting (`LIVESELL_REVIEW_*`):
   NAT explains (`review_address_clicks`); a shared address alone is never a self-referral.
 - `conversion`: the distributor's buyers per visitor in the room is more than
   `review_conversion_factor` times the rest of the room's, smoothed as (buyers + 1) /
-  (visitors + 1), once both sides have at least `review_min_visitors` visitors.
+  (visitors + 1), once both sides have at least `review_min_visitors` visitors. The counts
+  are the room's as counted at most `review_counts_s` seconds before (`_room_counts`): a
+  payment in a big room reads two rows rather than counting every entry of it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ WHERE a.order_id = $1 AND d.user_id <> a.buyer_id
 ON CONFLICT DO NOTHING
 """
 
-# $1 order, $2 window
+# $1 order, $2 window, $3 device clicks that flag, $4 address clicks that flag: the order's
+# entry and its bursts, each counted only up to its threshold (an index range of at most that
+# many entries: a busy shared address costs no more than the threshold to judge)
 _SIGNALS = """
 WITH a AS (
     SELECT a.order_id, a.room_id, a.distributor_id, o.created_at AS placed_at,
@@ -66,36 +70,97 @@ WITH a AS (
     JOIN room_entries e ON e.id = a.entry_id
     WHERE a.order_id = $1
 )
-SELECT a.distributor_id, a.device_id, a.client_addr,
-       (SELECT count(*) FROM room_entries x
-        WHERE x.distributor_id = a.distributor_id AND x.link_id IS NOT NULL
-          AND x.device_id = a.device_id
-          AND x.created_at > a.placed_at - $2::interval AND x.created_at <= a.placed_at
+SELECT a.room_id, a.distributor_id, a.device_id, a.client_addr,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM room_entries x
+            WHERE x.distributor_id = a.distributor_id AND x.link_id IS NOT NULL
+              AND x.device_id = a.device_id
+              AND x.created_at > a.placed_at - $2::interval AND x.created_at <= a.placed_at
+            LIMIT $3) AS burst
        ) AS device_clicks,
-       (SELECT count(*) FROM room_entries x
-        WHERE x.distributor_id = a.distributor_id AND x.link_id IS NOT NULL
-          AND x.client_addr = a.client_addr
-          AND x.created_at > a.placed_at - $2::interval AND x.created_at <= a.placed_at
-       ) AS address_clicks,
-       (SELECT count(DISTINCT x.visitor) FROM room_entries x
-        WHERE x.room_id = a.room_id AND x.distributor_id = a.distributor_id) AS visitors,
-       (SELECT count(DISTINCT x.visitor) FROM room_entries x
-        WHERE x.room_id = a.room_id
-          AND x.distributor_id IS DISTINCT FROM a.distributor_id) AS room_visitors,
-       (SELECT count(DISTINCT o.buyer_id) FROM order_attributions y
-        JOIN orders o ON o.id = y.order_id
-        WHERE y.room_id = a.room_id AND y.distributor_id = a.distributor_id
-          AND o.paid_at IS NOT NULL) AS buyers,
-       (SELECT count(DISTINCT o.buyer_id) FROM order_attributions y
-        JOIN orders o ON o.id = y.order_id
-        WHERE y.room_id = a.room_id AND y.distributor_id IS DISTINCT FROM a.distributor_id
-          AND o.paid_at IS NOT NULL) AS room_buyers
+       (SELECT count(*) FROM (
+            SELECT 1 FROM room_entries x
+            WHERE x.distributor_id = a.distributor_id AND x.link_id IS NOT NULL
+              AND x.client_addr = a.client_addr
+              AND x.created_at > a.placed_at - $2::interval AND x.created_at <= a.placed_at
+            LIMIT $4) AS burst
+       ) AS address_clicks
 FROM a
 """
 
+# $1 room: count it again (migration 0022 says what each count is), after its distributor rows
+# are deleted (one statement could not delete and insert the same keys). Each visitor's and
+# each buyer's set of distributors, once; then per distributor how many it brought, and alone.
+_RECOUNT = """
+WITH v AS (
+    SELECT visitor, array_agg(DISTINCT coalesce(distributor_id, 0)) AS ds
+    FROM room_entries WHERE room_id = $1 GROUP BY visitor
+), b AS (
+    SELECT o.buyer_id, array_agg(DISTINCT coalesce(y.distributor_id, 0)) AS ds
+    FROM order_attributions y JOIN orders o ON o.id = y.order_id
+    WHERE y.room_id = $1 AND o.paid_at IS NOT NULL GROUP BY o.buyer_id
+), vd AS (
+    SELECT d, count(*) AS n, count(*) FILTER (WHERE cardinality(ds) = 1) AS only_n
+    FROM v, unnest(ds) AS d GROUP BY d
+), bd AS (
+    SELECT d, count(*) AS n, count(*) FILTER (WHERE cardinality(ds) = 1) AS only_n
+    FROM b, unnest(ds) AS d GROUP BY d
+), room AS (
+    INSERT INTO review_room_counts (room_id, counted_at, visitors, buyers)
+    VALUES ($1, now(), (SELECT count(*) FROM v), (SELECT count(*) FROM b))
+    ON CONFLICT (room_id) DO UPDATE
+        SET counted_at = EXCLUDED.counted_at, visitors = EXCLUDED.visitors,
+            buyers = EXCLUDED.buyers
+    RETURNING room_id
+)
+INSERT INTO review_distributor_counts
+    (room_id, distributor_id, visitors, only_visitors, buyers, only_buyers)
+SELECT (SELECT room_id FROM room), coalesce(vd.d, bd.d), coalesce(vd.n, 0),
+       coalesce(vd.only_n, 0), coalesce(bd.n, 0), coalesce(bd.only_n, 0)
+FROM vd FULL JOIN bd ON bd.d = vd.d
+"""
+
+# $1 room, $2 distributor: what the conversion signal compares
+_COUNTS = """
+SELECT coalesce(d.visitors, 0) AS visitors,
+       r.visitors - coalesce(d.only_visitors, 0) AS room_visitors,
+       coalesce(d.buyers, 0) AS buyers,
+       r.buyers - coalesce(d.only_buyers, 0) AS room_buyers
+FROM review_room_counts r
+LEFT JOIN review_distributor_counts d ON d.room_id = r.room_id AND d.distributor_id = $2
+WHERE r.room_id = $1
+"""
+
+# the advisory lock class of "counting a room again" (its object: the room id, folded to 31 bits)
+_RECOUNT_LOCK = 0x5245
+
+
+async def _room_counts(
+    conn: Conn, room_id: int, distributor_id: int, max_age_s: int
+) -> dict[str, int]:
+    """The conversion signal's counts for this distributor in this room, counted again when
+    older than `max_age_s` by the one payment that takes the room's lock (the others read what
+    is there: a few seconds behind, never a queue); zeros while nobody has counted it yet."""
+    stale = await conn.fetchval(
+        "SELECT counted_at < now() - make_interval(secs => $2) FROM review_room_counts"
+        " WHERE room_id = $1",
+        room_id,
+        max_age_s,
+    )
+    if stale is not False and await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, $2)", _RECOUNT_LOCK, room_id % 2_147_483_647
+    ):
+        await conn.execute("DELETE FROM review_distributor_counts WHERE room_id = $1", room_id)
+        await conn.execute(_RECOUNT, room_id)
+    row = await conn.fetchrow(_COUNTS, room_id, distributor_id)
+    if row is None:
+        return {"visitors": 0, "room_visitors": 0, "buyers": 0, "room_buyers": 0}
+    return {name: int(value) for name, value in row.items()}
+
 
 def review_reasons(signals: dict[str, Any], settings: Settings) -> list[str]:
-    """Which signals pass their thresholds (sans-I/O: `signals` is one row of `_SIGNALS`)."""
+    """Which signals pass their thresholds (sans-I/O: `signals` is one row of `_SIGNALS` with
+    the room's counts)."""
     reasons = []
     if signals["device_id"] is not None and signals["device_clicks"] >= (
         settings.review_device_clicks
@@ -123,7 +188,13 @@ async def at_payment(
         await conn.execute(_FINGERPRINT, order_id, payment_fingerprint)
     if settings is None or not settings.review:
         return
-    row = await conn.fetchrow(_SIGNALS, order_id, timedelta(seconds=settings.review_window_s))
+    row = await conn.fetchrow(
+        _SIGNALS,
+        order_id,
+        timedelta(seconds=settings.review_window_s),
+        settings.review_device_clicks,
+        settings.review_address_clicks,
+    )
     if row is None:
         return  # credits nobody
     self_referred = await conn.fetchval(
@@ -135,6 +206,11 @@ async def at_payment(
     if self_referred:
         return  # earns nothing anyway: nothing to review
     signals = dict(row)
+    signals.update(
+        await _room_counts(
+            conn, signals.pop("room_id"), signals["distributor_id"], settings.review_counts_s
+        )
+    )
     reasons = review_reasons(signals, settings)
     if not reasons:
         return

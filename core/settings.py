@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     review_address_clicks: int = 500
     review_conversion_factor: int = 5
     review_min_visitors: int = 20
+    review_counts_s: int = 5
     withdrawal_min_cents: int = 1000
     withdrawal_fee_cents: int = 0
     withdrawal_fee_bps: int = 0
@@ -302,6 +303,7 @@ def _integrity(env: dict[str, str]) -> dict[str, object]:
         review_address_clicks=_int(env, "LIVESELL_REVIEW_ADDRESS_CLICKS", 500, minimum=2),
         review_conversion_factor=_int(env, "LIVESELL_REVIEW_CONVERSION_FACTOR", 5, minimum=1),
         review_min_visitors=_int(env, "LIVESELL_REVIEW_MIN_VISITORS", 20, minimum=1),
+        review_counts_s=_int(env, "LIVESELL_REVIEW_COUNTS_S", 5),
         withdrawal_min_cents=_int(env, "LIVESELL_WITHDRAWAL_MIN_CENTS", 1000, minimum=1),
         withdrawal_fee_cents=_int(env, "LIVESELL_WITHDRAWAL_FEE_CENTS", 0),
         withdrawal_fee_bps=_int(env, "LIVESELL_WITHDRAWAL_FEE_BPS", 0),

@@ -98,6 +98,9 @@ class _NodeLink:
         self.task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
+        # SUNSUBSCRIBEs sent on this connection and not yet answered, by channel: their answers
+        # are ours, not the cluster moving the channel (even when it was subscribed again since)
+        self._leaving: dict[bytes, int] = {}
 
     def add(self, name: bytes) -> asyncio.Future[None] | None:
         """Serve `name` here; when the link is up, the future of Redis's confirmation."""
@@ -112,12 +115,14 @@ class _NodeLink:
     def remove(self, name: bytes) -> None:
         self.channels.discard(name)
         if self.up and self._writer is not None:
+            self._leaving[name] = self._leaving.get(name, 0) + 1
             self._writer.write(_command(b"SUNSUBSCRIBE", name))
 
     async def serve(self) -> None:
         """Connect, subscribe every channel, deliver messages; returns only by raising."""
         reader, writer = await self.owner.login.open(self.address)
         self._writer = writer
+        self._leaving.clear()
         try:
             await self._read(reader, writer)
         finally:
@@ -177,8 +182,15 @@ class _NodeLink:
                     elif self.up:
                         # a channel added while up (a new room, or one moved here)
                         self.owner.restored(self, {name})
-                elif kind == b"sunsubscribe" and name in self.channels:
-                    raise SlotMoved(f"redis moved {name!r} to another node")
+                elif kind == b"sunsubscribe":
+                    asked = self._leaving.get(name, 0)
+                    if asked > 1:
+                        self._leaving[name] = asked - 1
+                    elif asked == 1:
+                        del self._leaving[name]
+                    elif name in self.channels:
+                        # one we did not ask for: the cluster moved the channel's slot
+                        raise SlotMoved(f"redis moved {name!r} to another node")
 
 
 class PubSubLink:

@@ -347,27 +347,31 @@ async def livesell_process(
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """`livesell ARGS` as a subprocess, ready once `port` accepts connections (and, for the API,
     /healthz answers)."""
+    # the process's log goes to a file: a pipe nobody reads would block it once full
+    log = tempfile.NamedTemporaryFile(prefix=f"livesell-{args[0]}-", suffix=".log", delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "livesell.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         path = "/healthz" if args[0] == "api" else ""
         try:
             await http_client.wait_healthy(port, process, path=path)
         except RuntimeError as exc:
-            exited = process.poll() is not None and process.stderr is not None
-            stderr = process.stderr.read().decode() if exited and process.stderr else ""
-            raise RuntimeError(f"livesell {args[0]}: {exc} {stderr}") from None
+            raise RuntimeError(f"livesell {args[0]}: {exc} (its log: {log.name})") from None
         yield process
+    except BaseException:
+        print(f"  livesell {args[0]}'s log: {log.name}", file=sys.stderr)
+        raise
     finally:
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 async def seed(

@@ -384,3 +384,53 @@ async def test_admin_routes_refuse_every_other_role(
     assert response.status_code == (403 if roles else 401), response.text
     admin = await shop.http.request(method, path, json=body, headers=headers(shop, "a", "admin"))
     assert admin.status_code not in (401, 403), admin.text
+
+
+async def _conversion_room(shop: Shop) -> dict[str, int]:
+    """A room where dist-a's three visitors all buy, and dist-b's seven bring one buyer."""
+    room, _, drop = await world(shop)
+    await distributor(shop, "dist-a")
+    await distributor(shop, "dist-b")
+    code_a, code_b = await link(shop, "dist-a", room), await link(shop, "dist-b", room)
+    for _ in range(6):
+        await click(shop, None, code_b)
+    await click(shop, "bx", code_b)
+    orders = {"bx": await bought(shop, "bx", drop)}
+    for buyer in ("a1", "a2", "a3"):
+        await click(shop, buyer, code_a)
+    for buyer in ("a1", "a2", "a3"):
+        orders[buyer] = await bought(shop, buyer, drop)
+    return orders
+
+
+async def test_conversion_far_above_the_rooms_holds_commission_under_review(
+    resources: Resources,
+) -> None:
+    """dist-a: 3 visitors, and after its second sale 2 buyers; the rest of the room: 7 visitors,
+    1 buyer. Flagged when buyers × (rest's visitors + 1) > 2 × (rest's buyers + 1) × visitors:
+    a1 1 × 8 = 8 ≤ 12, a2 16 > 12, a3 24 > 12; bx (1 of 7, against 0 of 3): 4 ≤ 14."""
+    shop = Shop(resources).under(
+        review_conversion_factor=2, review_min_visitors=3, review_counts_s=0
+    )
+    orders = await _conversion_room(shop)
+    queue = await call(shop, "GET", "/api/admin/reviews", "admin-1", "admin")
+    held = {r["order_id"]: r for r in queue["reviews"]}
+    assert set(held) == {str(orders["a2"]), str(orders["a3"])}
+    assert all(r["reasons"] == ["conversion"] for r in held.values())
+    a3 = held[str(orders["a3"])]["signals"]
+    assert (a3["visitors"], a3["room_visitors"], a3["buyers"], a3["room_buyers"]) == (3, 7, 3, 1)
+
+
+async def test_a_room_is_counted_once_per_interval_not_once_per_payment(
+    resources: Resources,
+) -> None:
+    shop = Shop(resources).under(review_min_visitors=3, review_counts_s=3600)
+    orders = await _conversion_room(shop)
+    async with resources.pool.acquire() as conn:
+        counted = await conn.fetchrow(
+            "SELECT r.counted_at, r.visitors, r.buyers FROM review_room_counts r"
+            " JOIN order_attributions a ON a.room_id = r.room_id WHERE a.order_id = $1",
+            orders["a3"],
+        )
+    # counted by the first payment (bx's: 7 visitors, its own purchase), then only read
+    assert counted is not None and (counted["visitors"], counted["buyers"]) == (7, 1)
