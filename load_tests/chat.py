@@ -24,6 +24,7 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,9 +37,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
-import psutil
 
-from load_tests.fanout import _cpu, _free_port, _masked, _wait_port
+from core.embedded import free_port
+from load_tests.fanout import _masked
+from load_tests.measure import ProcessMeter
 
 HERE = Path(__file__).resolve().parent
 CHANNEL = "chat:1"
@@ -302,10 +304,23 @@ def _like_loop(api_port: int, tokens: list[str], stop: threading.Event, done: li
             time.sleep(0.05)
 
 
+def _wait_port(port: int, timeout: float = 60) -> None:
+    """Until something accepts connections on the loopback `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.1)
+
+
 def run_livesell(args: argparse.Namespace, env: dict[str, str]) -> list[Phase]:
     from core.auth import mint_token
 
-    api_port, hub_port = _free_port(), _free_port()
+    api_port, hub_port = free_port(), free_port()
     hub = subprocess.Popen(
         [sys.executable, "-m", "livesell.cli", "hub", "--hub-port", str(hub_port)], env=env
     )
@@ -330,20 +345,20 @@ def run_livesell(args: argparse.Namespace, env: dict[str, str]) -> list[Phase]:
         try:
             fleet.wait_subscribed(args.viewers)
             time.sleep(args.settle_s)
-            process = psutil.Process(hub.pid)
+            process = ProcessMeter(hub.pid)
             like_tokens = [tok for _, tok in users[:most]]
             for posters in args.posters:
                 stop, likes = threading.Event(), [0]
                 liker = threading.Thread(
                     target=_like_loop, args=(api_port, like_tokens, stop, likes), daemon=True
                 )
-                cpu_before = _cpu(process)
+                cpu_before = process.cpu_seconds()
                 fleet.ask("post", -(-posters // args.client_processes), args.seconds)
                 liker.start()
                 time.sleep(args.seconds + 1 + args.drain_s)
                 stop.set()
                 liker.join()
-                cpu = _cpu(process) - cpu_before
+                cpu = process.cpu_seconds() - cpu_before
                 reports: list[Stats] = fleet.ask("report")  # type: ignore[assignment]
                 merged = Stats()
                 latencies: list[float] = []
@@ -400,7 +415,7 @@ def run_node_ws(args: argparse.Namespace, rate: int) -> Phase | None:
         subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True
         )
-    port = _free_port()
+    port = free_port()
     relay = subprocess.Popen([node, str(HERE / "ws_relay.mjs"), str(port)], cwd=HERE)
     try:
         _wait_port(port)
@@ -413,9 +428,9 @@ def run_node_ws(args: argparse.Namespace, rate: int) -> Phase | None:
             control = websockets.sync.client.connect(
                 f"ws://127.0.0.1:{port}/control", compression=None, legacy=True
             )
-            process = psutil.Process(relay.pid)
+            process = ProcessMeter(relay.pid)
             fleet.ask("post", 0, 0)  # reset the counters
-            cpu_before = _cpu(process)
+            cpu_before = process.cpu_seconds()
             total = int(rate * args.node_seconds)
             start = time.monotonic()
             for n in range(total):
@@ -443,10 +458,10 @@ def run_node_ws(args: argparse.Namespace, rate: int) -> Phase | None:
             delivered = 0
             while time.monotonic() < deadline:
                 time.sleep(1)
-                cpu = _cpu(process) - cpu_before
+                cpu = process.cpu_seconds() - cpu_before
                 if process.cpu_percent(interval=0.5) < 5:
                     break  # idle: everything it will deliver is out
-            cpu = _cpu(process) - cpu_before
+            cpu = process.cpu_seconds() - cpu_before
             control.close()
             reports: list[Stats] = fleet.ask("report")  # type: ignore[assignment]
             delivered = sum(r.delivered for r in reports)

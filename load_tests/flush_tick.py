@@ -7,6 +7,7 @@ transports do nothing, so only the hub's own cost per tick is left.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -56,8 +57,15 @@ async def measure(subscribers: int, ticks: int, rounds: int = 7) -> list[float]:
 
 
 def main(argv: list[str]) -> None:
-    subscribers = int(argv[0]) if argv else 5000
-    ticks = int(argv[1]) if len(argv) > 1 else 200
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.flush_tick",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("subscribers", type=int, nargs="?", default=5000)
+    parser.add_argument("ticks", type=int, nargs="?", default=200, help="ticks per round")
+    args = parser.parse_args(argv)
+    subscribers, ticks = args.subscribers, args.ticks
     figures = asyncio.run(measure(subscribers, ticks))
     print(
         f"flush to {subscribers} subscribers: best {min(figures):.2f} ns, median"

@@ -155,3 +155,32 @@ async def test_harness_produces_a_complete_record(settings: Settings, tmp_path: 
     pictures = charts.draw_all(results, tmp_path, "smoke")
     assert len(pictures) == 3
     assert all(p.stat().st_size > 10_000 for p in pictures)
+
+
+LOAD_TESTS = sorted(
+    p.stem
+    for p in (Path(__file__).resolve().parent.parent / "load_tests").glob("*.py")
+    if not p.stem.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", LOAD_TESTS)
+def test_every_load_test_imports_and_helps(name: str) -> None:
+    """Each load test at least imports and, when it is a command, prints its --help (a name
+    moved out from under one fails here, not on a bench night)."""
+    import importlib
+    import subprocess
+    import sys
+
+    module = importlib.import_module(f"load_tests.{name}")
+    if not any(hasattr(module, entry) for entry in ("main", "build_parser")):
+        return
+    command = "load_tests" if name == "runner" else f"load_tests.{name}"  # `python -m load_tests`
+    done = subprocess.run(
+        [sys.executable, "-m", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower(), done.stdout
