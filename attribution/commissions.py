@@ -20,6 +20,7 @@ from attribution.events import (
     CommissionReversed,
 )
 from attribution.refresh import mark, mark_dashboard
+from core import webhooks
 from core.db import Conn
 from core.events import Outbox
 from core.resources import Resources
@@ -203,6 +204,19 @@ async def confirm_order(
         return None
     outbox.dashboard(
         row["user_id"], CommissionConfirmed(order_id=str(order_id), commission_cents=outstanding)
+    )
+    await webhooks.enqueue(
+        conn,
+        "commission.confirmed",
+        f"commission.confirmed:{order_id}",
+        {
+            "order_id": str(order_id),
+            "room_id": str(row["room_id"]),
+            "distributor_id": str(row["distributor_id"]),
+            "distributor_user_id": row["user_id"],
+            "commission_cents": outstanding,
+            "return_window_ended_at": ends_at,
+        },
     )
     await mark_dashboard(conn, row["distributor_id"])
     return row

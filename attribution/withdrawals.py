@@ -32,6 +32,7 @@ from attribution.errors import (
 )
 from attribution.refresh import mark_dashboard
 from attribution.views_admin import WithdrawalList, WithdrawalView
+from core import webhooks
 from core.db import Conn
 from core.settings import Settings
 
@@ -217,11 +218,29 @@ async def pay_approved(conn: Conn, batch_id: int, rows: list[Any]) -> None:
             r["distributor_id"],
             amount,
         )
-        await conn.execute(
+        paid = await conn.fetchrow(
             """UPDATE withdrawals SET status = 'paid', paid_at = now(), payout_batch_id = $2
-               WHERE id = $1""",
+               WHERE id = $1
+               RETURNING paid_at,
+                         (SELECT user_id FROM distributors d WHERE d.id = distributor_id)""",
             r["id"],
             batch_id,
+        )
+        assert paid is not None
+        await webhooks.enqueue(
+            conn,
+            "withdrawal.paid",
+            f"withdrawal.paid:{r['id']}",
+            {
+                "withdrawal_id": str(r["id"]),
+                "distributor_id": str(r["distributor_id"]),
+                "distributor_user_id": paid["user_id"],
+                "amount_cents": amount,
+                "fee_cents": fee,
+                "net_cents": amount - fee,
+                "payout_batch_id": str(batch_id),
+                "paid_at": paid["paid_at"],
+            },
         )
         await mark_dashboard(conn, r["distributor_id"])
 

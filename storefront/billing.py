@@ -22,7 +22,7 @@ from core.errors import OrderNotFound
 from core.events import Outbox
 from core.http import decode_json
 from core.resources import Resources
-from storefront import provider_refunds
+from storefront import outbound, provider_refunds
 from storefront.buy.verdicts import Absent, Granted
 from storefront.conn import must
 from storefront.errors import (
@@ -471,6 +471,7 @@ async def _settle_paid(
         settings=res.settings,
         payment_fingerprint=event.data.fingerprint,
     )
+    await outbound.order_paid(conn, order_id)
     _order_placed(settlement.outbox, paid, paid["now"])
     return settlement
 
@@ -527,6 +528,7 @@ async def _settle_unheld(
         settings=shop.res.settings,
         payment_fingerprint=data.fingerprint,
     )
+    await outbound.order_paid(conn, order["id"])
     settlement.stock_moved = True
     settlement.order_status = "paid"
     _order_placed(settlement.outbox, order, placed_at)
@@ -579,22 +581,27 @@ async def _refund_unfillable(
 ) -> _Settlement:
     """The hold expired and its stock is gone: the order is refunded in full, automatically."""
     reason = "hold expired before payment and the drop has no stock left"
-    await conn.execute(
-        """UPDATE orders SET status = 'refunded', paid_at = now(), refunded_at = now(),
-                             refunded_units = quantity, refunded_cents = amount_cents,
-                             refund_reason = $2
-           WHERE id = $1""",
-        order["id"],
-        reason,
+    refunded = must(
+        await conn.fetchrow(
+            """UPDATE orders SET status = 'refunded', paid_at = now(), refunded_at = now(),
+                                 refunded_units = quantity, refunded_cents = amount_cents,
+                                 refund_reason = $2
+               WHERE id = $1 RETURNING *""",
+            order["id"],
+            reason,
+        )
     )
-    await conn.execute(
-        """INSERT INTO refunds (order_id, units, amount_cents, reason, requested_by)
-           VALUES ($1, $2, $3, $4, 'system')""",
-        order["id"],
-        order["quantity"],
-        order["amount_cents"],
-        reason,
+    refund = must(
+        await conn.fetchrow(
+            """INSERT INTO refunds (order_id, units, amount_cents, reason, requested_by)
+               VALUES ($1, $2, $3, $4, 'system') RETURNING *""",
+            order["id"],
+            order["quantity"],
+            order["amount_cents"],
+            reason,
+        )
     )
+    await outbound.order_refunded(conn, refunded, refund)
     settlement.outcome = "refunded_no_stock"
     settlement.order_status = "refunded"
     return settlement

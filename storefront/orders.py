@@ -19,7 +19,7 @@ from core.db import Conn
 from core.errors import OrderNotFound
 from core.events import Outbox
 from core.resources import Resources
-from storefront import billing
+from storefront import billing, outbound
 from storefront.conn import must
 from storefront.errors import OrderStateConflict, RefundTooLarge, ReturnWindowClosed
 from storefront.rooms import check_host, fetch_room
@@ -166,6 +166,7 @@ async def deliver(res: Resources, order_id: int, who: Principal) -> OrderView:
                 timedelta(seconds=res.settings.return_window_s),
             )
         )
+        await outbound.order_delivered(conn, row)
     return order_from_row(row)
 
 
@@ -217,15 +218,18 @@ async def refund(
                 reason or f"{actor} request",
             )
         )
-        await conn.execute(
-            """INSERT INTO refunds (order_id, units, amount_cents, reason, requested_by)
-               VALUES ($1, $2, $3, $4, $5)""",
-            order_id,
-            units,
-            cents,
-            reason or f"{actor} request",
-            who.user_id,
+        refund_row = must(
+            await conn.fetchrow(
+                """INSERT INTO refunds (order_id, units, amount_cents, reason, requested_by)
+                   VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+                order_id,
+                units,
+                cents,
+                reason or f"{actor} request",
+                who.user_id,
+            )
         )
+        await outbound.order_refunded(conn, row, refund_row)
         await attribution.order_refunded(conn, outbox, order_id=order_id, refund_cents=cents)
         provider_refund = await billing.take_back(conn, order_id, cents)
     await after_release(shop, outbox, returned)

@@ -7,9 +7,6 @@ outbound webhook `room.live` (signed, retried, delivered)."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +19,7 @@ from core import webhooks
 from core.resources import Resources
 from tests.attribution.conftest import Auth, People
 from tests.attribution.shop import HOST, Shop
+from tests.attribution.webhook_receiver import Receiver, verify
 
 
 async def _code(people: People, user: str, code: str | None = None) -> str:
@@ -198,42 +196,10 @@ async def test_an_expired_hold_gives_its_claim_back_and_a_refund_does_not(
     assert (await shop._call("GET", "/api/me/coupons", "ann"))["claims"] == []
 
 
-class _Receiver:
-    """A real local HTTP endpoint of the integrating app: answers the statuses queued, records
-    what it got."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/hooks"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")[1:]
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.received.append((headers, body))
-        status = self.statuses.pop(0) if self.statuses else 200
-        writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                     .encode())  # fmt: skip
-        await writer.drain()
-        writer.close()
-
-
 async def test_room_live_reaches_reservers_and_a_signed_retried_webhook(
     shop: Shop, resources: Resources
 ) -> None:
-    receiver = _Receiver([500])
+    receiver = Receiver([500])
     async with receiver as url:
         hook = await shop._call("POST", "/api/admin/webhooks", "admin-1", "admin",
                                 json={"url": url, "events": ["room.live"]})  # fmt: skip
@@ -276,7 +242,7 @@ async def test_room_live_reaches_reservers_and_a_signed_retried_webhook(
     assert len(receiver.received) == 2
     for headers, body in receiver.received:
         assert headers["livesell-event"] == "room.live"
-        assert _verify(hook["secret"], headers["livesell-signature"], body)
+        assert verify(hook["secret"], headers["livesell-signature"], body)
         sent = msgspec.json.decode(body)
         assert sent["type"] == "room.live" and sent["data"]["reservers"] == ["cat", "dan"]
     assert receiver.received[0][1] == receiver.received[1][1]
@@ -285,9 +251,3 @@ async def test_room_live_reaches_reservers_and_a_signed_retried_webhook(
             "SELECT status FROM webhook_deliveries WHERE id = $1", int(delivery["id"])
         )
     assert status == "delivered"
-
-
-def _verify(secret: str, header: str, body: bytes) -> bool:
-    parts = dict(item.split("=", 1) for item in header.split(","))
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
-    return hmac.compare_digest(parts["v1"], expected.hexdigest())

@@ -67,6 +67,25 @@ async def _order(client: httpx.AsyncClient, auth: Auth, order_id: str) -> dict[s
     return body
 
 
+async def _webhook_endpoint(client: httpx.AsyncClient, auth: Auth) -> str:
+    """An outbound webhook endpoint for the order events (nothing listens: the outbox is read)."""
+    response = await client.post(
+        "/api/admin/webhooks",
+        json={"url": "http://127.0.0.1:9/hooks", "events": ["order.paid", "order.refunded"]},
+        headers=auth("root", "admin"),
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _outbound(client: httpx.AsyncClient, auth: Auth, endpoint: str) -> list[tuple[str, str]]:
+    """The outbound deliveries written for `endpoint`: (event, order id), oldest first."""
+    response = await client.get(
+        f"/api/admin/webhooks/{endpoint}/deliveries", headers=auth("root", "admin")
+    )
+    return [(d["event"], d["payload"]["order_id"]) for d in reversed(response.json()["deliveries"])]
+
+
 async def test_pay_marks_paid_and_the_room_sees_a_masked_ticker(
     client: httpx.AsyncClient, auth: Auth, start_drop: StartDrop, buy: Buy, resources: Resources
 ) -> None:
@@ -203,6 +222,7 @@ async def test_late_payment_reclaims_a_free_unit(
     settings: Settings,
     shop: Shop,
 ) -> None:
+    endpoint = await _webhook_endpoint(client, auth)
     drop = await start_drop(quantity=2)
     order_id = await _held_order(buy, drop["id"])
     payment = await _payment_for(resources, order_id)
@@ -219,6 +239,7 @@ async def test_late_payment_reclaims_a_free_unit(
     # the gate knows: one unit left, not two
     assert (await buy(drop["id"], "carol", 2)).json()["error"]["code"] == "sold_out"
     assert (await buy(drop["id"], "carol", 1)).status_code == 201
+    assert await _outbound(client, auth, endpoint) == [("order.paid", order_id)]
 
 
 async def test_late_payment_with_no_stock_left_is_refunded(
@@ -230,6 +251,7 @@ async def test_late_payment_with_no_stock_left_is_refunded(
     settings: Settings,
     shop: Shop,
 ) -> None:
+    endpoint = await _webhook_endpoint(client, auth)
     drop = await start_drop(quantity=1)
     order_id = await _held_order(buy, drop["id"])
     payment = await _payment_for(resources, order_id)
@@ -245,6 +267,8 @@ async def test_late_payment_with_no_stock_left_is_refunded(
     assert "no stock" in order["refund_reason"]
     truth = await stock_truth(resources, drop["id"])
     assert (truth["held"], truth["sold"]) == (1, 0), "carol keeps her unit; nothing oversold"
+    # expired straight to refunded: the app hears of the refund, of no payment kept
+    assert await _outbound(client, auth, endpoint) == [("order.refunded", order_id)]
 
 
 async def test_expiry_returns_stock_and_viewers_see_it(

@@ -88,13 +88,29 @@ export const api = {
   product: (productId) => request("GET", `/api/products/${productId}`),
   createProduct: (product) => request("POST", "/api/products", { body: product }),
 
-  buy: (dropId, quantity, idempotencyKey) =>
+  // `couponClaimId`: a claim of the buyer's to discount this order (GET /api/me/coupons)
+  buy: (dropId, quantity, idempotencyKey, couponClaimId = null) =>
     request("POST", `/api/drops/${dropId}/buy`, {
-      body: { quantity },
+      body: couponClaimId ? { quantity, coupon_claim_id: String(couponClaimId) } : { quantity },
       headers: { "Idempotency-Key": idempotencyKey },
     }),
   order: (orderId) => request("GET", `/api/orders/${orderId}`),
   pay: (orderId, body) => request("POST", `/api/orders/${orderId}/pay`, { body }),
+
+  // coupons: the host releases one in the room; viewers claim it (one tap, one key)
+  createCoupon: (roomId, coupon) => request("POST", `/api/rooms/${roomId}/coupons`, { body: coupon }),
+  claimCoupon: (couponId, idempotencyKey) =>
+    request("POST", `/api/coupons/${couponId}/claim`, {
+      headers: { "Idempotency-Key": idempotencyKey },
+    }),
+  // {claims: [{claim_id, coupon_id, room_id, product_id, title, amount_off_cents, percent_off_bps,
+  // min_spend_cents, claimed_at, expires_at}]}: not applied to a live order, not expired
+  myCoupons: () => request("GET", "/api/me/coupons"),
+  // reserve a scheduled room (through the link the viewer came by, if any): {reservations, created}
+  reserve: (roomId, linkCode) =>
+    request("POST", `/api/rooms/${roomId}/reservations`, { body: linkCode ? { link_code: linkCode } : {} }),
+  // the host's view: {count, reservers}
+  reservations: (roomId) => request("GET", `/api/rooms/${roomId}/reservations`),
 
   enter: (roomId, linkCode) =>
     request("POST", `/api/rooms/${roomId}/enter`, { body: linkCode ? { link_code: linkCode } : {} }),
@@ -108,6 +124,10 @@ export const api = {
   // newest first: {payouts: [{batch_id, amount_cents, created_at, state}], next_before}
   payouts: ({ limit, before } = {}) =>
     request("GET", `/api/distributors/me/payouts${page({ limit, before })}`),
+  // the distributor's referral code: {codes: [{code, distributor_id, created_at}]}; one is made
+  // (from their id) the first time it is asked for
+  myCodes: () => request("GET", "/api/distributors/me/codes"),
+  createCode: () => request("POST", "/api/distributors/me/codes", { body: {} }),
   // {balance_cents, reserved_cents, available_cents, minimum_cents, fee_cents, fee_bps, withdrawals}
   myWithdrawals: () => request("GET", "/api/distributors/me/withdrawals"),
   requestWithdrawal: (amountCents) =>

@@ -14,8 +14,9 @@ const PAY_POLL_MS = 500;
 const PAY_WAIT_MS = 30000;
 
 export class BuyButton {
-  constructor({ button, errorBox, quantity, dropId, onOrder, canBuy, onNeedSignIn }) {
-    Object.assign(this, { button, errorBox, quantity, dropId, onOrder, canBuy, onNeedSignIn });
+  // `couponClaimId()`: the claim the buyer chose to discount this order, or null
+  constructor({ button, errorBox, quantity, dropId, onOrder, canBuy, onNeedSignIn, couponClaimId = () => null }) {
+    Object.assign(this, { button, errorBox, quantity, dropId, onOrder, canBuy, onNeedSignIn, couponClaimId });
     this.inFlight = false;
     this.phase = "none";
     button.addEventListener("click", () => this.tap());
@@ -44,6 +45,7 @@ export class BuyButton {
     }
     const dropId = this.dropId();
     const quantity = this.quantity();
+    const claim = this.couponClaimId();
     const key = newKey();
     this.inFlight = true;
     show(this.errorBox, false);
@@ -51,7 +53,7 @@ export class BuyButton {
     try {
       for (let attempt = 0; ; attempt++) {
         try {
-          const order = await api.buy(dropId, quantity, key);
+          const order = await api.buy(dropId, quantity, key, claim);
           this.onOrder(order);
           return;
         } catch (err) {

@@ -31,6 +31,7 @@ let payouts = null; // null: not loaded (or failed: see payoutsError)
 let payoutsNext = null;
 let payoutsError = null;
 let wallet = null; // GET /api/distributors/me/withdrawals: balance, terms and the withdrawals
+let referralCode = null; // the distributor's code (GET /api/distributors/me/codes, made once)
 
 function absolute(url) {
   return new URL(url, window.location.origin).toString();
@@ -278,6 +279,38 @@ async function loadPayouts(more = false) {
   renderPayouts();
 }
 
+// the distributor's referral code: the one they have, or one made for them the first time
+async function loadCode() {
+  const box = $("#code-error");
+  show(box, false);
+  try {
+    const found = await api.myCodes();
+    const code = found.codes && found.codes[0] ? found.codes[0] : await api.createCode();
+    referralCode = code.code;
+  } catch (err) {
+    box.textContent = errorText(err);
+    show(box, true);
+  }
+  setText("#referral-code", referralCode || "");
+  $("#code-copy").disabled = !referralCode;
+  $("#code-share").disabled = !referralCode;
+}
+
+async function shareCode() {
+  if (!referralCode) return;
+  const text = t("dist.shareText", { code: referralCode });
+  if (navigator.share) {
+    try {
+      await navigator.share({ text });
+      return;
+    } catch (err) {
+      if (err && err.name === "AbortError") return; // the person closed the share sheet
+    }
+  }
+  const done = await copyText(text);
+  toast(done ? t("common.copied") : t("common.copyFailed"), done ? "success" : "error");
+}
+
 async function loadWithdrawals() {
   try {
     wallet = await api.myWithdrawals();
@@ -393,7 +426,7 @@ async function afterSignIn() {
     hubBadge("disconnected"); // live numbers start once this person is a distributor
     return;
   }
-  await Promise.all([loadLinks(), loadPayouts(), loadWithdrawals()]);
+  await Promise.all([loadLinks(), loadPayouts(), loadWithdrawals(), loadCode()]);
   await startLive();
 }
 
@@ -402,6 +435,11 @@ async function afterSignIn() {
 function wireControls() {
   const room = params.get("room");
   if (room) $("#link-room").value = room;
+  $("#code-copy").addEventListener("click", async () => {
+    const done = referralCode ? await copyText(referralCode) : false;
+    toast(done ? t("common.copied") : t("common.copyFailed"), done ? "success" : "error");
+  });
+  $("#code-share").addEventListener("click", () => shareCode());
   $("#signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const name = $("#signin-name").value.trim() || "distributor";

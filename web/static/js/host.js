@@ -10,6 +10,7 @@ import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { leaderboardTable, teamsTable } from "./leaderboard.js";
 import { RoomState } from "./roomstate.js";
 import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
+import { couponTerms } from "./coupons.js";
 import { $, clock, h, hubBadge, money, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "host";
@@ -118,11 +119,52 @@ function renderRoom() {
   const link = $("#viewer-link");
   link.href = viewerUrl;
   setText(link, viewerUrl);
+  setText("#reservations", String(state.reservations));
   renderDrop();
+  renderCoupons();
   renderProducts();
   renderTicker();
   renderSales();
   renderLeaderboard();
+}
+
+// the room's coupons with what is left of each, live from coupon.released / coupon.remaining
+function renderCoupons() {
+  const coupons = state.couponList();
+  show("#host-coupons-empty", coupons.length === 0);
+  const statusKey = { gone: "coupon.gone", ended: "coupon.ended" };
+  const items = coupons.map((coupon) => {
+    const status =
+      coupon.phase === "upcoming"
+        ? t("coupon.opensIn", { t: clock(Date.parse(coupon.claim_starts_at) - state.clock.now()) })
+        : coupon.phase === "active"
+          ? clock(Date.parse(coupon.claim_ends_at) - state.clock.now())
+          : t(statusKey[coupon.phase]);
+    return h(
+      "li",
+      { class: "coupon-item", dataset: { couponId: String(coupon.id), phase: coupon.phase } },
+      h(
+        "div",
+        { class: "grow" },
+        h("strong", { class: "coupon-title" }, coupon.title),
+        h("p", { class: "coupon-off" }, couponTerms(coupon)),
+        h("p", { class: "muted small coupon-left" }, t("coupon.left", { n: Math.max(0, coupon.remaining), q: coupon.quantity })),
+      ),
+      h("span", { class: "muted small coupon-status" }, status),
+    );
+  });
+  $("#host-coupons").replaceChildren(...items);
+}
+
+async function loadReservations() {
+  if (!isHost() || !state.room || state.room.status !== "scheduled") return;
+  try {
+    const found = await api.reservations(roomId);
+    state.reservations = found.count;
+    setText("#reservations", String(found.count));
+  } catch {
+    // offline, or not this room's host after all: the snapshot's count stays
+  }
 }
 
 function renderDrop() {
@@ -356,6 +398,39 @@ function wireControls() {
       toast(t("host.dropStarted"), "success");
     }
   });
+  $("#coupon-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("#release-coupon");
+    button.disabled = true;
+    const value = Number($("#coupon-value").value);
+    const terms = $("#coupon-kind").value === "percent"
+      ? { percent_off_bps: Math.round(value * 100) }
+      : { amount_off_cents: cents(value) };
+    const coupon = await act(
+      () =>
+        api.createCoupon(roomId, {
+          title: $("#coupon-title").value.trim(),
+          ...terms,
+          min_spend_cents: cents($("#coupon-min").value),
+          quantity: Number($("#coupon-quantity").value),
+          per_user_limit: Number($("#coupon-per-user").value),
+          claim_starts_in_s: Number($("#coupon-delay").value),
+          claim_duration_s: Number($("#coupon-window").value),
+          valid_s: Number($("#coupon-valid").value),
+        }),
+      "#coupon-error",
+    );
+    button.disabled = false;
+    if (!coupon) return;
+    // the hub's coupon.released follows; shown now so the host sees it without waiting
+    if (!state.coupons.has(String(coupon.id))) state.coupons.set(String(coupon.id), coupon);
+    $("#coupon-title").value = "";
+    toast(t("host.released"), "success");
+    renderCoupons();
+  });
+  $("#coupon-kind").addEventListener("change", () => {
+    $("#coupon-value").max = $("#coupon-kind").value === "percent" ? "100" : "";
+  });
   $("#product-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const product = await act(
@@ -407,6 +482,7 @@ function wireControls() {
       renderRoom();
       loadSales();
       await loadProducts();
+      await loadReservations();
     } catch (err) {
       toast(errorText(err), "error");
     }
@@ -458,7 +534,13 @@ async function main() {
     () => {},
   );
   await loadProducts();
-  setInterval(renderDrop, 250);
+  await loadReservations();
+  // reservations arrive without an event: the count is asked for again while the room waits
+  setInterval(loadReservations, 15000);
+  setInterval(() => {
+    renderDrop();
+    renderCoupons();
+  }, 250);
 }
 
 main();

@@ -9,6 +9,7 @@ import { errorText, installLangSwitch, onLangChange, t } from "./i18n.js";
 import { RoomState } from "./roomstate.js";
 import { claims, devSignIn, hubTokens, signOut, takeToken } from "./session.js";
 import { BuyButton, OrderTracker } from "./checkout.js";
+import { claimFits, couponTerms, discountCents } from "./coupons.js";
 import { $, clock, h, hubBadge, money, newKey, setText, show, timeOfDay, toast } from "./ui.js";
 
 const SLOT = "viewer";
@@ -20,6 +21,10 @@ const state = new RoomState(roomId);
 let hub = null;
 let token = takeToken(SLOT);
 let user = token ? claims(token) : null;
+
+let myClaims = []; // GET /api/me/coupons: the viewer's usable claims, in every room
+const claiming = new Set(); // coupon ids with a claim in flight
+let reserved = false;
 
 const orders = new OrderTracker({
   roomId,
@@ -36,9 +41,11 @@ const buyButton = new BuyButton({
   onOrder: (order) => {
     orders.track(order);
     toast(t("buy.ok"), "success");
+    loadClaims(); // a claim applied to the order is no longer usable
   },
   canBuy: () => Boolean(token) && state.dropPhase() === "live",
   onNeedSignIn: () => $("#signin-name").focus(),
+  couponClaimId: () => chosenClaim()?.claim_id ?? null,
 });
 
 // --- rendering ---
@@ -62,8 +69,162 @@ function renderRoom() {
   else if (!state.pinned && !state.drop) notice.textContent = t("room.waiting");
   show(notice, room.status === "ended" || (!state.pinned && !state.drop));
   renderPinned();
+  renderReserve();
+  renderCoupons();
   renderDrop();
   renderTicker();
+}
+
+function renderReserve() {
+  const scheduled = Boolean(state.room && state.room.status === "scheduled");
+  show("#reserve", scheduled);
+  if (!scheduled) return;
+  setText("#reserve-count", t("room.reservations", { n: state.reservations }));
+  $("#reserve-button").disabled = reserved;
+  show("#reserve-done", reserved);
+}
+
+// --- coupons ---
+
+function claimsOf(couponId) {
+  return myClaims.filter((claim) => String(claim.coupon_id) === String(couponId)).length;
+}
+
+function renderCoupons() {
+  const coupons = state.couponList().filter((coupon) => coupon.phase !== "ended");
+  show("#coupons", coupons.length > 0);
+  const list = $("#coupon-list");
+  const items = coupons.map((coupon) => {
+    const mine = claimsOf(coupon.id) >= (coupon.per_user_limit || 1);
+    let label = t("coupon.claim");
+    if (claiming.has(coupon.id)) label = t("coupon.claiming");
+    else if (mine) label = t("coupon.claimed");
+    else if (coupon.phase === "gone") label = t("coupon.gone");
+    else if (coupon.phase === "upcoming") {
+      label = t("coupon.opensIn", { t: clock(Date.parse(coupon.claim_starts_at) - state.clock.now()) });
+    }
+    return {
+      key: `${coupon.id}:${coupon.phase}:${coupon.remaining}:${label}`,
+      node: h(
+        "li",
+        { class: "coupon-item", dataset: { couponId: String(coupon.id), phase: coupon.phase } },
+        h(
+          "div",
+          { class: "grow" },
+          h("strong", { class: "coupon-title" }, coupon.title),
+          h("p", { class: "coupon-off" }, couponTerms(coupon)),
+          h("p", { class: "muted small coupon-left" }, t("coupon.left", { n: Math.max(0, coupon.remaining), q: coupon.quantity })),
+        ),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "primary coupon-claim",
+            disabled: coupon.phase !== "active" || mine || claiming.has(coupon.id),
+            onclick: () => claimCoupon(coupon.id),
+          },
+          label,
+        ),
+      ),
+    };
+  });
+  const keys = items.map((item) => item.key).join("|") + document.documentElement.lang;
+  if (list.dataset.keys !== keys) {
+    list.dataset.keys = keys;
+    list.replaceChildren(...items.map((item) => item.node));
+  }
+}
+
+async function claimCoupon(couponId) {
+  if (!token) {
+    $("#signin-name").focus();
+    return;
+  }
+  if (claiming.has(couponId)) return;
+  claiming.add(couponId);
+  show("#coupon-error", false);
+  renderCoupons();
+  const key = newKey(); // one tap, one key: a retry after a network failure is the same claim
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await api.claimCoupon(couponId, key);
+        break;
+      } catch (err) {
+        if (err.retryable && attempt < 2) continue;
+        throw err;
+      }
+    }
+    toast(t("coupon.claimOk"), "success");
+    await loadClaims();
+  } catch (err) {
+    const box = $("#coupon-error");
+    box.textContent = err.code === "limit_reached" ? t("coupon.limit") : errorText(err);
+    box.dataset.code = err.code || "";
+    show(box, true);
+  } finally {
+    claiming.delete(couponId);
+    renderCoupons();
+  }
+}
+
+async function loadClaims() {
+  if (!token) {
+    myClaims = [];
+    return;
+  }
+  try {
+    myClaims = (await api.myCoupons()).claims || [];
+  } catch {
+    return;
+  }
+  renderCoupons();
+  renderDrop();
+}
+
+// the claims the current drop may use, and the one chosen (null: none)
+function fittingClaims() {
+  const drop = state.drop;
+  if (!drop) return [];
+  const now = state.clock.now();
+  return myClaims.filter((claim) => claimFits(claim, roomId, drop.product_id) && Date.parse(claim.expires_at) > now);
+}
+
+function grossCents() {
+  return state.drop ? state.drop.price_cents * (Number($("#qty").value) || 1) : 0;
+}
+
+function chosenClaim() {
+  const id = $("#coupon-pick").value;
+  const claim = id ? fittingClaims().find((item) => String(item.claim_id) === id) : null;
+  return claim && discountCents(claim, grossCents()) > 0 ? claim : null;
+}
+
+function renderCheckout() {
+  const claims = fittingClaims();
+  const gross = grossCents();
+  show("#coupon-pick-row", claims.length > 0);
+  const select = $("#coupon-pick");
+  const usable = claims.filter((claim) => discountCents(claim, gross) > 0);
+  const keys = usable.map((claim) => claim.claim_id).join(",") + document.documentElement.lang;
+  if (select.dataset.keys !== keys) {
+    const previous = select.dataset.keys === undefined ? null : select.value;
+    select.dataset.keys = keys;
+    select.replaceChildren(
+      h("option", { value: "" }, t("coupon.none")),
+      ...usable.map((claim) => h("option", { value: String(claim.claim_id) }, `${claim.title} · ${couponTerms(claim)}`)),
+    );
+    // the best coupon is chosen for the buyer, unless they chose otherwise
+    const best = usable.reduce((top, claim) => (!top || discountCents(claim, gross) > discountCents(top, gross) ? claim : top), null);
+    const keep = previous !== null && [...select.options].some((option) => option.value === previous);
+    select.value = keep && select.dataset.touched ? previous : best ? String(best.claim_id) : "";
+  }
+  const below = claims.filter((claim) => discountCents(claim, gross) === 0);
+  setText("#coupon-below-min", below.map((claim) => t("coupon.belowMin", { title: claim.title, amount: money(claim.min_spend_cents) })).join(" · "));
+  const discount = discountCents(chosenClaim(), gross);
+  setText("#buy-total-text", t("buy.total", { amount: money(gross - discount) }));
+  setText("#buy-total-before", discount ? money(gross) : "");
+  setText("#buy-saving", discount ? t("buy.saving", { amount: money(discount) }) : "");
 }
 
 function productImage(node, product) {
@@ -120,6 +281,7 @@ function renderDrop() {
   const most = Math.max(1, Math.min(drop.per_buyer_limit || 1, remaining || 1));
   qty.max = String(most);
   if (Number(qty.value) > most) qty.value = String(most);
+  renderCheckout();
   buyButton.render(phase);
 }
 
@@ -191,13 +353,39 @@ async function enterThroughLink() {
   }
 }
 
+function reservedKey() {
+  return user ? `livesell.reserved.${roomId}.${user.sub}` : null;
+}
+
+async function reserve() {
+  if (!token) {
+    $("#signin-name").focus();
+    return;
+  }
+  const button = $("#reserve-button");
+  button.disabled = true;
+  show("#reserve-error", false);
+  try {
+    const result = await api.reserve(roomId, via);
+    reserved = true;
+    localStorage.setItem(reservedKey(), "1");
+    if (typeof result.reservations === "number") state.reservations = result.reservations;
+  } catch (err) {
+    const box = $("#reserve-error");
+    box.textContent = errorText(err);
+    show(box, true);
+  }
+  renderReserve();
+}
+
 async function onSignedIn(newToken) {
   token = newToken;
   user = claims(token);
+  reserved = Boolean(localStorage.getItem(reservedKey()));
   if (hub) hub.useToken(token);
   renderAll();
   await enterThroughLink();
-  await orders.restore();
+  await Promise.all([orders.restore(), loadClaims()]);
 }
 
 function wireControls() {
@@ -213,10 +401,18 @@ function wireControls() {
   orders.pay($("#pay")).catch((err) => showError("#pay-error", err)),
 );
   $("#order-dismiss").addEventListener("click", () => orders.dismiss());
+  $("#reserve-button").addEventListener("click", () => reserve());
+  $("#coupon-pick").addEventListener("change", () => {
+    $("#coupon-pick").dataset.touched = "1";
+    renderDrop();
+  });
+  $("#qty").addEventListener("input", () => renderDrop());
   $("#signout").addEventListener("click", () => {
     signOut(SLOT);
     token = null;
     user = null;
+    myClaims = [];
+    reserved = false;
     if (hub) hub.useToken(null);
     orders.forget();
     renderAll();
@@ -243,7 +439,11 @@ async function main() {
   installLangSwitch();
   onLangChange(renderAll);
   wireControls();
-  state.onChange(() => renderRoom());
+  reserved = Boolean(reservedKey() && localStorage.getItem(reservedKey()));
+  state.onChange((what) => {
+    if (what === "room.live" && reserved) toast(t("room.liveNow"), "success");
+    renderRoom();
+  });
   renderAll();
 
   const found = await config().catch(() => ({ dev: false }));
@@ -276,9 +476,10 @@ async function main() {
     });
   await loading;
   await enterThroughLink();
-  await orders.restore();
+  await Promise.all([orders.restore(), loadClaims()]);
   // countdowns tick on the server's clock
   setInterval(() => {
+    renderCoupons();
     renderDrop();
     renderOrder();
   }, 250);

@@ -24,6 +24,8 @@ export class RoomState {
     this.leaderboard = null;
     this.ticker = [];
     this.products = new Map(); // id → product card, for titles in the ticker
+    this.coupons = new Map(); // id → coupon (with `remaining`), as released in this room
+    this.reservations = 0; // viewers who reserved the room (the snapshot's count)
     this.clock = new ServerClock();
     this.listeners = new Set();
   }
@@ -69,6 +71,10 @@ export class RoomState {
     if (typeof viewers === "number") this.viewers = viewers;
     if (typeof snapshot.likes === "number") this.likes = snapshot.likes;
     if (snapshot.leaderboard) this.leaderboard = snapshot.leaderboard;
+    if (Array.isArray(snapshot.coupons)) {
+      this.coupons = new Map(snapshot.coupons.map((coupon) => [String(coupon.id), coupon]));
+    }
+    if (typeof snapshot.reservations === "number") this.reservations = snapshot.reservations;
     if (snapshot.server_time) this.clock.sync(snapshot.server_time, sentAt, receivedAt);
     this.loaded = true;
     this.missing = false;
@@ -143,6 +149,19 @@ export class RoomState {
       case "likes.changed":
         if (typeof event.total === "number") this.likes = event.total;
         break;
+      case "coupon.released":
+        if (event.coupon) {
+          const coupon = { ...event.coupon, remaining: event.remaining ?? event.coupon.remaining };
+          this.coupons.set(String(coupon.id), coupon);
+        }
+        break;
+      case "coupon.remaining": {
+        const coupon = this.coupons.get(String(event.coupon_id));
+        if (!coupon) return;
+        coupon.remaining = Number(event.remaining);
+        if (coupon.remaining <= 0 && coupon.status === "active") coupon.status = "gone";
+        break;
+      }
       case "leaderboard.changed":
         this.leaderboard = event.leaderboard ?? event;
         break;
@@ -203,6 +222,21 @@ export class RoomState {
     if (now >= Date.parse(drop.ends_at)) return "ended";
     if (drop.remaining <= 0) return "sold_out";
     return "live";
+  }
+
+  // the room's coupons, newest first, with the phase of each by the server's clock:
+  // "upcoming" (claims open later), "active", "gone" (all claimed) or "ended"
+  couponList() {
+    const now = this.clock.now();
+    return [...this.coupons.values()]
+      .map((coupon) => {
+        let phase = "active";
+        if (coupon.status === "ended" || now >= Date.parse(coupon.claim_ends_at)) phase = "ended";
+        else if (coupon.remaining <= 0 || coupon.status === "gone") phase = "gone";
+        else if (now < Date.parse(coupon.claim_starts_at)) phase = "upcoming";
+        return { ...coupon, phase };
+      })
+      .sort((a, b) => Number(b.id) - Number(a.id));
   }
 
   msUntilStart() {
