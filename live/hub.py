@@ -13,9 +13,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -35,6 +36,7 @@ from live.errors import (
     FLOODING,
     NO_PONG,
     SHUTDOWN,
+    STALE,
     AlreadySubscribed,
     Disconnect,
     HubBadRequest,
@@ -84,6 +86,10 @@ REDIS_READS_IN_FLIGHT = 64  # concurrent history reads (a mass reconnect must no
 SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
 
 
+# a command waiting on I/O: (command, its coroutine, the frame's commands, the index after it)
+Waiting = tuple[Command, Coroutine[Any, Any, None], list[Command], int]
+
+
 @dataclass
 class _SnapshotFetch:
     started: float
@@ -98,13 +104,20 @@ def _canonical_id(text: str) -> bool:
 
 
 class Hub:
-    def __init__(self, res: Resources, node_id: str | None = None) -> None:
+    def __init__(
+        self, res: Resources, node_id: str | None = None, *, connect_timeout_s: float = 10.0
+    ) -> None:
         self.res = res
         self.settings = res.settings
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.feeds: dict[str, Feed] = {}
         self._by_key: dict[bytes, Feed] = {}
         self.sessions: set[Session] = set()
+        # connections that have not said connect yet (nor, maybe, finished their handshake), by
+        # the loop time they must have by; insertion order is deadline order
+        self.connect_timeout_s = connect_timeout_s
+        self._unconnected: dict[Session, float] = {}
+        self._closed: asyncio.Future[None] | None = None
         self._buckets: list[set[Session]] = [set() for _ in range(self.settings.hub_ping_s)]
         self._reader = StreamReader(
             res.redis, self.settings.hub_history_size, self.settings.hub_history_ttl_s
@@ -159,34 +172,74 @@ class Hub:
         for session in list(self.sessions):
             session.disconnect(SHUTDOWN)
 
+    async def all_closed(self) -> None:
+        """Wait until every connection of the node has ended."""
+        if self.sessions or self._unconnected:
+            self._closed = asyncio.get_running_loop().create_future()
+            await self._closed
+
+    def abort_all(self) -> None:
+        for session in [*self.sessions, *self._unconnected]:
+            session.abort()
+
+    def opened(self, session: Session) -> None:
+        """A TCP connection arrived: it must say connect within `connect_timeout_s`."""
+        self._unconnected[session] = asyncio.get_running_loop().time() + self.connect_timeout_s
+
     def attach(self, session: Session) -> None:
+        """Its WebSocket handshake succeeded."""
         self.sessions.add(session)
 
     def detach(self, session: Session) -> None:
+        """Its connection ended."""
         self.sessions.discard(session)
+        self._unconnected.pop(session, None)
         self.expiries.discard(session)
         for bucket in self._buckets:
             bucket.discard(session)
         for feed in list(session.feeds.values()):
             feed.remove(session)
+        closed = self._closed
+        if closed is not None and not closed.done() and not self.sessions and not self._unconnected:
+            closed.set_result(None)
 
     # --- commands ---
 
-    async def handle_frame(self, session: Session, frame: str | bytes) -> None:
-        """Every command of one inbound frame, in order."""
+    def receive(self, session: Session, frame: bytes) -> Waiting | None:
+        """Handle the commands of one inbound frame, in order, as far as they need no I/O.
+        A command that waits on Redis or PostgreSQL (subscribe, publish) is returned with the
+        commands after it, for `finish`; None when the frame was handled whole."""
         try:
             commands = list(decode_commands(frame))
         except HubBadRequest:
             session.disconnect(BAD_REQUEST)
-            return
-        loop = asyncio.get_running_loop()
-        for command in commands:
-            if session.closing:
+            return None
+        return self._run(session, commands, 0)
+
+    async def finish(self, session: Session, frame: Waiting) -> None:
+        """Finish a frame `receive` left waiting on I/O."""
+        waiting: Waiting | None = frame
+        while waiting is not None:
+            command, pending, commands, index = waiting
+            try:
+                await pending
+            except Disconnect as reason:
+                session.disconnect(reason)
                 return
-            balance = session.take_token(COMMANDS_PER_S, COMMAND_BURST, loop.time())
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the client's reply
+                self._failed(session, command, exc)
+            waiting = self._run(session, commands, index)
+
+    def _run(self, session: Session, commands: list[Command], start: int) -> Waiting | None:
+        now = asyncio.get_running_loop().time()
+        for index in range(start, len(commands)):
+            command = commands[index]
+            if session.closing:
+                return None
+            balance = session.take_token(COMMANDS_PER_S, COMMAND_BURST, now)
             if balance < -COMMAND_BURST:
                 session.disconnect(FLOODING)
-                return
+                return None
             if command.is_pong:
                 session.awaiting_pong = False
                 continue
@@ -194,24 +247,32 @@ class Hub:
                 session.send(error_reply(command.id, TooManyRequests()))
                 continue
             try:
-                await self._dispatch(session, command)
+                pending = self._dispatch(session, command)
             except Disconnect as reason:
                 session.disconnect(reason)
-                return
+                return None
             except Exception as exc:  # noqa: BLE001 - every failure becomes the client's reply
-                error = hub_error_for(exc)
-                if isinstance(error, InternalError):
-                    log.warning("command %s failed: %r", command.id, exc)
-                session.send(error_reply(command.id, error))
+                self._failed(session, command, exc)
+                continue
+            if pending is not None:
+                return command, pending, commands, index + 1
+        return None
 
-    async def _dispatch(self, session: Session, command: Command) -> None:
+    def _failed(self, session: Session, command: Command, exc: Exception) -> None:
+        error = hub_error_for(exc)
+        if isinstance(error, InternalError):
+            log.warning("command %s failed: %r", command.id, exc)
+        session.send(error_reply(command.id, error))
+
+    def _dispatch(self, session: Session, command: Command) -> Coroutine[Any, Any, None] | None:
+        """Answer `command` now, or return the coroutine that will (it waits on I/O)."""
         match command:
             case Command(connect=ConnectRequest() as request):
                 session.send(encode(Reply(id=command.id, connect=self._connect(session, request))))
             case _ if not session.connected:
                 raise BAD_REQUEST.fresh()  # anything before connect is a protocol violation
             case Command(subscribe=SubscribeRequest() as request):
-                await self._subscribe(session, command.id, request)
+                return self._subscribe(session, command.id, request)
             case Command(unsubscribe=UnsubscribeRequest() as request):
                 feed = session.feeds.get(request.channel)
                 if feed is not None:
@@ -220,10 +281,14 @@ class Hub:
             case Command(refresh=RefreshRequest() as request):
                 session.send(encode(Reply(id=command.id, refresh=self._refresh(session, request))))
             case Command(publish=request) if request is not None:
-                await self.chat.publish(session, request)
-                session.send(encode(Reply(id=command.id, publish=Empty())))
+                return self._publish(session, command.id, request)
             case _:
                 raise MethodNotFound()
+        return None
+
+    async def _publish(self, session: Session, command_id: int, request: Any) -> None:
+        await self.chat.publish(session, request)
+        session.send(encode(Reply(id=command_id, publish=Empty())))
 
     def _connect(self, session: Session, request: ConnectRequest) -> ConnectResult:
         if session.connected:
@@ -234,6 +299,7 @@ class Hub:
             session.principal, exp, ttl = credentials.principal, credentials.exp, credentials.ttl
             session.name = credentials.name
         session.connected = True
+        self._unconnected.pop(session, None)
         self.expiries.track(session, exp)
         session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
         # a random bucket spreads pings (and the pong checks) evenly over the interval
@@ -490,12 +556,28 @@ class Hub:
             tick += 1
             for session in self.expiries.due(time.time()):
                 session.disconnect(EXPIRED)
+            self._close_unconnected()
             for session in list(self._buckets[tick % len(self._buckets)]):
                 if session.awaiting_pong:
                     session.disconnect(NO_PONG)
                 else:
                     session.awaiting_pong = True
                     session.write_frame(PING_FRAME)
+
+    def _close_unconnected(self) -> None:
+        """Close the connections that did not say connect in time: 3502 once the WebSocket is
+        open, the bare TCP connection while its handshake is still unfinished."""
+        now = asyncio.get_running_loop().time()
+        unconnected = self._unconnected
+        while unconnected:
+            session = next(iter(unconnected))
+            if unconnected[session] > now:
+                return
+            del unconnected[session]
+            if session in self.sessions:
+                session.disconnect(STALE)
+            else:
+                session.abort()
 
     async def _report_viewers(self) -> None:
         counts = {f.room_id: len(f) for f in self.feeds.values() if f.room_id is not None}
