@@ -69,6 +69,7 @@ from live.protocol import (
     encode,
     error_reply,
     hub_error_for,
+    subscribe_reply,
 )
 from live.pubsub import PubSubLink
 from live.session import PING_FRAME, Session
@@ -136,6 +137,8 @@ class Hub:
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
         self._snapshots: dict[str, _SnapshotFetch] = {}
+        # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
+        self._plain_results: dict[str, tuple[int, str, bytes | None, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_s = self.settings.hub_flush_ms / 1000
         # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
@@ -371,7 +374,9 @@ class Hub:
                 raise UnrecoverablePosition()
             room_data: bytes | None = None
             if feed.room_id is not None:
-                room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
+                room_data = self._shared_room_data(feed, state.top, read_at)
+                if room_data is None:
+                    room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
         except BaseException:
             if session.feeds.get(channel) is feed:
                 feed.remove(session)
@@ -393,6 +398,11 @@ class Hub:
         if session.feeds.get(feed.channel) is not feed or session not in feed.joining:
             raise InternalError("channel resynchronised during subscribe; retry")
         recovered = request.recover and state.missed is not None
+        if not request.recover:
+            reply = subscribe_reply(command_id, self._plain_result(feed.channel, state, data))
+            held = feed.activate(session, state.top)
+            session.send(reply, *(p for _, p in held))
+            return
         missed = state.missed if recovered and state.missed else []
         result = SubscribeResult(
             recoverable=True,
@@ -407,10 +417,34 @@ class Hub:
         held = feed.activate(session, state.top)
         session.send(encode(Reply(id=command_id, subscribe=result)), *(p for _, p in held))
 
+    def _plain_result(self, channel: str, state: StreamState, data: bytes | None) -> bytes:
+        """A subscribe result without recovery, encoded once for every joiner that gets the
+        same position and the same snapshot bytes."""
+        cached = self._plain_results.get(channel)
+        if (
+            cached is not None
+            and cached[0] == state.top
+            and cached[1] == state.epoch
+            and cached[2] is data
+        ):
+            return cached[3]
+        result = SubscribeResult(
+            recoverable=True,
+            epoch=state.epoch,
+            offset=state.top,
+            data=None if data is None else msgspec.Raw(data),
+        )
+        encoded = encode(result)
+        self._plain_results[channel] = (state.top, state.epoch, data, encoded)
+        return encoded
+
     async def _feed(self, channel: str) -> Feed:
         feed = self.feeds.get(channel)
         if feed is not None:
-            await asyncio.shield(feed.ready)
+            if feed.ready.done():
+                feed.ready.result()  # raises when its Redis subscription failed
+            else:
+                await asyncio.shield(feed.ready)
             return feed
         if not self.link.up_for(channel_keys(channel)[2]):
             raise InternalError("redis pub/sub link is down")
@@ -463,18 +497,37 @@ class Hub:
             del self.feeds[feed.channel]
         self._by_key.pop(channel_keys(feed.channel)[2].encode(), None)
         self._snapshots.pop(feed.channel, None)
+        self._plain_results.pop(feed.channel, None)
         feed.close()
 
-    async def _room_data(self, feed: Feed, room_id: int, position: int, read_at: float) -> bytes:
-        """The snapshot for a subscribe reply, read after the stream position (so it reflects
-        every event up to it); concurrent subscribes share one query when that still holds."""
-        now = asyncio.get_running_loop().time()
+    def _shareable(
+        self, feed: Feed, position: int, read_at: float, now: float
+    ) -> _SnapshotFetch | None:
+        """The snapshot fetch a subscribe at stream position `position` (read at `read_at`)
+        may share: one read after the position (so it reflects every event up to it), or one
+        no publication has passed since."""
         fetch = self._snapshots.get(feed.channel)
-        if fetch is not None and now - fetch.started < SNAPSHOT_TTL_S:
-            failed = fetch.task.done() and fetch.task.exception() is not None
-            fresh = fetch.started >= read_at or (position <= fetch.top == feed.top)
-            if fresh and not failed:
-                return await asyncio.shield(fetch.task)
+        if fetch is None or now - fetch.started >= SNAPSHOT_TTL_S:
+            return None
+        if fetch.task.done() and fetch.task.exception() is not None:
+            return None
+        if fetch.started >= read_at or (position <= fetch.top == feed.top):
+            return fetch
+        return None
+
+    def _shared_room_data(self, feed: Feed, position: int, read_at: float) -> bytes | None:
+        """The snapshot bytes when a finished fetch can be shared: no await, no query."""
+        fetch = self._shareable(feed, position, read_at, asyncio.get_running_loop().time())
+        if fetch is not None and fetch.task.done():
+            return fetch.task.result()
+        return None
+
+    async def _room_data(self, feed: Feed, room_id: int, position: int, read_at: float) -> bytes:
+        """The snapshot for a subscribe reply; concurrent subscribes share one query."""
+        now = asyncio.get_running_loop().time()
+        fetch = self._shareable(feed, position, read_at, now)
+        if fetch is not None:
+            return await asyncio.shield(fetch.task)
         task = asyncio.create_task(self._fetch_snapshot(room_id))
         self._snapshots[feed.channel] = _SnapshotFetch(started=now, top=feed.top, task=task)
         return await asyncio.shield(task)

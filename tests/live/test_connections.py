@@ -1,0 +1,80 @@
+"""What a connection costs the hub while it idles, and how the hub ends the ones that never
+start: no task per connection, a shared deadline for the handshake and the connect command."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from live.protocol import Publication, Reply, SubscribeResult, encode, subscribe_reply
+from tests.live.conftest import RawClient, Room, RunningHub, open_raw
+
+
+async def test_idle_subscribed_viewers_hold_no_task(hub: RunningHub, room: Room) -> None:
+    before = len(asyncio.all_tasks())
+    viewers: list[RawClient] = []
+    try:
+        for _ in range(40):
+            viewer = await open_raw(hub.url)
+            viewers.append(viewer)
+            await viewer.connect()
+            await viewer.subscribe(f"room:{room.id}")
+        await asyncio.sleep(0.1)
+        # the clients' own connections each hold a task in this process; the hub's none
+        client_tasks = len(viewers)
+        assert len(asyncio.all_tasks()) - before <= client_tasks + 2
+        assert len(hub.hub.sessions) == 40
+    finally:
+        for viewer in viewers:
+            await viewer.ws.close()
+
+
+async def test_a_viewer_that_never_says_connect_is_closed_3502(hub: RunningHub) -> None:
+    hub.hub.connect_timeout_s = 0.5
+    viewer = await open_raw(hub.url)
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(viewer.ws.recv(), 4)
+    assert viewer.ws.close_code == 3502
+    assert not hub.hub.sessions
+
+
+async def test_a_connection_that_never_finishes_its_handshake_is_dropped(hub: RunningHub) -> None:
+    hub.hub.connect_timeout_s = 0.5
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    writer.write(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    try:
+        assert await asyncio.wait_for(reader.read(), 4) == b""  # closed by the hub
+    finally:
+        writer.close()
+
+
+async def test_a_connected_viewer_is_not_closed_by_the_connect_deadline(
+    hub: RunningHub, room: Room
+) -> None:
+    hub.hub.connect_timeout_s = 0.5
+    viewer = await open_raw(hub.url)
+    await viewer.connect()
+    await viewer.subscribe(f"room:{room.id}")
+    await asyncio.sleep(2.5)
+    assert len(hub.hub.sessions) == 1
+    await viewer.ws.close()
+
+
+@pytest.mark.parametrize("command_id", [0, 1, 2**40])
+@pytest.mark.parametrize("data", [None, b'{"room":{"id":"1"},"viewers":3}'])
+def test_a_shared_subscribe_result_is_the_reply_the_encoder_writes(
+    command_id: int, data: bytes | None
+) -> None:
+    result = SubscribeResult(
+        recoverable=True,
+        epoch="ab12",
+        offset=45,
+        data=None if data is None else msgspec.Raw(data),
+        publications=[] if data is None else [Publication(msgspec.Raw(b"{}"), 46)],
+    )
+    assert subscribe_reply(command_id, encode(result)) == encode(
+        Reply(id=command_id, subscribe=result)
+    )
