@@ -275,7 +275,9 @@ class Hub:
             case _ if not session.connected:
                 raise BAD_REQUEST.fresh()  # anything before connect is a protocol violation
             case Command(subscribe=SubscribeRequest() as request):
-                return self._subscribe(session, command.id, request)
+                self._may_subscribe(session, request.channel)
+                if not self._subscribe_now(session, command.id, request):
+                    return self._subscribe(session, command.id, request)
             case Command(unsubscribe=UnsubscribeRequest() as request):
                 feed = session.feeds.get(request.channel)
                 if feed is not None:
@@ -334,15 +336,46 @@ class Hub:
             return
         raise UnknownChannel()
 
-    async def _subscribe(
-        self, session: Session, command_id: int, request: SubscribeRequest
-    ) -> None:
-        channel = request.channel
+    def _may_subscribe(self, session: Session, channel: str) -> None:
         self._authorize(session, channel)
         if channel in session.feeds:
             raise AlreadySubscribed()
         if len(session.feeds) >= MAX_CHANNELS_PER_SESSION:
             raise LimitExceeded()
+
+    def _subscribe_now(self, session: Session, command_id: int, request: SubscribeRequest) -> bool:
+        """Answer a plain subscribe from what the node holds, without I/O: a ready feed that
+        vouches for the stream position and a snapshot fetch it may share (a join storm's
+        common case). False: `_subscribe` must read Redis or PostgreSQL."""
+        feed = self.feeds.get(request.channel)
+        if (
+            feed is None
+            or request.recover
+            or isinstance(feed, ChatFeed)
+            or not feed.ready.done()
+            or feed.ready.exception() is not None
+        ):
+            return False
+        position = feed.known_position()
+        if position is None:
+            return False
+        data = None
+        if feed.room_id is not None:
+            data = self._shared_room_data(feed, position, asyncio.get_running_loop().time())
+            if data is None:
+                return False
+        feed.join(session)
+        self._subscribed(
+            session, command_id, request, feed, StreamState(position, feed.epoch, []), data
+        )
+        return True
+
+    async def _subscribe(
+        self, session: Session, command_id: int, request: SubscribeRequest
+    ) -> None:
+        """A subscribe that reads the stream position or history (Redis) and the snapshot
+        (PostgreSQL); `_may_subscribe` has passed."""
+        channel = request.channel
         feed = await self._feed(channel)
         if session.closing:
             self._drop_if_empty(feed)

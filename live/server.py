@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -85,7 +86,7 @@ class Listener:
         if forwarded and address_subject(peer) is None:
             # a local reverse proxy in front of the hub names the real client
             peer = forwarded.rsplit(",", 1)[-1].strip()
-        subject = address_subject(peer)
+        subject = _address_subject(peer)
         if subject is None or self._limit.hits <= 0:
             return None  # loopback and unknown peers are not counted
         return self._counted(session, subject)
@@ -99,6 +100,12 @@ class Listener:
         )
         response.headers["Retry-After"] = str(refused.retry_after_s)
         return response
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_subject(peer: str | None) -> str | None:
+    """`address_subject`, remembered: a join storm comes from few addresses."""
+    return address_subject(peer)
 
 
 def _metrics_response(protocol: ServerProtocol) -> Response:

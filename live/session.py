@@ -58,6 +58,17 @@ def text_frame(payload: bytes) -> bytes:
 
 PING_FRAME = text_frame(b"{}")
 
+# enum members read once: on Python 3.11 every `_OPEN` goes through enum's descriptor
+_OPEN = State.OPEN
+_CONNECTING = State.CONNECTING
+_TEXT_FRAME, _BINARY_FRAME, _CONTINUATION, _CLOSE = (
+    Opcode.TEXT,
+    Opcode.BINARY,
+    Opcode.CONT,
+    Opcode.CLOSE,
+)
+_SWITCHING_PROTOCOLS = int(HTTPStatus.SWITCHING_PROTOCOLS)
+
 # A viewer cut off as slow still gets its close frame (3008) behind the data already queued, if
 # it reads again within this many seconds; one that does not is dropped without it.
 SLOW_CLOSE_PATIENCE_S = 10.0
@@ -177,7 +188,7 @@ class Session(asyncio.Protocol):
                 HTTPStatus.INTERNAL_SERVER_ERROR, "Failed to open a WebSocket connection.\n"
             )
         self._busy = None
-        if self.protocol.state is State.CONNECTING:
+        if self.protocol.state is _CONNECTING:
             self._respond(request, response)
             if not self.transport.is_closing():
                 self.transport.resume_reading()  # type: ignore[attr-defined]
@@ -186,11 +197,14 @@ class Session(asyncio.Protocol):
         protocol = self.protocol
         if response is None:
             response = protocol.accept(request)  # checks the Origin and the upgrade headers
-        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS and not self.listener.serving:
+        if response.status_code == _SWITCHING_PROTOCOLS and not self.listener.serving:
             response = protocol.reject(HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
         protocol.send_response(response)
         self._write_pending()
-        if protocol.state is State.OPEN:
+        # The protocol's parser holds on to the request for the whole connection; its headers
+        # (a browser sends 1-3 KB) are not needed once answered.
+        request.headers.clear()
+        if protocol.state is _OPEN:
             self.listener.hub.attach(self)
             HUB_METRICS.connection_opened()
 
@@ -199,19 +213,19 @@ class Session(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         data = cast(bytes, frame.data)  # the parser makes bytes
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+        if opcode is _TEXT_FRAME or opcode is _BINARY_FRAME:
             if frame.fin:
                 self._message(data)
             else:
                 self._fragments = [data]
-        elif opcode is Opcode.CONT:
+        elif opcode is _CONTINUATION:
             fragments = self._fragments
             if fragments is not None:
                 fragments.append(data)
                 if frame.fin:
                     self._fragments = None
                     self._message(b"".join(fragments))
-        elif opcode is Opcode.CLOSE:
+        elif opcode is _CLOSE:
             self.peer_closed()  # the protocol answered it; the TCP close follows
         # pings are answered by the protocol itself; pongs need nothing
 
@@ -255,7 +269,7 @@ class Session(asyncio.Protocol):
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
             return
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             self.peer_closed()
             return
         if self.transport.get_write_buffer_size() > self.outbox_bytes:
@@ -312,7 +326,7 @@ class Session(asyncio.Protocol):
         self.close_code = reason.code
         HUB_METRICS.disconnected(reason.code)
         self._stop()
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             self.transport.abort()
         elif reason.code == SLOW.code and self.transport.get_write_buffer_size():
             task = asyncio.get_running_loop().create_task(self._close_when_drained(reason))
@@ -333,7 +347,7 @@ class Session(asyncio.Protocol):
         self.feeds.clear()
 
     def _send_close(self, reason: Disconnect) -> None:
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is _OPEN:
             self.protocol.send_close(reason.code, reason.reason)
             self._write_pending()
 
@@ -344,7 +358,7 @@ class Session(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + SLOW_CLOSE_PATIENCE_S
         while self.transport.get_write_buffer_size() and loop.time() < give_up_at:
-            if self.protocol.state is not State.OPEN:
+            if self.protocol.state is not _OPEN:
                 return  # it closed meanwhile
             await asyncio.sleep(_DRAIN_POLL_S)
         if self.transport.get_write_buffer_size():
