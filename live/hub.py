@@ -406,7 +406,8 @@ class Hub:
             if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise UnrecoverablePosition()
             room_data: bytes | None = None
-            if feed.room_id is not None:
+            # a recovered subscriber keeps its state and applies what it missed: no snapshot
+            if feed.room_id is not None and not recovered:
                 room_data = self._shared_room_data(feed, state.top, read_at)
                 if room_data is None:
                     room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
