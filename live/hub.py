@@ -137,6 +137,8 @@ class Hub:
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
         self._snapshots: dict[str, _SnapshotFetch] = {}
+        # plain subscribes' stream position reads in flight, by channel (done: None either way)
+        self._position_reads: dict[str, asyncio.Future[None]] = {}
         # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
         self._plain_results: dict[str, tuple[int, str, bytes | None, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -394,13 +396,15 @@ class Hub:
                 self._subscribed(session, command_id, request, feed, state, data)
                 return
             known = None if request.recover else feed.known_position()
+            reading = self._position_reads.get(channel)
+            if known is None and not request.recover and reading is not None:
+                # a storm's first wave: once one read lands, the feed vouches for the others
+                await asyncio.shield(reading)
+                known = feed.known_position()
             if known is not None:
                 state = StreamState(known, feed.epoch, [])
             else:
-                recover_from = (request.offset, request.epoch) if request.recover else None
-                async with self._redis_reads:
-                    state = await self._reader.state(channel, recover_from=recover_from)
-                feed.note_read(state.top, state.epoch)
+                state = await self._read_state(feed, request)
             read_at = loop.time()
             recovered = request.recover and state.missed is not None
             if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
@@ -416,6 +420,26 @@ class Hub:
                 feed.remove(session)
             raise
         self._subscribed(session, command_id, request, feed, state, room_data)
+
+    async def _read_state(self, feed: Feed, request: SubscribeRequest) -> StreamState:
+        """The stream's position (and, recovering, what the subscriber missed) from Redis;
+        plain subscribes arriving meanwhile wait for this read rather than make their own."""
+        channel = feed.channel
+        recover_from = (request.offset, request.epoch) if request.recover else None
+        reading = None
+        if recover_from is None and channel not in self._position_reads:
+            reading = asyncio.get_running_loop().create_future()
+            self._position_reads[channel] = reading
+        try:
+            async with self._redis_reads:
+                state = await self._reader.state(channel, recover_from=recover_from)
+            feed.note_read(state.top, state.epoch)
+        finally:
+            if reading is not None:
+                if self._position_reads.get(channel) is reading:
+                    del self._position_reads[channel]
+                reading.set_result(None)
+        return state
 
     def _subscribed(
         self,
