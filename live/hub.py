@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -73,7 +72,7 @@ from live.protocol import (
 )
 from live.pubsub import PubSubLink
 from live.session import PING_FRAME, Session
-from live.snapshot import room_snapshot
+from live.snapshot import SharedSnapshots
 from live.tokens import Expiries, connect_credentials, refresh_credentials
 from live.viewers import VIEWERS_INTERVAL_S, ViewerCounts
 
@@ -84,18 +83,10 @@ MAX_CHANNELS_PER_SESSION = 16
 COMMANDS_PER_S = 20.0  # sustained rate per connection
 COMMAND_BURST = 40.0  # bucket size; a client this far past empty is flooding and is dropped
 REDIS_READS_IN_FLIGHT = 64  # concurrent history reads (a mass reconnect must not exhaust the pool)
-SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
 
 
 # a command waiting on I/O: (command, its coroutine, the frame's commands, the index after it)
 Waiting = tuple[Command, Coroutine[Any, Any, None], list[Command], int]
-
-
-@dataclass
-class _SnapshotFetch:
-    started: float
-    top: int
-    task: asyncio.Task[bytes]
 
 
 def _canonical_id(text: str) -> bool:
@@ -136,7 +127,7 @@ class Hub:
             cluster=self.settings.redis_cluster,
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
-        self._snapshots: dict[str, _SnapshotFetch] = {}
+        self._snapshots = SharedSnapshots(res.pool, lambda room_id: self.totals.get(room_id, 0))
         # plain subscribes' stream position reads in flight, by channel (done: None either way)
         self._position_reads: dict[str, asyncio.Future[None]] = {}
         # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
@@ -363,7 +354,7 @@ class Hub:
             return False
         data = None
         if feed.room_id is not None:
-            data = self._shared_room_data(feed, position, asyncio.get_running_loop().time())
+            data = self._snapshots.shared(feed, position, asyncio.get_running_loop().time())
             if data is None:
                 return False
         feed.join(session)
@@ -412,9 +403,9 @@ class Hub:
             room_data: bytes | None = None
             # a recovered subscriber keeps its state and applies what it missed: no snapshot
             if feed.room_id is not None and not recovered:
-                room_data = self._shared_room_data(feed, state.top, read_at)
+                room_data = self._snapshots.shared(feed, state.top, read_at)
                 if room_data is None:
-                    room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
+                    room_data = await self._snapshots.fetch(feed, feed.room_id, state.top, read_at)
         except BaseException:
             if session.feeds.get(channel) is feed:
                 feed.remove(session)
@@ -554,48 +545,9 @@ class Hub:
         if self.feeds.get(feed.channel) is feed:
             del self.feeds[feed.channel]
         self._by_key.pop(channel_keys(feed.channel)[2].encode(), None)
-        self._snapshots.pop(feed.channel, None)
+        self._snapshots.forget(feed.channel)
         self._plain_results.pop(feed.channel, None)
         feed.close()
-
-    def _shareable(
-        self, feed: Feed, position: int, read_at: float, now: float
-    ) -> _SnapshotFetch | None:
-        """The snapshot fetch a subscribe at stream position `position` (read at `read_at`)
-        may share: one read after the position (so it reflects every event up to it), or one
-        no publication has passed since."""
-        fetch = self._snapshots.get(feed.channel)
-        if fetch is None or now - fetch.started >= SNAPSHOT_TTL_S:
-            return None
-        if fetch.task.done() and fetch.task.exception() is not None:
-            return None
-        if fetch.started >= read_at or (position <= fetch.top == feed.top):
-            return fetch
-        return None
-
-    def _shared_room_data(self, feed: Feed, position: int, read_at: float) -> bytes | None:
-        """The snapshot bytes when a finished fetch can be shared: no await, no query."""
-        fetch = self._shareable(feed, position, read_at, asyncio.get_running_loop().time())
-        if fetch is not None and fetch.task.done():
-            return fetch.task.result()
-        return None
-
-    async def _room_data(self, feed: Feed, room_id: int, position: int, read_at: float) -> bytes:
-        """The snapshot for a subscribe reply; concurrent subscribes share one query."""
-        now = asyncio.get_running_loop().time()
-        fetch = self._shareable(feed, position, read_at, now)
-        if fetch is not None:
-            return await asyncio.shield(fetch.task)
-        task = asyncio.create_task(self._fetch_snapshot(room_id))
-        self._snapshots[feed.channel] = _SnapshotFetch(started=now, top=feed.top, task=task)
-        return await asyncio.shield(task)
-
-    async def _fetch_snapshot(self, room_id: int) -> bytes:
-        async with self.res.pool.acquire() as conn:
-            snapshot = await room_snapshot(conn, room_id, self.totals.get(str(room_id), 0))
-        if snapshot is None:
-            raise UnknownChannel(f"no room {room_id}")
-        return encode(snapshot)
 
     # --- pub/sub ---
 

@@ -1,16 +1,32 @@
 """The room snapshot: what `GET /api/rooms/{id}` returns and what the hub's subscribe reply
-carries as `data`, so a viewer joining (or failing to recover) starts from the current state."""
+carries as `data`, so a viewer joining (or failing to recover) starts from the current state.
+
+A join storm shares one query per room and window (`SharedSnapshots`): the snapshot is encoded
+once and its bytes go into every joiner's reply.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import asyncpg
 import msgspec
 
 import storefront
 from core.db import Conn
 from core.rooms import Room, RoomStatus, get_room
+from live.errors import UnknownChannel
+from live.protocol import encode
 from storefront import DropView, ProductView
+
+if TYPE_CHECKING:
+    from live.feed import Feed
+
+SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
 
 
 class RoomView(msgspec.Struct, kw_only=True):
@@ -61,3 +77,60 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
         server_time=datetime.now(UTC),
         viewers=viewers,
     )
+
+
+@dataclass
+class _Fetch:
+    started: float
+    top: int
+    task: asyncio.Task[bytes]
+
+
+class SharedSnapshots:
+    """The encoded snapshot of each room with subscribers on this node, shared by the subscribes
+    it is valid for; `viewers_of(room_id)` is the room's viewer total across nodes."""
+
+    def __init__(self, pool: asyncpg.Pool, viewers_of: Callable[[str], int]) -> None:
+        self._pool = pool
+        self._viewers_of = viewers_of
+        self._fetches: dict[str, _Fetch] = {}
+
+    def forget(self, channel: str) -> None:
+        self._fetches.pop(channel, None)
+
+    def _shareable(self, feed: Feed, position: int, read_at: float, now: float) -> _Fetch | None:
+        """The fetch a subscribe at stream position `position` (read at `read_at`) may share:
+        one read after the position (so it reflects every event up to it), or one no
+        publication has passed since."""
+        fetch = self._fetches.get(feed.channel)
+        if fetch is None or now - fetch.started >= SNAPSHOT_TTL_S:
+            return None
+        if fetch.task.done() and fetch.task.exception() is not None:
+            return None
+        if fetch.started >= read_at or (position <= fetch.top == feed.top):
+            return fetch
+        return None
+
+    def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
+        """The snapshot bytes when a finished fetch can be shared: no await, no query."""
+        fetch = self._shareable(feed, position, read_at, asyncio.get_running_loop().time())
+        if fetch is not None and fetch.task.done():
+            return fetch.task.result()
+        return None
+
+    async def fetch(self, feed: Feed, room_id: str, position: int, read_at: float) -> bytes:
+        """The snapshot for a subscribe reply; concurrent subscribes share one query."""
+        now = asyncio.get_running_loop().time()
+        fetch = self._shareable(feed, position, read_at, now)
+        if fetch is not None:
+            return await asyncio.shield(fetch.task)
+        task = asyncio.create_task(self._query(int(room_id)))
+        self._fetches[feed.channel] = _Fetch(started=now, top=feed.top, task=task)
+        return await asyncio.shield(task)
+
+    async def _query(self, room_id: int) -> bytes:
+        async with self._pool.acquire() as conn:
+            snapshot = await room_snapshot(conn, room_id, self._viewers_of(str(room_id)))
+        if snapshot is None:
+            raise UnknownChannel(f"no room {room_id}")
+        return encode(snapshot)
