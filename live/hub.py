@@ -405,7 +405,7 @@ class Hub:
             if feed.room_id is not None and not recovered:
                 room_data = self._snapshots.shared(feed, state.top, read_at)
                 if room_data is None:
-                    room_data = await self._snapshots.fetch(feed, feed.room_id, state.top, read_at)
+                    room_data = await self._snapshots.fetch(feed, state.top, read_at)
         except BaseException:
             if session.feeds.get(channel) is feed:
                 feed.remove(session)

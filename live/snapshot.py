@@ -81,6 +81,7 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
 
 @dataclass
 class _Fetch:
+    feed: Feed  # a feed closed and made again for the channel shares nothing with the old one
     started: float
     top: int
     task: asyncio.Task[bytes]
@@ -88,47 +89,72 @@ class _Fetch:
 
 class SharedSnapshots:
     """The encoded snapshot of each room with subscribers on this node, shared by the subscribes
-    it is valid for; `viewers_of(room_id)` is the room's viewer total across nodes."""
+    it is valid for; `viewers_of(room_id)` is the room's viewer total across nodes.
+
+    While subscribes keep coming, the next fetch starts when the one they share is half its
+    window old, so a storm's joiners find a finished, valid snapshot instead of waiting on a
+    query each window."""
 
     def __init__(self, pool: asyncpg.Pool, viewers_of: Callable[[str], int]) -> None:
         self._pool = pool
         self._viewers_of = viewers_of
-        self._fetches: dict[str, _Fetch] = {}
+        self._started: dict[str, _Fetch] = {}  # the latest fetch started, maybe in flight
+        self._ready: dict[str, _Fetch] = {}  # the latest fetch that succeeded
 
     def forget(self, channel: str) -> None:
-        self._fetches.pop(channel, None)
+        self._started.pop(channel, None)
+        self._ready.pop(channel, None)
 
-    def _shareable(self, feed: Feed, position: int, read_at: float, now: float) -> _Fetch | None:
-        """The fetch a subscribe at stream position `position` (read at `read_at`) may share:
-        one read after the position (so it reflects every event up to it), or one no
-        publication has passed since."""
-        fetch = self._fetches.get(feed.channel)
-        if fetch is None or now - fetch.started >= SNAPSHOT_TTL_S:
-            return None
+    @staticmethod
+    def _valid(fetch: _Fetch | None, feed: Feed, position: int, read_at: float, now: float) -> bool:
+        """Whether a subscribe at stream position `position` (read at `read_at`) may share
+        `fetch`: one read after the position (so it reflects every event up to it), or one no
+        publication has passed since; within the window either way."""
+        if fetch is None or fetch.feed is not feed or now - fetch.started >= SNAPSHOT_TTL_S:
+            return False
         if fetch.task.done() and fetch.task.exception() is not None:
-            return None
-        if fetch.started >= read_at or (position <= fetch.top == feed.top):
-            return fetch
-        return None
+            return False
+        return fetch.started >= read_at or (position <= fetch.top == feed.top)
 
     def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
         """The snapshot bytes when a finished fetch can be shared: no await, no query."""
-        fetch = self._shareable(feed, position, read_at, asyncio.get_running_loop().time())
-        if fetch is not None and fetch.task.done():
-            return fetch.task.result()
-        return None
+        now = asyncio.get_running_loop().time()
+        ready = self._ready.get(feed.channel)
+        if ready is None or not self._valid(ready, feed, position, read_at, now):
+            return None
+        latest = self._started.get(feed.channel)
+        if now - ready.started >= SNAPSHOT_TTL_S / 2 and (latest is None or latest.task.done()):
+            self._start(feed, now)  # the next window's, ahead of time
+        return ready.task.result()
 
-    async def fetch(self, feed: Feed, room_id: str, position: int, read_at: float) -> bytes:
+    async def fetch(self, feed: Feed, position: int, read_at: float) -> bytes:
         """The snapshot for a subscribe reply; concurrent subscribes share one query."""
         now = asyncio.get_running_loop().time()
-        fetch = self._shareable(feed, position, read_at, now)
-        if fetch is not None:
-            return await asyncio.shield(fetch.task)
-        task = asyncio.create_task(self._query(int(room_id)))
-        self._fetches[feed.channel] = _Fetch(started=now, top=feed.top, task=task)
-        return await asyncio.shield(task)
+        fetch = self._started.get(feed.channel)
+        if fetch is None or not self._valid(fetch, feed, position, read_at, now):
+            fetch = self._start(feed, now)
+        return await asyncio.shield(fetch.task)
 
-    async def _query(self, room_id: int) -> bytes:
+    def _start(self, feed: Feed, now: float) -> _Fetch:
+        assert feed.room_id is not None
+        task = asyncio.create_task(self._query(feed))
+        fetch = _Fetch(feed=feed, started=now, top=feed.top, task=task)
+        self._started[feed.channel] = fetch
+        fetch.task.add_done_callback(lambda _: self._done(feed.channel, fetch))
+        return fetch
+
+    def _done(self, channel: str, fetch: _Fetch) -> None:
+        if fetch.task.cancelled() or fetch.task.exception() is not None:
+            return  # the subscribes that awaited it report the error
+        latest = self._started.get(channel)
+        if latest is None or latest.feed is not fetch.feed:
+            return  # the channel was forgotten meanwhile
+        ready = self._ready.get(channel)
+        if ready is None or ready.feed is not fetch.feed or ready.started < fetch.started:
+            self._ready[channel] = fetch
+
+    async def _query(self, feed: Feed) -> bytes:
+        room_id = int(feed.room_id or 0)
         async with self._pool.acquire() as conn:
             snapshot = await room_snapshot(conn, room_id, self._viewers_of(str(room_id)))
         if snapshot is None:

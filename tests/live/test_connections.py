@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import msgspec
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -61,6 +62,34 @@ async def test_a_connected_viewer_is_not_closed_by_the_connect_deadline(
     await asyncio.sleep(2.5)
     assert len(hub.hub.sessions) == 1
     await viewer.ws.close()
+
+
+async def test_joiners_share_a_snapshot_only_while_no_event_has_passed_it(
+    hub: RunningHub, room: Room, client: httpx.AsyncClient
+) -> None:
+    """Many joins in a row share the snapshot bytes, and one that joins right after a host
+    action sees it, in the snapshot or among the publications that follow its reply."""
+    viewers: list[RawClient] = []
+    try:
+        for n in (0, 1, 2):
+            for _ in range(5):
+                viewer = await open_raw(hub.url)
+                viewers.append(viewer)
+                await viewer.connect()
+                result = (await viewer.subscribe(f"room:{room.id}"))["subscribe"]
+                pinned = result["data"]["pinned"]
+                if n != 0 or len(viewers) > 5:
+                    assert pinned is not None and pinned["id"] == room.products[n]
+            response = await client.post(
+                f"/api/rooms/{room.id}/pin",
+                json={"product_id": room.products[(n + 1) % 3]},
+                headers=room.host,
+            )
+            assert response.status_code == 200
+            await viewers[0].publication()  # the pin went out through the hub
+    finally:
+        for viewer in viewers:
+            await viewer.ws.close()
 
 
 @pytest.mark.parametrize("command_id", [0, 1, 2**40])
