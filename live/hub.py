@@ -164,9 +164,13 @@ class Hub:
                 log.info("final viewer report skipped: %r", exc)
 
     def shutdown(self) -> None:
-        """Disconnect every session with a reconnect code: SDKs move to another node."""
+        """Disconnect every session with a reconnect code: SDKs move to another node. A
+        connection still in its opening handshake is dropped."""
         for session in list(self.sessions):
             session.disconnect(SHUTDOWN)
+        for session in list(self._unconnected):
+            if session not in self.sessions:
+                session.abort()
 
     async def all_closed(self) -> None:
         """Wait until every connection of the node has ended."""

@@ -4,14 +4,16 @@ start: no task per connection, a shared deadline for the handshake and the conne
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import msgspec
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from core.resources import Resources
 from live.protocol import Publication, Reply, SubscribeResult, encode, subscribe_reply
-from tests.live.conftest import RawClient, Room, RunningHub, open_raw
+from tests.live.conftest import RawClient, Room, RunningHub, open_raw, start_hub
 
 
 async def test_idle_subscribed_viewers_hold_no_task(hub: RunningHub, room: Room) -> None:
@@ -48,6 +50,20 @@ async def test_a_connection_that_never_finishes_its_handshake_is_dropped(hub: Ru
     writer.write(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\n")  # and nothing more
     try:
         assert await asyncio.wait_for(reader.read(), 4) == b""  # closed by the hub
+    finally:
+        writer.close()
+
+
+async def test_stopping_the_hub_drops_a_half_open_handshake_at_once(resources: Resources) -> None:
+    running, stop = await start_hub(resources)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    try:
+        await stop()
+        assert time.monotonic() - started < 1.5  # not the close timeout's 3 s
+        assert await asyncio.wait_for(reader.read(), 2) == b""
     finally:
         writer.close()
 
