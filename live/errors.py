@@ -107,6 +107,7 @@ class Disconnect(Exception):
 
 
 SHUTDOWN = Disconnect(3001, "shutdown")
+STALE = Disconnect(3502, "stale")  # never said connect
 EXPIRED = Disconnect(3005, "expired")  # the token ran out unrefreshed: reconnect with a new one
 SLOW = Disconnect(3008, "slow")
 INSUFFICIENT_STATE = Disconnect(3010, "insufficient state")

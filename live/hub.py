@@ -13,9 +13,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -35,6 +35,7 @@ from live.errors import (
     FLOODING,
     NO_PONG,
     SHUTDOWN,
+    STALE,
     AlreadySubscribed,
     Disconnect,
     HubBadRequest,
@@ -67,10 +68,11 @@ from live.protocol import (
     encode,
     error_reply,
     hub_error_for,
+    subscribe_reply,
 )
 from live.pubsub import PubSubLink
 from live.session import PING_FRAME, Session
-from live.snapshot import room_snapshot
+from live.snapshot import SharedSnapshots
 from live.tokens import Expiries, connect_credentials, refresh_credentials
 from live.viewers import VIEWERS_INTERVAL_S, ViewerCounts
 
@@ -81,14 +83,10 @@ MAX_CHANNELS_PER_SESSION = 16
 COMMANDS_PER_S = 20.0  # sustained rate per connection
 COMMAND_BURST = 40.0  # bucket size; a client this far past empty is flooding and is dropped
 REDIS_READS_IN_FLIGHT = 64  # concurrent history reads (a mass reconnect must not exhaust the pool)
-SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
 
 
-@dataclass
-class _SnapshotFetch:
-    started: float
-    top: int
-    task: asyncio.Task[bytes]
+# a command waiting on I/O: (command, its coroutine, the frame's commands, the index after it)
+Waiting = tuple[Command, Coroutine[Any, Any, None], list[Command], int]
 
 
 def _canonical_id(text: str) -> bool:
@@ -98,13 +96,20 @@ def _canonical_id(text: str) -> bool:
 
 
 class Hub:
-    def __init__(self, res: Resources, node_id: str | None = None) -> None:
+    def __init__(
+        self, res: Resources, node_id: str | None = None, *, connect_timeout_s: float = 10.0
+    ) -> None:
         self.res = res
         self.settings = res.settings
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.feeds: dict[str, Feed] = {}
         self._by_key: dict[bytes, Feed] = {}
         self.sessions: set[Session] = set()
+        # connections that have not said connect yet (nor, maybe, finished their handshake), by
+        # the loop time they must have by; insertion order is deadline order
+        self.connect_timeout_s = connect_timeout_s
+        self._unconnected: dict[Session, float] = {}
+        self._closed: asyncio.Future[None] | None = None
         self._buckets: list[set[Session]] = [set() for _ in range(self.settings.hub_ping_s)]
         self._reader = StreamReader(
             res.redis, self.settings.hub_history_size, self.settings.hub_history_ttl_s
@@ -122,7 +127,11 @@ class Hub:
             cluster=self.settings.redis_cluster,
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
-        self._snapshots: dict[str, _SnapshotFetch] = {}
+        self._snapshots = SharedSnapshots(res.pool, lambda room_id: self.totals.get(room_id, 0))
+        # plain subscribes' stream position reads in flight, by channel (done: None either way)
+        self._position_reads: dict[str, asyncio.Future[None]] = {}
+        # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
+        self._plain_results: dict[str, tuple[int, str, bytes | None, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_s = self.settings.hub_flush_ms / 1000
         # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
@@ -155,38 +164,82 @@ class Hub:
                 log.info("final viewer report skipped: %r", exc)
 
     def shutdown(self) -> None:
-        """Disconnect every session with a reconnect code: SDKs move to another node."""
+        """Disconnect every session with a reconnect code: SDKs move to another node. A
+        connection still in its opening handshake is dropped."""
         for session in list(self.sessions):
             session.disconnect(SHUTDOWN)
+        for session in list(self._unconnected):
+            if session not in self.sessions:
+                session.abort()
+
+    async def all_closed(self) -> None:
+        """Wait until every connection of the node has ended."""
+        if self.sessions or self._unconnected:
+            self._closed = asyncio.get_running_loop().create_future()
+            await self._closed
+
+    def abort_all(self) -> None:
+        for session in [*self.sessions, *self._unconnected]:
+            session.abort()
+
+    def opened(self, session: Session) -> None:
+        """A TCP connection arrived: it must say connect within `connect_timeout_s`."""
+        self._unconnected[session] = asyncio.get_running_loop().time() + self.connect_timeout_s
 
     def attach(self, session: Session) -> None:
+        """Its WebSocket handshake succeeded."""
         self.sessions.add(session)
 
     def detach(self, session: Session) -> None:
+        """Its connection ended."""
         self.sessions.discard(session)
+        self._unconnected.pop(session, None)
         self.expiries.discard(session)
         for bucket in self._buckets:
             bucket.discard(session)
         for feed in list(session.feeds.values()):
             feed.remove(session)
+        closed = self._closed
+        if closed is not None and not closed.done() and not self.sessions and not self._unconnected:
+            closed.set_result(None)
 
     # --- commands ---
 
-    async def handle_frame(self, session: Session, frame: str | bytes) -> None:
-        """Every command of one inbound frame, in order."""
+    def receive(self, session: Session, frame: bytes) -> Waiting | None:
+        """Handle the commands of one inbound frame, in order, as far as they need no I/O.
+        A command that waits on Redis or PostgreSQL (subscribe, publish) is returned with the
+        commands after it, for `finish`; None when the frame was handled whole."""
         try:
             commands = list(decode_commands(frame))
         except HubBadRequest:
             session.disconnect(BAD_REQUEST)
-            return
-        loop = asyncio.get_running_loop()
-        for command in commands:
-            if session.closing:
+            return None
+        return self._run(session, commands, 0)
+
+    async def finish(self, session: Session, frame: Waiting) -> None:
+        """Finish a frame `receive` left waiting on I/O."""
+        waiting: Waiting | None = frame
+        while waiting is not None:
+            command, pending, commands, index = waiting
+            try:
+                await pending
+            except Disconnect as reason:
+                session.disconnect(reason)
                 return
-            balance = session.take_token(COMMANDS_PER_S, COMMAND_BURST, loop.time())
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the client's reply
+                self._failed(session, command, exc)
+            waiting = self._run(session, commands, index)
+
+    def _run(self, session: Session, commands: list[Command], start: int) -> Waiting | None:
+        now = asyncio.get_running_loop().time()
+        for index in range(start, len(commands)):
+            command = commands[index]
+            if session.closing:
+                return None
+            balance = session.take_token(COMMANDS_PER_S, COMMAND_BURST, now)
             if balance < -COMMAND_BURST:
                 session.disconnect(FLOODING)
-                return
+                return None
             if command.is_pong:
                 session.awaiting_pong = False
                 continue
@@ -194,24 +247,34 @@ class Hub:
                 session.send(error_reply(command.id, TooManyRequests()))
                 continue
             try:
-                await self._dispatch(session, command)
+                pending = self._dispatch(session, command)
             except Disconnect as reason:
                 session.disconnect(reason)
-                return
+                return None
             except Exception as exc:  # noqa: BLE001 - every failure becomes the client's reply
-                error = hub_error_for(exc)
-                if isinstance(error, InternalError):
-                    log.warning("command %s failed: %r", command.id, exc)
-                session.send(error_reply(command.id, error))
+                self._failed(session, command, exc)
+                continue
+            if pending is not None:
+                return command, pending, commands, index + 1
+        return None
 
-    async def _dispatch(self, session: Session, command: Command) -> None:
+    def _failed(self, session: Session, command: Command, exc: Exception) -> None:
+        error = hub_error_for(exc)
+        if isinstance(error, InternalError):
+            log.warning("command %s failed: %r", command.id, exc)
+        session.send(error_reply(command.id, error))
+
+    def _dispatch(self, session: Session, command: Command) -> Coroutine[Any, Any, None] | None:
+        """Answer `command` now, or return the coroutine that will (it waits on I/O)."""
         match command:
             case Command(connect=ConnectRequest() as request):
                 session.send(encode(Reply(id=command.id, connect=self._connect(session, request))))
             case _ if not session.connected:
                 raise BAD_REQUEST.fresh()  # anything before connect is a protocol violation
             case Command(subscribe=SubscribeRequest() as request):
-                await self._subscribe(session, command.id, request)
+                self._may_subscribe(session, request.channel)
+                if not self._subscribe_now(session, command.id, request):
+                    return self._subscribe(session, command.id, request)
             case Command(unsubscribe=UnsubscribeRequest() as request):
                 feed = session.feeds.get(request.channel)
                 if feed is not None:
@@ -220,10 +283,14 @@ class Hub:
             case Command(refresh=RefreshRequest() as request):
                 session.send(encode(Reply(id=command.id, refresh=self._refresh(session, request))))
             case Command(publish=request) if request is not None:
-                await self.chat.publish(session, request)
-                session.send(encode(Reply(id=command.id, publish=Empty())))
+                return self._publish(session, command.id, request)
             case _:
                 raise MethodNotFound()
+        return None
+
+    async def _publish(self, session: Session, command_id: int, request: Any) -> None:
+        await self.chat.publish(session, request)
+        session.send(encode(Reply(id=command_id, publish=Empty())))
 
     def _connect(self, session: Session, request: ConnectRequest) -> ConnectResult:
         if session.connected:
@@ -234,6 +301,7 @@ class Hub:
             session.principal, exp, ttl = credentials.principal, credentials.exp, credentials.ttl
             session.name = credentials.name
         session.connected = True
+        self._unconnected.pop(session, None)
         self.expiries.track(session, exp)
         session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
         # a random bucket spreads pings (and the pong checks) evenly over the interval
@@ -265,15 +333,46 @@ class Hub:
             return
         raise UnknownChannel()
 
-    async def _subscribe(
-        self, session: Session, command_id: int, request: SubscribeRequest
-    ) -> None:
-        channel = request.channel
+    def _may_subscribe(self, session: Session, channel: str) -> None:
         self._authorize(session, channel)
         if channel in session.feeds:
             raise AlreadySubscribed()
         if len(session.feeds) >= MAX_CHANNELS_PER_SESSION:
             raise LimitExceeded()
+
+    def _subscribe_now(self, session: Session, command_id: int, request: SubscribeRequest) -> bool:
+        """Answer a plain subscribe from what the node holds, without I/O: a ready feed that
+        vouches for the stream position and a snapshot fetch it may share (a join storm's
+        common case). False: `_subscribe` must read Redis or PostgreSQL."""
+        feed = self.feeds.get(request.channel)
+        if (
+            feed is None
+            or request.recover
+            or isinstance(feed, ChatFeed)
+            or not feed.ready.done()
+            or feed.ready.exception() is not None
+        ):
+            return False
+        position = feed.known_position()
+        if position is None:
+            return False
+        data = None
+        if feed.room_id is not None:
+            data = self._snapshots.shared(feed, position, asyncio.get_running_loop().time())
+            if data is None:
+                return False
+        feed.join(session)
+        self._subscribed(
+            session, command_id, request, feed, StreamState(position, feed.epoch, []), data
+        )
+        return True
+
+    async def _subscribe(
+        self, session: Session, command_id: int, request: SubscribeRequest
+    ) -> None:
+        """A subscribe that reads the stream position or history (Redis) and the snapshot
+        (PostgreSQL); `_may_subscribe` has passed."""
+        channel = request.channel
         feed = await self._feed(channel)
         if session.closing:
             self._drop_if_empty(feed)
@@ -292,25 +391,50 @@ class Hub:
                 self._subscribed(session, command_id, request, feed, state, data)
                 return
             known = None if request.recover else feed.known_position()
+            reading = self._position_reads.get(channel)
+            if known is None and not request.recover and reading is not None:
+                # a storm's first wave: once one read lands, the feed vouches for the others
+                await asyncio.shield(reading)
+                known = feed.known_position()
             if known is not None:
                 state = StreamState(known, feed.epoch, [])
             else:
-                recover_from = (request.offset, request.epoch) if request.recover else None
-                async with self._redis_reads:
-                    state = await self._reader.state(channel, recover_from=recover_from)
-                feed.note_read(state.top, state.epoch)
+                state = await self._read_state(feed, request)
             read_at = loop.time()
             recovered = request.recover and state.missed is not None
             if request.recover and not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise UnrecoverablePosition()
             room_data: bytes | None = None
-            if feed.room_id is not None:
-                room_data = await self._room_data(feed, int(feed.room_id), state.top, read_at)
+            # a recovered subscriber keeps its state and applies what it missed: no snapshot
+            if feed.room_id is not None and not recovered:
+                room_data = self._snapshots.shared(feed, state.top, read_at)
+                if room_data is None:
+                    room_data = await self._snapshots.fetch(feed, state.top, read_at)
         except BaseException:
             if session.feeds.get(channel) is feed:
                 feed.remove(session)
             raise
         self._subscribed(session, command_id, request, feed, state, room_data)
+
+    async def _read_state(self, feed: Feed, request: SubscribeRequest) -> StreamState:
+        """The stream's position (and, recovering, what the subscriber missed) from Redis;
+        plain subscribes arriving meanwhile wait for this read rather than make their own."""
+        channel = feed.channel
+        recover_from = (request.offset, request.epoch) if request.recover else None
+        reading = None
+        if recover_from is None and channel not in self._position_reads:
+            reading = asyncio.get_running_loop().create_future()
+            self._position_reads[channel] = reading
+        try:
+            async with self._redis_reads:
+                state = await self._reader.state(channel, recover_from=recover_from)
+            feed.note_read(state.top, state.epoch)
+        finally:
+            if reading is not None:
+                if self._position_reads.get(channel) is reading:
+                    del self._position_reads[channel]
+                reading.set_result(None)
+        return state
 
     def _subscribed(
         self,
@@ -327,6 +451,11 @@ class Hub:
         if session.feeds.get(feed.channel) is not feed or session not in feed.joining:
             raise InternalError("channel resynchronised during subscribe; retry")
         recovered = request.recover and state.missed is not None
+        if not request.recover:
+            reply = subscribe_reply(command_id, self._plain_result(feed.channel, state, data))
+            held = feed.activate(session, state.top)
+            session.send(reply, *(p for _, p in held))
+            return
         missed = state.missed if recovered and state.missed else []
         result = SubscribeResult(
             recoverable=True,
@@ -341,10 +470,34 @@ class Hub:
         held = feed.activate(session, state.top)
         session.send(encode(Reply(id=command_id, subscribe=result)), *(p for _, p in held))
 
+    def _plain_result(self, channel: str, state: StreamState, data: bytes | None) -> bytes:
+        """A subscribe result without recovery, encoded once for every joiner that gets the
+        same position and the same snapshot bytes."""
+        cached = self._plain_results.get(channel)
+        if (
+            cached is not None
+            and cached[0] == state.top
+            and cached[1] == state.epoch
+            and cached[2] is data
+        ):
+            return cached[3]
+        result = SubscribeResult(
+            recoverable=True,
+            epoch=state.epoch,
+            offset=state.top,
+            data=None if data is None else msgspec.Raw(data),
+        )
+        encoded = encode(result)
+        self._plain_results[channel] = (state.top, state.epoch, data, encoded)
+        return encoded
+
     async def _feed(self, channel: str) -> Feed:
         feed = self.feeds.get(channel)
         if feed is not None:
-            await asyncio.shield(feed.ready)
+            if feed.ready.done():
+                feed.ready.result()  # raises when its Redis subscription failed
+            else:
+                await asyncio.shield(feed.ready)
             return feed
         if not self.link.up_for(channel_keys(channel)[2]):
             raise InternalError("redis pub/sub link is down")
@@ -396,29 +549,9 @@ class Hub:
         if self.feeds.get(feed.channel) is feed:
             del self.feeds[feed.channel]
         self._by_key.pop(channel_keys(feed.channel)[2].encode(), None)
-        self._snapshots.pop(feed.channel, None)
+        self._snapshots.forget(feed.channel)
+        self._plain_results.pop(feed.channel, None)
         feed.close()
-
-    async def _room_data(self, feed: Feed, room_id: int, position: int, read_at: float) -> bytes:
-        """The snapshot for a subscribe reply, read after the stream position (so it reflects
-        every event up to it); concurrent subscribes share one query when that still holds."""
-        now = asyncio.get_running_loop().time()
-        fetch = self._snapshots.get(feed.channel)
-        if fetch is not None and now - fetch.started < SNAPSHOT_TTL_S:
-            failed = fetch.task.done() and fetch.task.exception() is not None
-            fresh = fetch.started >= read_at or (position <= fetch.top == feed.top)
-            if fresh and not failed:
-                return await asyncio.shield(fetch.task)
-        task = asyncio.create_task(self._fetch_snapshot(room_id))
-        self._snapshots[feed.channel] = _SnapshotFetch(started=now, top=feed.top, task=task)
-        return await asyncio.shield(task)
-
-    async def _fetch_snapshot(self, room_id: int) -> bytes:
-        async with self.res.pool.acquire() as conn:
-            snapshot = await room_snapshot(conn, room_id, self.totals.get(str(room_id), 0))
-        if snapshot is None:
-            raise UnknownChannel(f"no room {room_id}")
-        return encode(snapshot)
 
     # --- pub/sub ---
 
@@ -490,12 +623,28 @@ class Hub:
             tick += 1
             for session in self.expiries.due(time.time()):
                 session.disconnect(EXPIRED)
+            self._close_unconnected()
             for session in list(self._buckets[tick % len(self._buckets)]):
                 if session.awaiting_pong:
                     session.disconnect(NO_PONG)
                 else:
                     session.awaiting_pong = True
                     session.write_frame(PING_FRAME)
+
+    def _close_unconnected(self) -> None:
+        """Close the connections that did not say connect in time: 3502 once the WebSocket is
+        open, the bare TCP connection while its handshake is still unfinished."""
+        now = asyncio.get_running_loop().time()
+        unconnected = self._unconnected
+        while unconnected:
+            session = next(iter(unconnected))
+            if unconnected[session] > now:
+                return
+            del unconnected[session]
+            if session in self.sessions:
+                session.disconnect(STALE)
+            else:
+                session.abort()
 
     async def _report_viewers(self) -> None:
         counts = {f.room_id: len(f) for f in self.feeds.values() if f.room_id is not None}

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from websockets.asyncio.server import ServerConnection
 
 from core.metrics import LoopHistogram
 from live.errors import EXPIRED, SLOW
@@ -96,15 +95,15 @@ class HubMetrics(Collector):
     def disconnected(self, code: int) -> None:
         self.disconnects[code] += 1
 
-    def connection_closed(self, session: Session, ws: ServerConnection) -> None:
+    def connection_closed(self, session: Session) -> None:
         """Count a finished connection under its close code: the hub's when the hub closed it,
         else the one the closing handshake carried (1009 for an oversized frame, the client's
         own 1000 or 1001...), 1006 when it ended without one."""
         if session.close_code is not None:
             label = str(session.close_code)
         else:
-            sent = ws.protocol.close_sent
-            code = sent.code if sent is not None else ws.close_code
+            sent = session.protocol.close_sent
+            code = sent.code if sent is not None else session.protocol.close_code
             label = _PEER_CODES.get(code or ABNORMAL, "other")
         self.closed[label] += 1
 

@@ -196,6 +196,14 @@ def decode_commands(frame: bytes | str) -> Iterator[Command]:
         yield command
 
 
+def subscribe_reply(command_id: int, result: bytes) -> bytes:
+    """A subscribe reply around an encoded `SubscribeResult` shared by many joiners: the same
+    bytes as `encode(Reply(id=command_id, subscribe=result))`."""
+    if not command_id:
+        return b'{"subscribe":%s}' % result  # an id of 0 is omitted, like every default
+    return b'{"id":%d,"subscribe":%s}' % (command_id, result)
+
+
 def publication_push(channel: str, data: bytes, offset: int) -> bytes:
     """One publication as a push: encoded once, then written to every subscriber."""
     return encode(PushMessage(Push(channel=channel, pub=Publication(msgspec.Raw(data), offset))))

@@ -1,33 +1,37 @@
-"""The hub's WebSocket server (`websockets` asyncio), and `--workers N` processes sharing its port.
+"""The hub's WebSocket server, and `--workers N` processes sharing its port.
 
-`websockets` does the handshake, reads and validates client frames (over `hub_max_frame_bytes`
-it closes with 1009), and runs the closing handshake; everything the hub sends is framed by
-`live.session`. permessage-deflate stays off so one tick's frame is the same bytes for everyone.
-A plain `GET /metrics` on the hub's port is answered before any upgrade, with the process's
-Prometheus metrics.
+Each connection is a `live.session.Session` (an `asyncio.Protocol` on the event loop's own TCP
+transport) driving the `websockets` library's sans-I/O `ServerProtocol`: the library does the
+handshake, reads and validates client frames (over `hub_max_frame_bytes` it closes with 1009),
+and runs the closing handshake; everything the hub sends is framed by `live.session`.
+permessage-deflate stays off so one tick's frame is the same bytes for everyone. A plain
+`GET /metrics` on the hub's port is answered before any upgrade, with the process's Prometheus
+metrics.
+
+The server keeps no task per connection: a session that has not said connect within
+`CONNECT_TIMEOUT_S` (or not finished its opening handshake) is closed by the hub's heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import Origin
 
 from core.metrics import CONTENT_TYPE, exposition
 from core.processes import configure_logging, event_loop_runner, run_processes
 from core.ratelimit import Limit, address_subject
 from core.resources import Resources, open_resources
 from core.settings import Settings
-from live.errors import Disconnect
 from live.hub import Hub
-from live.metrics import HUB_METRICS
 from live.session import Session
 
 log = logging.getLogger("livesell.hub")
@@ -36,78 +40,81 @@ PATH = "/connection/websocket"
 METRICS_PATH = "/metrics"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
-STALE = Disconnect(3502, "stale")
 
 # the library logs every connection at INFO: too chatty for tens of thousands of viewers
 _websockets_log = logging.getLogger("livesell.hub.websockets")
 _websockets_log.setLevel(logging.WARNING)
 
 
-def _handshake_check(
-    res: Resources,
-) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
-    """Answer `GET /metrics`; refuse handshakes on other paths (404) and connection floods from
-    one address (429)."""
-    limit = Limit("hub-connect", res.settings.hub_connect_rate_per_ip)
-    limiter = res.limiter
+class Listener:
+    """What every connection of one server shares: the hub, the protocol's limits, and the
+    check of each handshake request."""
 
-    async def check(connection: ServerConnection, request: Request) -> Response | None:
+    def __init__(self, hub: Hub, res: Resources) -> None:
+        settings = res.settings
+        self.hub = hub
+        self.origins: list[Origin | None] | None = (
+            [*(Origin(o) for o in settings.hub_origins), None] if settings.hub_origins else None
+        )
+        self.max_size = settings.hub_max_frame_bytes
+        self.outbox_bytes = settings.hub_outbox_bytes
+        self.close_timeout_s = CLOSE_TIMEOUT_S
+        self.logger = _websockets_log
+        self.serving = True
+        self._limit = Limit("hub-connect", settings.hub_connect_rate_per_ip)
+        self._limiter = res.limiter
+
+    def new_protocol(self) -> ServerProtocol:
+        return ServerProtocol(origins=self.origins, max_size=self.max_size, logger=self.logger)
+
+    def session(self) -> Session:
+        return Session(self)
+
+    def check(
+        self, session: Session, request: Request
+    ) -> Response | None | Awaitable[Response | None]:
+        """Answer `GET /metrics`; refuse handshakes on other paths (404) and connection floods
+        from one address (429, counted in Redis: the only case that waits). None: go ahead."""
         path = request.path.split("?", 1)[0]
         if path == METRICS_PATH:
-            return _metrics_response(connection)
+            return _metrics_response(session.protocol)
         if path != PATH:
-            return connection.respond(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
-        peer = connection.remote_address[0] if connection.remote_address else None
+            return session.protocol.reject(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
+        peername = session.transport.get_extra_info("peername")
+        peer = peername[0] if peername else None
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded and address_subject(peer) is None:
             # a local reverse proxy in front of the hub names the real client
             peer = forwarded.rsplit(",", 1)[-1].strip()
-        refused = await limiter.hit((limit, address_subject(peer)))
-        if refused is not None:
-            response = connection.respond(
-                HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n"
-            )
-            response.headers["Retry-After"] = str(refused.retry_after_s)
-            return response
-        return None
+        subject = _address_subject(peer)
+        if subject is None or self._limit.hits <= 0:
+            return None  # loopback and unknown peers are not counted
+        return self._counted(session, subject)
 
-    return check
+    async def _counted(self, session: Session, subject: str) -> Response | None:
+        refused = await self._limiter.hit((self._limit, subject))
+        if refused is None:
+            return None
+        response = session.protocol.reject(
+            HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n"
+        )
+        response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
 
 
-def _metrics_response(connection: ServerConnection) -> Response:
-    response = connection.respond(HTTPStatus.OK, "")
+@functools.lru_cache(maxsize=4096)
+def _address_subject(peer: str | None) -> str | None:
+    """`address_subject`, remembered: a join storm comes from few addresses."""
+    return address_subject(peer)
+
+
+def _metrics_response(protocol: ServerProtocol) -> Response:
+    response = protocol.reject(HTTPStatus.OK, "")
     response.body = exposition()
     del response.headers["Content-Type"], response.headers["Content-Length"]
     response.headers["Content-Type"] = CONTENT_TYPE
     response.headers["Content-Length"] = str(len(response.body))
     return response
-
-
-async def _serve_connection(hub: Hub, ws: ServerConnection) -> None:
-    session = Session(ws, hub.settings.hub_outbox_bytes)
-    HUB_METRICS.connection_opened()
-    hub.attach(session)
-    try:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                first = await ws.recv()
-        except TimeoutError:
-            session.disconnect(STALE)  # never said connect
-            return
-        await hub.handle_frame(session, first)
-        while not session.closing:
-            frame = await ws.recv()
-            await hub.handle_frame(session, frame)
-    except ConnectionClosed:
-        pass
-    finally:
-        hub.detach(session)
-        try:
-            if session.closing:
-                with contextlib.suppress(Exception):
-                    await ws.wait_closed()
-        finally:
-            HUB_METRICS.connection_closed(session, ws)
 
 
 async def run_hub(
@@ -121,25 +128,12 @@ async def run_hub(
 ) -> None:
     """Serve the hub on `host:port` until `stop` is set, then close every connection with 3001
     (SDKs reconnect, to another node if there is one)."""
-    settings = res.settings
-    origins = [*settings.hub_origins, None] if settings.hub_origins else None
-    hub = Hub(res)
+    hub = Hub(res, connect_timeout_s=CONNECT_TIMEOUT_S)
+    listener = Listener(hub, res)
+    loop = asyncio.get_running_loop()
     async with hub.running():
-        server = await serve(
-            lambda ws: _serve_connection(hub, ws),
-            host,
-            port,
-            compression=None,
-            origins=origins,  # type: ignore[arg-type]
-            process_request=_handshake_check(res),
-            max_size=settings.hub_max_frame_bytes,
-            max_queue=4,
-            ping_interval=None,  # the protocol's own ping `{}` keeps connections alive
-            close_timeout=CLOSE_TIMEOUT_S,
-            write_limit=settings.hub_outbox_bytes,
-            reuse_port=reuse_port,
-            backlog=4096,
-            logger=_websockets_log,
+        server = await loop.create_server(
+            listener.session, host, port, reuse_port=reuse_port, backlog=4096
         )
         log.info("hub listening on ws://%s:%s%s (node %s)", host, port, PATH, hub.node_id)
         if on_listening is not None:
@@ -149,13 +143,15 @@ async def run_hub(
         try:
             await stop.wait()
         finally:
-            server.close(close_connections=False)
+            listener.serving = False
+            server.close()
             hub.shutdown()
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S + 1):
-                    await server.wait_closed()
+                    await hub.all_closed()
             except TimeoutError:
                 log.warning("some hub connections did not close in time")
+                hub.abort_all()
 
 
 # --- `livesell hub --workers N` ---

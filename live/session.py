@@ -1,23 +1,35 @@
-"""One viewer's connection: identity, subscriptions, and the only way bytes reach its socket.
+"""One viewer's connection: the WebSocket protocol on its transport, identity, subscriptions, and
+the only way bytes reach its socket.
 
-Frames are built here, not by the `websockets` library: server→client frames are unmasked and
-(with permessage-deflate off) identical for every viewer, so a room's tick is framed once and
-the same bytes are written to every viewer's transport. The per-connection outbox is the
-transport's write buffer: past `outbox_bytes` the viewer is too slow and is disconnected (3008)
-instead of being buffered without limit.
+`Session` is the connection's `asyncio.Protocol`. The WebSocket protocol itself is the
+`websockets` library's sans-I/O `ServerProtocol`: it parses the opening handshake and every
+client frame (over `max_size` it closes with 1009), answers pings and runs the closing
+handshake; `Session` only moves bytes between it and the transport. Nothing runs per connection
+while it idles: no task, no timer. A frame is handled at once when it needs no I/O (connect, a
+pong); a subscribe runs in a task that lives until the frames queued behind it are handled.
 
-Nothing is written once the connection is closing: after the peer's close frame websockets has
-answered it and half-closed the TCP connection, and a later write would raise.
+Frames are built here: server→client frames are unmasked and (with permessage-deflate off)
+identical for every viewer, so a room's tick is framed once and the same bytes are written to
+every viewer's transport. The per-connection outbox is the transport's write buffer: past
+`outbox_bytes` the viewer is too slow and is disconnected (3008) instead of being buffered
+without limit.
+
+Nothing is written once the connection is closing: after the peer's close frame the protocol
+has answered it and half-closed the TCP connection, and a later write would raise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
-import uuid
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Awaitable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
 
-from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from core.auth import Principal
@@ -26,6 +38,10 @@ from live.metrics import HUB_METRICS, SENT
 
 if TYPE_CHECKING:
     from live.feed import Feed
+    from live.hub import Waiting
+    from live.server import Listener
+
+log = logging.getLogger("livesell.hub")
 
 _TEXT = 0x81  # FIN + text opcode
 
@@ -42,20 +58,34 @@ def text_frame(payload: bytes) -> bytes:
 
 PING_FRAME = text_frame(b"{}")
 
+# enum members read once: on Python 3.11 every `_OPEN` goes through enum's descriptor
+_OPEN = State.OPEN
+_CONNECTING = State.CONNECTING
+_TEXT_FRAME, _BINARY_FRAME, _CONTINUATION, _CLOSE = (
+    Opcode.TEXT,
+    Opcode.BINARY,
+    Opcode.CONT,
+    Opcode.CLOSE,
+)
+_SWITCHING_PROTOCOLS = int(HTTPStatus.SWITCHING_PROTOCOLS)
+
 # A viewer cut off as slow still gets its close frame (3008) behind the data already queued, if
 # it reads again within this many seconds; one that does not is dropped without it.
 SLOW_CLOSE_PATIENCE_S = 10.0
 _DRAIN_POLL_S = 0.05
+# frames read but not yet handled, while a command waits on Redis or PostgreSQL; past this the
+# transport stops reading (TCP pushes back on the client) until the queue drains
+MAX_QUEUED_FRAMES = 4
 
-# closing handshakes in flight (held so they are not garbage-collected mid-way)
+# closing handshakes of slow viewers in flight (held so they are not garbage-collected mid-way)
 _closing: set[asyncio.Task[None]] = set()
 
 
-class Session:
+class Session(asyncio.Protocol):
     __slots__ = (
-        "ws",
+        "listener",
         "transport",
-        "client_id",
+        "protocol",
         "principal",
         "name",
         "connected",
@@ -67,28 +97,170 @@ class Session:
         "close_code",
         "_tokens",
         "_refilled_at",
+        "_busy",
+        "_queued",
+        "_fragments",
+        "_close_timer",
         "__weakref__",
     )
 
-    def __init__(self, ws: ServerConnection, outbox_bytes: int) -> None:
-        self.ws = ws
-        self.transport: asyncio.WriteTransport = ws.transport  # type: ignore[assignment]
-        self.client_id = str(uuid.uuid4())
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.WriteTransport = None  # type: ignore[assignment]
+        self.protocol = listener.new_protocol()
         self.principal: Principal | None = None
         self.name = ""  # the display name the token carries (`name` claim), if any
         self.connected = False
         self.feeds: dict[str, Feed] = {}
         self.closing = False
         self.awaiting_pong = False
-        self.outbox_bytes = outbox_bytes
+        self.outbox_bytes = listener.outbox_bytes
         self.expiry: object = None  # the token's deadline entry, kept by `live.tokens.Expiries`
         self.close_code: int | None = None  # the hub's, when the hub closed the connection
         self._tokens = 0.0
         self._refilled_at = 0.0
+        self._busy: asyncio.Task[None] | None = None  # the command waiting on I/O, if any
+        self._queued: deque[bytes] | None = None  # frames read meanwhile
+        self._fragments: list[bytes] | None = None  # a fragmented message being reassembled
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def client_id(self) -> str:
+        return str(self.protocol.id)
 
     @property
     def user_id(self) -> str:
         return self.principal.user_id if self.principal else ""
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.WriteTransport, transport)
+        self.listener.hub.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._write_pending()
+        for event in events:
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._request(event)
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._write_pending()
+        return None  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED now
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        hub = self.listener.hub
+        accepted = self in hub.sessions
+        if not self.closing:
+            self._stop()
+        hub.detach(self)
+        if accepted:
+            HUB_METRICS.connection_closed(self)
+
+    # --- the opening handshake ---
+
+    def _request(self, request: Request) -> None:
+        check = self.listener.check(self, request)
+        if isinstance(check, Response) or check is None:
+            self._respond(request, check)
+            return
+        # the check waits on Redis (a per-address limit): read nothing more meanwhile
+        self.transport.pause_reading()  # type: ignore[attr-defined]
+        task = asyncio.get_running_loop().create_task(self._respond_after(request, check))
+        self._busy = task
+
+    async def _respond_after(self, request: Request, check: Awaitable[Response | None]) -> None:
+        try:
+            response = await check
+        except Exception:  # noqa: BLE001 - the client gets a 500, the log the details
+            log.exception("hub handshake check failed")
+            response = self.protocol.reject(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "Failed to open a WebSocket connection.\n"
+            )
+        self._busy = None
+        if self.protocol.state is _CONNECTING:
+            self._respond(request, response)
+            if not self.transport.is_closing():
+                self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    def _respond(self, request: Request, response: Response | None) -> None:
+        protocol = self.protocol
+        if response is None:
+            response = protocol.accept(request)  # checks the Origin and the upgrade headers
+        if response.status_code == _SWITCHING_PROTOCOLS and not self.listener.serving:
+            response = protocol.reject(HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
+        protocol.send_response(response)
+        self._write_pending()
+        # The protocol's parser holds on to the request for the whole connection; its headers
+        # (a browser sends 1-3 KB) are not needed once answered.
+        request.headers.clear()
+        if protocol.state is _OPEN:
+            self.listener.hub.attach(self)
+            HUB_METRICS.connection_opened()
+
+    # --- inbound frames ---
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        data = cast(bytes, frame.data)  # the parser makes bytes
+        if opcode is _TEXT_FRAME or opcode is _BINARY_FRAME:
+            if frame.fin:
+                self._message(data)
+            else:
+                self._fragments = [data]
+        elif opcode is _CONTINUATION:
+            fragments = self._fragments
+            if fragments is not None:
+                fragments.append(data)
+                if frame.fin:
+                    self._fragments = None
+                    self._message(b"".join(fragments))
+        elif opcode is _CLOSE:
+            self.peer_closed()  # the protocol answered it; the TCP close follows
+        # pings are answered by the protocol itself; pongs need nothing
+
+    def _message(self, message: bytes) -> None:
+        if self.closing:
+            return
+        if self._busy is not None:
+            queued = self._queued
+            if queued is None:
+                queued = self._queued = deque()
+            queued.append(message)
+            if len(queued) == MAX_QUEUED_FRAMES:
+                self.transport.pause_reading()  # type: ignore[attr-defined]
+            return
+        waiting = self.listener.hub.receive(self, message)
+        if waiting is not None:
+            self._busy = asyncio.get_running_loop().create_task(self._handle_queue(waiting))
+
+    async def _handle_queue(self, waiting: Waiting) -> None:
+        """Finish the frame whose command waits on I/O, then the frames queued behind it."""
+        hub = self.listener.hub
+        try:
+            await hub.finish(self, waiting)
+            queued = self._queued
+            while queued and not self.closing:
+                if len(queued) == MAX_QUEUED_FRAMES and not self.transport.is_closing():
+                    self.transport.resume_reading()  # type: ignore[attr-defined]
+                more = hub.receive(self, queued.popleft())
+                if more is not None:
+                    await hub.finish(self, more)
+        finally:
+            self._busy = None
+            self._queued = None
+
+    # --- outbound ---
 
     def send(self, *messages: bytes) -> None:
         """Write replies or pushes as one frame (several JSON objects joined by newlines)."""
@@ -97,7 +269,7 @@ class Session:
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
             return
-        if self.ws.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             self.peer_closed()
             return
         if self.transport.get_write_buffer_size() > self.outbox_bytes:
@@ -105,6 +277,28 @@ class Session:
             return
         self.transport.write(frame)
         SENT.add(1, len(frame))
+
+    def _write_pending(self) -> None:
+        """Write what the protocol has to send (handshake response, pongs, close frames); arm
+        the close timeout when it expects the TCP connection to end."""
+        protocol = self.protocol
+        transport = self.transport
+        for data in protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except (OSError, RuntimeError):
+                    pass  # already closed
+            else:
+                transport.close()
+        if protocol.close_expected() and self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(
+                self.listener.close_timeout_s, transport.abort
+            )
+
+    # --- the token bucket for commands ---
 
     def take_token(self, rate: float, burst: float, now: float) -> float:
         """Token bucket for commands; returns the balance after taking one (negative = over)."""
@@ -117,25 +311,34 @@ class Session:
         self._tokens = burst
         self._refilled_at = now
 
+    # --- closing ---
+
     def peer_closed(self) -> None:
-        """The client closed the connection: send nothing more; the connection handler sees the
-        close and detaches the session."""
+        """The client closed the connection: send nothing more; the hub forgets the session
+        when the TCP connection ends."""
         if not self.closing:
             self._stop()
 
     def disconnect(self, reason: Disconnect) -> None:
-        """Close with `reason`'s code; the connection handler then drops every subscription."""
+        """Close with `reason`'s code, dropping every subscription at once."""
         if self.closing:
             return
         self.close_code = reason.code
         HUB_METRICS.disconnected(reason.code)
         self._stop()
-        if self.ws.protocol.state is State.OPEN:
-            task = asyncio.get_running_loop().create_task(self._close(reason))
+        if self.protocol.state is not _OPEN:
+            self.transport.abort()
+        elif reason.code == SLOW.code and self.transport.get_write_buffer_size():
+            task = asyncio.get_running_loop().create_task(self._close_when_drained(reason))
             _closing.add(task)
             task.add_done_callback(_closing.discard)
         else:
-            self.transport.abort()
+            self._send_close(reason)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        self._stop()
+        self.transport.abort()
 
     def _stop(self) -> None:
         self.closing = True
@@ -143,18 +346,22 @@ class Session:
             feed.remove(self)
         self.feeds.clear()
 
-    async def _close(self, reason: Disconnect) -> None:
-        if reason.code == SLOW.code:
-            # The close frame can only follow the data already queued; written now, the closing
-            # handshake's timeout would run out while the viewer drains that data and the frame
-            # would be dropped with it. So wait, a bounded time, for the queue to drain first.
-            loop = asyncio.get_running_loop()
-            give_up_at = loop.time() + SLOW_CLOSE_PATIENCE_S
-            while self.transport.get_write_buffer_size() and loop.time() < give_up_at:
-                if self.ws.protocol.state is not State.OPEN:
-                    return  # it closed meanwhile
-                await asyncio.sleep(_DRAIN_POLL_S)
-            if self.transport.get_write_buffer_size():
-                self.transport.abort()  # never read again: nothing more to wait for
-                return
-        await self.ws.close(reason.code, reason.reason)
+    def _send_close(self, reason: Disconnect) -> None:
+        if self.protocol.state is _OPEN:
+            self.protocol.send_close(reason.code, reason.reason)
+            self._write_pending()
+
+    async def _close_when_drained(self, reason: Disconnect) -> None:
+        # The close frame can only follow the data already queued; written now, the closing
+        # handshake's timeout would run out while the viewer drains that data and the frame
+        # would be dropped with it. So wait, a bounded time, for the queue to drain first.
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + SLOW_CLOSE_PATIENCE_S
+        while self.transport.get_write_buffer_size() and loop.time() < give_up_at:
+            if self.protocol.state is not _OPEN:
+                return  # it closed meanwhile
+            await asyncio.sleep(_DRAIN_POLL_S)
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # never read again: nothing more to wait for
+            return
+        self._send_close(reason)

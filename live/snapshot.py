@@ -1,17 +1,33 @@
 """The room snapshot: what `GET /api/rooms/{id}` returns and what the hub's subscribe reply
-carries as `data`, so a viewer joining (or failing to recover) starts from the current state."""
+carries as `data`, so a viewer joining (or failing to recover) starts from the current state.
+
+A join storm shares one query per room and window (`SharedSnapshots`): the snapshot is encoded
+once and its bytes go into every joiner's reply.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import asyncpg
 import msgspec
 
 import attribution
 import storefront
 from core.db import Conn
 from core.rooms import Room, RoomStatus, get_room
+from live.errors import UnknownChannel
+from live.protocol import encode
 from storefront import CouponView, DropView, ProductView
+
+if TYPE_CHECKING:
+    from live.feed import Feed
+
+SNAPSHOT_TTL_S = 0.25  # a mass (re)subscribe shares one snapshot query per room per window
 
 
 class RoomView(msgspec.Struct, kw_only=True):
@@ -69,3 +85,86 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
         server_time=datetime.now(UTC),
         viewers=viewers,
     )
+
+
+@dataclass
+class _Fetch:
+    feed: Feed  # a feed closed and made again for the channel shares nothing with the old one
+    started: float
+    top: int
+    task: asyncio.Task[bytes]
+
+
+class SharedSnapshots:
+    """The encoded snapshot of each room with subscribers on this node, shared by the subscribes
+    it is valid for; `viewers_of(room_id)` is the room's viewer total across nodes.
+
+    While subscribes keep coming, the next fetch starts when the one they share is half its
+    window old, so a storm's joiners find a finished, valid snapshot instead of waiting on a
+    query each window."""
+
+    def __init__(self, pool: asyncpg.Pool, viewers_of: Callable[[str], int]) -> None:
+        self._pool = pool
+        self._viewers_of = viewers_of
+        self._started: dict[str, _Fetch] = {}  # the latest fetch started, maybe in flight
+        self._ready: dict[str, _Fetch] = {}  # the latest fetch that succeeded
+
+    def forget(self, channel: str) -> None:
+        self._started.pop(channel, None)
+        self._ready.pop(channel, None)
+
+    @staticmethod
+    def _valid(fetch: _Fetch | None, feed: Feed, position: int, read_at: float, now: float) -> bool:
+        """Whether a subscribe at stream position `position` (read at `read_at`) may share
+        `fetch`: one read after the position (so it reflects every event up to it), or one no
+        publication has passed since; within the window either way."""
+        if fetch is None or fetch.feed is not feed or now - fetch.started >= SNAPSHOT_TTL_S:
+            return False
+        if fetch.task.done() and fetch.task.exception() is not None:
+            return False
+        return fetch.started >= read_at or (position <= fetch.top == feed.top)
+
+    def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
+        """The snapshot bytes when a finished fetch can be shared: no await, no query."""
+        now = asyncio.get_running_loop().time()
+        ready = self._ready.get(feed.channel)
+        if ready is None or not self._valid(ready, feed, position, read_at, now):
+            return None
+        latest = self._started.get(feed.channel)
+        if now - ready.started >= SNAPSHOT_TTL_S / 2 and (latest is None or latest.task.done()):
+            self._start(feed, now)  # the next window's, ahead of time
+        return ready.task.result()
+
+    async def fetch(self, feed: Feed, position: int, read_at: float) -> bytes:
+        """The snapshot for a subscribe reply; concurrent subscribes share one query."""
+        now = asyncio.get_running_loop().time()
+        fetch = self._started.get(feed.channel)
+        if fetch is None or not self._valid(fetch, feed, position, read_at, now):
+            fetch = self._start(feed, now)
+        return await asyncio.shield(fetch.task)
+
+    def _start(self, feed: Feed, now: float) -> _Fetch:
+        assert feed.room_id is not None
+        task = asyncio.create_task(self._query(feed))
+        fetch = _Fetch(feed=feed, started=now, top=feed.top, task=task)
+        self._started[feed.channel] = fetch
+        fetch.task.add_done_callback(lambda _: self._done(feed.channel, fetch))
+        return fetch
+
+    def _done(self, channel: str, fetch: _Fetch) -> None:
+        if fetch.task.cancelled() or fetch.task.exception() is not None:
+            return  # the subscribes that awaited it report the error
+        latest = self._started.get(channel)
+        if latest is None or latest.feed is not fetch.feed:
+            return  # the channel was forgotten meanwhile
+        ready = self._ready.get(channel)
+        if ready is None or ready.feed is not fetch.feed or ready.started < fetch.started:
+            self._ready[channel] = fetch
+
+    async def _query(self, feed: Feed) -> bytes:
+        room_id = int(feed.room_id or 0)
+        async with self._pool.acquire() as conn:
+            snapshot = await room_snapshot(conn, room_id, self._viewers_of(str(room_id)))
+        if snapshot is None:
+            raise UnknownChannel(f"no room {room_id}")
+        return encode(snapshot)

@@ -434,6 +434,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-scaling", action="store_true", help="skip the 1 vs 2 workers run")
     parser.add_argument(
+        "--join-viewers",
+        type=int,
+        default=0,
+        help="viewers in the join storm (and the memory row); default: the plan's",
+    )
+    parser.add_argument(
         "--profile",
         default="livesell",
         help="comma-separated Python systems to sample with py-spy during the join storm and "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -85,6 +86,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     plan = hubs.QUICK if args.quick else hubs.FULL
+    if args.join_viewers:
+        plan = dataclasses.replace(plan, join_viewers=args.join_viewers)
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
