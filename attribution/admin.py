@@ -30,6 +30,7 @@ from attribution.views_admin import (
     WithdrawalView,
 )
 from core.errors import RoomNotFound
+from core.events import chat_posters_key
 from core.http import JSON, path_id, read_json, read_query, require, resources
 from core.openapi import api_route
 
@@ -162,10 +163,12 @@ async def community(request: Request) -> Response:
 async def room_funnel(request: Request) -> Response:
     require(request, *ADMIN)
     room_id = path_id(request)
-    async with resources(request).pool.acquire() as conn:
+    res = resources(request)
+    async with res.pool.acquire() as conn:
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)", room_id):
             raise RoomNotFound(room_id)
-        view = await analytics.funnel(conn, room_id)
+        posters = int(await res.redis.pfcount(chat_posters_key(room_id)))
+        view = await analytics.funnel(conn, room_id, posters)
     if _wants_csv(request):
         return _csv(analytics.funnel_csv(view), f"room-{room_id}-funnel.csv")
     return JSON(view)

@@ -159,59 +159,30 @@ def community_csv(view: CommunityView) -> str:
     return out.getvalue()
 
 
-# Chat posters and coupon claims come from their tables when this database has them.
-_OPTIONAL_COUNTS = {
-    "chat_posters": (
-        "chat_messages",
-        "SELECT count(DISTINCT user_id) FROM chat_messages WHERE room_id = $1",
-        ("room_id", "user_id"),
-    ),
-    "coupon_claims": (
-        "coupon_claims",
-        "SELECT count(*) FROM coupon_claims k JOIN coupons c ON c.id = k.coupon_id "
-        "WHERE c.room_id = $1",
-        ("coupon_id",),
-    ),
-}
-
 _FUNNEL = """
 SELECT (SELECT count(DISTINCT visitor) FROM room_entries WHERE room_id = $1) AS viewers,
        (SELECT count(*) FROM room_entries WHERE room_id = $1 AND link_id IS NOT NULL)
            AS link_clicks,
        count(DISTINCT buyer_id) AS buyers,
        count(*) FILTER (WHERE paid_at IS NOT NULL) AS paid,
-       count(*) FILTER (WHERE refunded_cents > 0) AS refunded
+       count(*) FILTER (WHERE refunded_cents > 0) AS refunded,
+       (SELECT count(*) FROM coupon_claims k JOIN coupons c ON c.id = k.coupon_id
+        WHERE c.room_id = $1) AS coupon_claims
 FROM orders WHERE room_id = $1
 """
 
 
-async def _optional_count(conn: Conn, room_id: int, table: str, sql: str,
-                          columns: tuple[str, ...]) -> int:  # fmt: skip
-    present = await conn.fetchval(
-        """SELECT count(*) FROM information_schema.columns
-           WHERE table_schema = current_schema() AND table_name = $1
-             AND column_name = ANY($2::text[])""",
-        table,
-        list(columns),
-    )
-    if present != len(columns):
-        return 0
-    return int(await conn.fetchval(sql, room_id))
-
-
-async def funnel(conn: Conn, room_id: int) -> FunnelView:
+async def funnel(conn: Conn, room_id: int, chat_posters: int) -> FunnelView:
+    """The room's funnel from PostgreSQL, with `chat_posters` from the room's chat (distinct
+    users whose messages it accepted, a HyperLogLog in Redis: core.events.chat_posters_key)."""
     row = await conn.fetchrow(_FUNNEL, room_id)
     assert row is not None
-    optional = {
-        name: await _optional_count(conn, room_id, table, sql, columns)
-        for name, (table, sql, columns) in _OPTIONAL_COUNTS.items()
-    }
     return FunnelView(
         room_id=str(room_id),
         viewers=int(row["viewers"]),
         link_clicks=int(row["link_clicks"]),
-        chat_posters=optional["chat_posters"],
-        coupon_claims=optional["coupon_claims"],
+        chat_posters=chat_posters,
+        coupon_claims=int(row["coupon_claims"]),
         buyers=int(row["buyers"]),
         paid=int(row["paid"]),
         refunded=int(row["refunded"]),

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from core.db import Conn
-from core.events import Event, channel_keys
+from core.events import Event, channel_keys, chat_posters_key
 from core.redis_client import RedisClient
 from core.resources import Resources
 from core.scripts import Batched, register
@@ -270,7 +270,14 @@ class Chat:
         )  # fmt: skip
         tail = '"},"text":' + _encode(text).decode() + ',"ts":'
         meta, history, events = channel_keys(channel)
-        keys = [meta, history, events, moderation_key(room_id), recent_key(room_id)]
+        keys = [
+            meta,
+            history,
+            events,
+            moderation_key(room_id),
+            recent_key(room_id),
+            chat_posters_key(room_id),
+        ]
         args: list[str | int | float] = [
             user,
             feed.host_id,

@@ -517,3 +517,18 @@ async def test_a_flooding_connection_is_cut_off_and_others_carry_on(
     assert "publish" in await post(calm, room, {"text": "still fine"})
     while (await message(calm))["text"] != "still fine":
         pass
+
+
+async def test_the_rooms_funnel_counts_who_chatted(
+    client: httpx.AsyncClient, raw_client: Opener, resources: Resources, room: Room
+) -> None:
+    ann = await chatter(raw_client, resources, room, "ann")
+    bob = await chatter(raw_client, resources, room, "bob")
+    await chatter(raw_client, resources, room, "cat")  # reads only
+    assert "publish" in await post(ann, room, {"text": "one"})
+    assert "publish" in await post(ann, room, {"text": "two"})
+    assert "publish" in await post(bob, room, {"text": "three"})
+    admin = {"Authorization": f"Bearer {token(resources, 'op', roles=('admin',))}"}
+    funnel = await client.get(f"/api/admin/rooms/{room.id}/funnel", headers=admin)
+    assert funnel.status_code == 200, funnel.text
+    assert funnel.json()["chat_posters"] == 2
