@@ -32,6 +32,9 @@ log = logging.getLogger("livesell.hub.feed")
 Held = list[tuple[int, bytes]]
 
 
+# roles whose connections are not counted among a room's viewers
+STAFF_ROLES = ("host", "admin")
+
 class Feed:
     def __init__(
         self,
@@ -67,6 +70,16 @@ class Feed:
 
     def __len__(self) -> int:
         return len(self.live) + len(self.skipping) + len(self.joining)
+
+    def audience(self) -> int:
+        """Subscribers who watch: all but hosts and admins (the host console, an operator's
+        look), so that "N watching" on the pages counts viewers."""
+        staff = 0
+        for members in (self.live, self.skipping, self.joining):
+            for session in members:
+                if session.principal is not None and session.principal.has_any(STAFF_ROLES):
+                    staff += 1
+        return len(self) - staff
 
     # --- membership ---
 

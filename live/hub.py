@@ -647,7 +647,7 @@ class Hub:
                 session.abort()
 
     async def _report_viewers(self) -> None:
-        counts = {f.room_id: len(f) for f in self.feeds.values() if f.room_id is not None}
+        counts = {f.room_id: f.audience() for f in self.feeds.values() if f.room_id is not None}
         for room_id in self._reported - counts.keys():
             counts[room_id] = 0
         reports = await self._viewers.report(counts)

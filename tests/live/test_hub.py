@@ -228,8 +228,14 @@ async def test_bad_tokens(raw_client: Opener, settings: Settings) -> None:
 
 
 async def test_viewer_counts_reach_the_room(
-    raw_client: Opener, room: Room, client: httpx.AsyncClient
+    raw_client: Opener, room: Room, client: httpx.AsyncClient, settings: Settings
 ) -> None:
+    """Viewers are counted; the host's console (and an admin's look) is not."""
+    from core.auth import mint_token
+
+    host: RawClient = await raw_client()
+    await host.connect(mint_token(settings.secret, "alice", ["host"]))
+    await host.subscribe(f"room:{room.id}")
     watcher: RawClient = await raw_client()
     await watcher.connect()
     await watcher.subscribe(f"room:{room.id}")
