@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from core.events import channel_keys, room_channel
 from core.resources import Resources
 from storefront.stock import StockAnnouncer
 from tests.storefront.conftest import Buy, StartDrop, room_events, stock_truth
@@ -63,6 +64,8 @@ async def test_a_noted_sale_that_took_the_last_unit_announces_the_sell_out(
     async with resources.pool.acquire() as conn:  # as if the sell-out was not announced yet
         await conn.execute("UPDATE drops SET sold_out_at = NULL WHERE id = $1", int(drop["id"]))
     announcer = StockAnnouncer(resources)
+    meta = channel_keys(room_channel(drop["room_id"]))[0]
+    top_before = int(await resources.redis.hget(meta, "s"))  # type: ignore[misc]
 
     # a pass for returned units is under way when a sale is noted: the next pass is a sale's
     first = asyncio.create_task(announcer.changed(int(drop["id"]), returned=True))
@@ -71,5 +74,9 @@ async def test_a_noted_sale_that_took_the_last_unit_announces_the_sell_out(
     await first
     await resources.after_commit.drain()
 
+    # two stock.changed and the sell-out went out (three offsets); history keeps the newest
+    # stock value only (a latest-value event), then the sell-out
+    assert int(await resources.redis.hget(meta, "s")) == top_before + 3  # type: ignore[misc]
     types = [e["type"] for e in await room_events(resources, drop["room_id"])]
-    assert types[-3:] == ["stock.changed", "stock.changed", "drop.sold_out"]
+    assert types[-2:] == ["stock.changed", "drop.sold_out"]
+    assert types.count("drop.sold_out") == 2
