@@ -2,8 +2,13 @@
 
 Every channel (`room:42`, `dashboard#alice`) has, in Redis, under one hash tag:
 
-    {room:42}:meta      hash  s = top offset, e = epoch (changes when history was lost)
-    {room:42}:history   stream of the last N events, entry id `<offset>-0`, field d = data
+    {room:42}:meta      hash  s = top offset, e = epoch (changes when history was lost),
+                              h = the newest offset in the history stream
+    {room:42}:history   stream of the last N ordinary events, entry id `<offset>-0`, fields
+                        d = data, p = offset of the previous entry
+    {room:42}:latest    hash  coalesce key -> "<offset>\n<data>": the newest latest-value event
+                        (viewer count, stock of a drop, ...) per key, which takes no history
+                        entry, so that in a big room it never pushes sales out of recovery range
     {room:42}:events    sharded pub/sub channel (SPUBLISH) every hub node serving the room
                         subscribes to once, on the shard that owns the slot (SSUBSCRIBE)
 
@@ -61,6 +66,16 @@ def channel_keys(channel: str) -> tuple[str, str, str]:
     return f"{tag}:meta", f"{tag}:history", f"{tag}:events"
 
 
+def latest_key(channel: str) -> str:
+    """The channel's latest-values hash (coalesce key -> "<offset>\\n<data>"), same hash tag."""
+    return "{" + channel + "}:latest"
+
+
+def publish_keys(channel: str) -> list[str]:
+    """KEYS of core/lua/publish.lua for a channel."""
+    return [*channel_keys(channel), latest_key(channel)]
+
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -76,7 +91,7 @@ class Publisher:
     async def publish(self, channel: str, event: Event) -> tuple[int, str]:
         key = event.coalesce_key() if event.coalesce else ""
         offset, epoch = await self._script(
-            keys=list(channel_keys(channel)),
+            keys=publish_keys(channel),
             args=[_encode(event), key, self.history_size, self.ttl_s],
         )
         return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch)
@@ -89,7 +104,7 @@ class Publisher:
                 self._script,
                 [
                     (
-                        channel_keys(channel),
+                        publish_keys(channel),
                         [
                             _encode(event),
                             event.coalesce_key() if event.coalesce else "",

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from core.db import Conn
-from core.events import Event, channel_keys, chat_posters_key
+from core.events import Event, channel_keys, chat_posters_key, latest_key
 from core.redis_client import RedisClient
 from core.resources import Resources
 from core.scripts import Batched, register
@@ -41,7 +41,7 @@ from live.errors import (
     UnknownChannel,
 )
 from live.feed import Feed
-from live.history import StreamEntry, StreamState
+from live.history import StreamState, missed_since, stream_entry
 from live.metrics import HUB_METRICS, SENT
 from live.protocol import encode, publication_push, unsubscribe_push
 from live.session import Session, text_frame
@@ -277,6 +277,7 @@ class Chat:
             moderation_key(room_id),
             recent_key(room_id),
             chat_posters_key(room_id),
+            latest_key(channel),
         ]
         args: list[str | int | float] = [
             user,
@@ -324,7 +325,14 @@ class Chat:
         room_id = feed.chat_room_id
         meta, history, _ = channel_keys(feed.channel)
         since = "" if recover_from is None else str(recover_from[0])
-        keys = [meta, history, moderation_key(room_id), recent_key(room_id), deleted_key(room_id)]
+        keys = [
+            meta,
+            history,
+            moderation_key(room_id),
+            recent_key(room_id),
+            deleted_key(room_id),
+            latest_key(feed.channel),
+        ]
         args = [since, self.ttl_s, self.history_size, session.user_id, SNAPSHOT_MESSAGES]
         reply = await self._state(keys, args)
         if int(reply[0]) == 2:
@@ -332,7 +340,7 @@ class Chat:
             reply = await self._state(keys, args)
         if int(reply[0]) == 1:
             raise ChatForbidden("banned from this chat")
-        _, top, epoch, raw_entries, recent, pinned, slow, closed, deleted = reply
+        _, top, epoch, raw_entries, recent, pinned, slow, closed, deleted, stored, latest = reply
         top = int(top)
         epoch = _text(epoch)
         snapshot = ChatSnapshot(
@@ -346,22 +354,12 @@ class Chat:
         offset, client_epoch = recover_from
         if client_epoch != epoch or offset > top:
             return StreamState(top, epoch, None), data
-        entries = [_entry(entry_id, fields) for entry_id, fields in raw_entries]
-        if [e.offset for e in entries] != list(range(offset + 1, top + 1)):
+        entries = [stream_entry(entry_id, fields) for entry_id, fields in raw_entries]
+        missed = missed_since(offset, entries, int(stored), latest)
+        if missed is None or len(entries) > self.history_size:
             return StreamState(top, epoch, None), data  # never a partial recovery
         gone = {int(d) for d in deleted}
-        kept: list[StreamEntry] = []
-        last: dict[bytes, int] = {}
-        for entry in entries:
-            if entry.coalesce_key:
-                last[entry.coalesce_key] = entry.offset
-        for entry in entries:
-            if entry.offset in gone:
-                continue
-            if entry.coalesce_key and last[entry.coalesce_key] != entry.offset:
-                continue
-            kept.append(entry)
-        return StreamState(top, epoch, kept), data
+        return StreamState(top, epoch, [e for e in missed if e.offset not in gone]), data
 
 
 async def write_moderation(
@@ -421,13 +419,6 @@ async def moderation_fields(conn: Conn, room_id: int) -> list[str]:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entry(entry_id: bytes, fields: list[bytes]) -> StreamEntry:
-    values = dict(zip(fields[::2], fields[1::2], strict=True))
-    return StreamEntry(
-        int(entry_id.split(b"-", 1)[0]), values.get(b"d", b"null"), values.get(b"k", b"")
-    )
 
 
 # --- fan-out ---

@@ -6,7 +6,8 @@
 -- KEYS[1] meta hash, KEYS[2] history stream, KEYS[3] pub/sub channel (core.events.channel_keys
 --   of `chat:ID`), KEYS[4] the room's moderation hash `{chat:ID}:mod`, KEYS[5] the recent
 --   messages list `{chat:ID}:recent`, KEYS[6] the room's posters HyperLogLog
---   `{chat:ID}:posters` (core.events.chat_posters_key)
+--   `{chat:ID}:posters` (core.events.chat_posters_key), KEYS[7] the latest-values hash
+--   (core.events.latest_key)
 -- ARGV[1] sender's user id, ARGV[2] the room host's user id, ARGV[3] the text, casefolded,
 -- ARGV[4] the default blocked words (casefolded, one a line), ARGV[5] message JSON up to its id,
 -- ARGV[6] message JSON from after the id up to the role, ARGV[7] message JSON from after the
@@ -84,10 +85,13 @@ local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
     epoch = string.format('%x%x', tonumber(t[1]), tonumber(t[2]))
     redis.call('HSET', KEYS[1], 'e', epoch)
+    redis.call('DEL', KEYS[2], KEYS[7])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
+local previous = redis.call('HGET', KEYS[1], 'h') or '0'
 local data = ARGV[5] .. offset .. ARGV[6] .. role .. ARGV[7] .. string.format('%d', now) .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], offset .. '-0', 'd', data, 'k', '')
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], offset .. '-0', 'd', data, 'p', previous)
+redis.call('HSET', KEYS[1], 'h', offset)
 redis.call('LPUSH', KEYS[5], data)
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[12]) - 1)
 redis.call('PFADD', KEYS[6], user)

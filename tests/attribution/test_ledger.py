@@ -21,6 +21,7 @@ from core.events import Outbox
 from core.resources import Resources
 from tests.attribution.conftest import Auth, People
 from tests.attribution.shop import Shop
+from tests.published import published
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +40,7 @@ async def _count(res: Resources, table: str) -> int:
 
 
 async def _history(res: Resources, channel: str) -> list[bytes]:
-    entries = await res.redis.xrange("{" + channel + "}:history")
-    return [fields[b"d"] for _, fields in entries]
+    return await published(res.redis, channel)
 
 
 async def test_ledger_refuses_edits_deletes_imbalance_and_second_distributors(

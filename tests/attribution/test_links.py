@@ -16,6 +16,7 @@ from attribution.codes import new_link_code
 from core.resources import Resources
 from tests.attribution.conftest import Auth, People
 from tests.attribution.shop import Shop
+from tests.published import published
 
 
 async def _entries(res: Resources) -> int:
@@ -24,8 +25,7 @@ async def _entries(res: Resources) -> int:
 
 
 async def _events(res: Resources, channel: str) -> list[dict[str, Any]]:
-    entries = await res.redis.xrange("{" + channel + "}:history")
-    return [json.loads(fields[b"d"]) for _, fields in entries]
+    return [json.loads(data) for data in await published(res.redis, channel)]
 
 
 async def test_becoming_a_distributor_is_idempotent_and_validated(

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.events import Publisher, channel_keys, room_channel
+from core.events import Publisher, publish_keys, room_channel
 from core.ratelimit import Limit
 from core.resources import Resources
 from core.scripts import Batched, register, run_many
@@ -68,7 +68,7 @@ async def new_drop(
 def test_every_key_of_a_script_call_shares_a_slot() -> None:
     from redis.crc import key_slot
 
-    for keys in (gate_keys(7), [lock_key(7), *gate_keys(7)], list(channel_keys("room:7"))):
+    for keys in (gate_keys(7), [lock_key(7), *gate_keys(7)], publish_keys("room:7")):
         assert len({key_slot(k.encode()) for k in keys}) == 1, keys
     assert shard_of("room:1") != shard_of("room:2") or shard_of("room:2") != shard_of("room:3")
 

@@ -275,3 +275,99 @@ async def test_unknown_path_is_404(hub: RunningHub) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://127.0.0.1:{hub.port}/elsewhere")
     assert response.status_code == 404
+
+
+async def test_viewer_counts_do_not_push_a_sale_out_of_recovery_range(
+    hub: RunningHub, raw_client: Opener, room: Room, resources: Resources
+) -> None:
+    """A big room publishes a viewer count every tick: 5,000 of them after a sale, five times
+    the history size, still leave the sale recoverable, with only the latest count."""
+    from datetime import UTC, datetime
+
+    from live.events import ViewersChanged
+    from storefront.events import OrderPlaced
+
+    channel = room_channel(room.id)
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    position = (await viewer.subscribe(channel))["subscribe"]
+    await viewer.ws.close()
+    assert resources.publisher.history_size == hub.hub.settings.hub_history_size == 1000
+
+    sale = OrderPlaced(
+        drop_id="7", product_id="3", buyer="a***", quantity=1, placed_at=datetime.now(UTC)
+    )
+    await resources.publisher.publish(channel, sale)
+    counts = [(channel, ViewersChanged(room_id=str(room.id), viewers=n)) for n in range(5000)]
+    for start in range(0, len(counts), 500):
+        await resources.publisher.publish_many(counts[start : start + 500])
+
+    again: RawClient = await raw_client()
+    await again.connect()
+    reply = await again.subscribe(
+        channel, recover=True, offset=position.get("offset", 0), epoch=position["epoch"]
+    )
+    result = reply["subscribe"]
+    assert result["recovered"] is True and "data" not in result
+    missed = [(p["data"]["type"], p["data"].get("viewers")) for p in result["publications"]]
+    assert missed == [("order.placed", None), ("viewers.changed", 4999)]
+    last = result["publications"][-1]["offset"]
+    assert result["offset"] == last >= position.get("offset", 0) + 5001
+    # the counts took no history entries: the stream still has room for 999 more sales
+    assert await resources.redis.xlen(f"{{{channel}}}:history") <= 1
+
+
+async def test_a_recovering_client_gets_the_current_latest_values_once(
+    hub: RunningHub, raw_client: Opener, room: Room, resources: Resources
+) -> None:
+    from storefront.events import StockChanged as DropStock
+
+    def stock(drop: str, remaining: int) -> DropStock:
+        return DropStock(drop_id=drop, quantity=10, remaining=remaining, sold=0, held=0)
+
+    channel = room_channel(room.id)
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    position = (await viewer.subscribe(channel))["subscribe"]
+    await viewer.ws.close()
+
+    publish = resources.publisher.publish
+    await publish(channel, stock("7", 5))
+    await publish(channel, stock("8", 3))
+    started, _ = await publish(channel, DropStarted(drop_id="9"))
+    await publish(channel, stock("7", 4))
+    top, _ = await publish(channel, stock("9", 10))
+
+    async def recover(offset: int) -> dict[str, Any]:
+        client: RawClient = await raw_client()
+        await client.connect()
+        reply = await client.subscribe(
+            channel, recover=True, offset=offset, epoch=position["epoch"]
+        )
+        await client.ws.close()
+        return reply["subscribe"]  # type: ignore[no-any-return]
+
+    def missed(result: dict[str, Any]) -> list[tuple[str, str, int | None]]:
+        return [
+            (p["data"]["type"], p["data"]["drop_id"], p["data"].get("remaining"))
+            for p in result["publications"]
+            if p["data"]["type"] != "viewers.changed"
+        ]
+
+    result = await recover(position.get("offset", 0))
+    assert result["recovered"] is True and result["offset"] >= top
+    # each drop's current stock once, in the order the values were published
+    assert missed(result) == [
+        ("stock.changed", "8", 3),
+        ("drop.started", "9", None),
+        ("stock.changed", "7", 4),
+        ("stock.changed", "9", 10),
+    ]
+    offsets = [p["offset"] for p in result["publications"]]
+    assert offsets == sorted(set(offsets))
+    # the values were kept beside the history, not in it
+    assert await resources.redis.xlen(f"{{{channel}}}:history") == 1
+    # a client that saw the sale start misses only what came after it
+    after = await recover(started)
+    assert after["recovered"] is True
+    assert missed(after) == [("stock.changed", "7", 4), ("stock.changed", "9", 10)]

@@ -14,6 +14,7 @@ import pytest
 from core.resources import Resources
 from storefront import Shop
 from storefront.events import Event
+from tests.published import published
 
 HOST = "hana"
 Auth = Callable[..., dict[str, str]]
@@ -104,8 +105,7 @@ def buy(client: httpx.AsyncClient, auth: Auth, shop: Shop) -> Buy:
 
 async def room_events(res: Resources, room_id: int | str) -> list[dict[str, Any]]:
     """Every event published to the room so far, from its history stream, oldest first."""
-    entries = await res.redis.xrange(f"{{room:{room_id}}}:history")
-    return [msgspec.json.decode(fields[b"d"]) for _, fields in entries]
+    return [msgspec.json.decode(data) for data in await published(res.redis, f"room:{room_id}")]
 
 
 async def stock_truth(res: Resources, drop_id: int | str) -> dict[str, int]:
