@@ -35,6 +35,7 @@ Held = list[tuple[int, bytes]]
 # roles whose connections are not counted among a room's viewers
 STAFF_ROLES = ("host", "admin")
 
+
 class Feed:
     def __init__(
         self,
