@@ -121,8 +121,11 @@ async def _api_process(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     listening = reuse_port_socket(settings.host, settings.api_port)
-    async with open_resources(settings, warm=True) as res:
-        await _api(storefront.Shop(res), stop, [listening])
+    async with (
+        open_resources(settings, warm=True) as res,
+        contextlib.aclosing(storefront.Shop(res)) as shop,  # the provider's connections
+    ):
+        await _api(shop, stop, [listening])
 
 
 def _api_worker_main(settings: Settings) -> None:
@@ -177,9 +180,12 @@ async def run(
     applied = await migrate_url(settings.database_url)
     if applied:
         log.info("migrations applied: %s", ", ".join(applied))
-    async with open_resources(settings, warm=True) as res:
-        # the API and the worker of one process share the storefront's parts
-        shop = storefront.Shop(res)
+    async with (
+        open_resources(settings, warm=True) as res,
+        # the API and the worker of one process share the storefront's parts; on the way out
+        # the payment provider's connections are let go
+        contextlib.aclosing(storefront.Shop(res)) as shop,
+    ):
         parts = []
         if api:
             parts.append(asyncio.create_task(_api(shop, stop), name="api"))
