@@ -4,12 +4,14 @@ and helpers to start drops and buy through the real HTTP routes."""
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from core.resources import Resources
 from storefront import Shop
@@ -131,3 +133,19 @@ async def stock_truth(res: Resources, drop_id: int | str) -> dict[str, int]:
 
 
 __all__ = ["Event", "new_key", "room_events", "stock_truth"]
+
+
+async def redis_calls(res: Resources) -> Counter[str]:
+    """Commands Redis has served so far, by name (`INFO commandstats`; scripts' own commands
+    included; on every primary of a cluster), without the INFO calls that read them."""
+    if isinstance(res.redis, RedisCluster):
+        replies = await res.redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        every = list(replies.values())
+    else:
+        every = [await res.redis.info("commandstats")]
+    calls: Counter[str] = Counter()
+    for stats in every:
+        for name, figures in stats.items():
+            if name.startswith("cmdstat_") and name != "cmdstat_info":
+                calls[name.removeprefix("cmdstat_")] += int(figures["calls"])
+    return calls

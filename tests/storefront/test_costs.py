@@ -7,33 +7,18 @@ from __future__ import annotations
 from collections import Counter
 
 import httpx
-from redis.asyncio.cluster import RedisCluster
 
 from core.resources import Resources
 from storefront import Shop
-from tests.storefront.conftest import Auth, Buy, StartDrop
-
-
-async def _calls(res: Resources) -> Counter[str]:
-    if isinstance(res.redis, RedisCluster):
-        replies = await res.redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        every = list(replies.values())
-    else:
-        every = [await res.redis.info("commandstats")]
-    calls: Counter[str] = Counter()
-    for stats in every:
-        for name, figures in stats.items():
-            if name.startswith("cmdstat_") and name not in ("cmdstat_info",):
-                calls[name.removeprefix("cmdstat_")] += int(figures["calls"])
-    return calls
+from tests.storefront.conftest import Auth, Buy, StartDrop, redis_calls
 
 
 async def _counted(res: Resources, shop: Shop, action: object) -> Counter[str]:
     await shop.settled()
-    before = await _calls(res)
+    before = await redis_calls(res)
     await action  # type: ignore[misc]
     await shop.settled()
-    after = await _calls(res)
+    after = await redis_calls(res)
     return Counter({k: after[k] - before[k] for k in after if after[k] > before[k]})
 
 

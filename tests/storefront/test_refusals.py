@@ -12,7 +12,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
-from redis.asyncio.cluster import RedisCluster
 
 from core.resources import Resources
 from storefront import Shop
@@ -22,22 +21,14 @@ from storefront.buy.idempotency import idempotency_digest
 from storefront.buy.refusals import GateState, Snapshot
 from storefront.buy.verdicts import LimitReached, NotActive, SoldOut
 from storefront.orders import expire_holds
-from tests.storefront.conftest import Auth, Buy, StartDrop, new_key, stock_truth
+from tests.storefront.conftest import Auth, Buy, StartDrop, new_key, redis_calls, stock_truth
 
 
 async def _gate_calls(res: Resources) -> int:
     """Script calls Redis has served so far (every buy attempt that reaches the gate is one),
     on every primary of a cluster."""
-    if isinstance(res.redis, RedisCluster):
-        replies = await res.redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        every = list(replies.values())
-    else:
-        every = [await res.redis.info("commandstats")]
-    return sum(
-        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
-        for stats in every
-        for name in ("evalsha", "eval")
-    )
+    calls = await redis_calls(res)
+    return calls["evalsha"] + calls["eval"]
 
 
 async def _expire(shop: Shop, order_id: str) -> None:
