@@ -102,8 +102,10 @@ class HubMetrics(Collector):
         if session.close_code is not None:
             label = str(session.close_code)
         else:
-            sent = session.protocol.close_sent
-            code = sent.code if sent is not None else session.protocol.close_code
+            protocol = session.protocol
+            assert protocol is not None  # counted only once the WebSocket opened
+            sent = protocol.close_sent
+            code = sent.code if sent is not None else protocol.close_code
             label = _PEER_CODES.get(code or ABNORMAL, "other")
         self.closed[label] += 1
 

@@ -1,9 +1,10 @@
 """The hub's WebSocket server, and `--workers N` processes sharing its port.
 
 Each connection is a `live.session.Session` (an `asyncio.Protocol` on the event loop's own TCP
-transport) driving the `websockets` library's sans-I/O `ServerProtocol`: the library does the
-handshake, reads and validates client frames (over `hub_max_frame_bytes` it closes with 1009),
-and runs the closing handshake; everything the hub sends is framed by `live.session`.
+transport): it answers the opening handshake (`live.handshake`), then drives the `websockets`
+library's sans-I/O `ServerProtocol`, which reads and validates client frames (over
+`hub_max_frame_bytes` it closes with 1009) and runs the closing handshake; everything the hub
+sends is framed by `live.session`.
 permessage-deflate stays off so one tick's frame is the same bytes for everyone. A plain
 `GET /metrics` on the hub's port is answered before any upgrade, with the process's Prometheus
 metrics.
@@ -22,15 +23,15 @@ import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
-from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.typing import Origin
 
 from core.metrics import CONTENT_TYPE, exposition
 from core.processes import configure_logging, event_loop_runner, run_processes
 from core.ratelimit import Limit, address_subject
 from core.resources import Resources, open_resources
 from core.settings import Settings
+from live.handshake import Request, response
 from live.hub import Hub
 from live.session import Session
 
@@ -38,6 +39,7 @@ log = logging.getLogger("livesell.hub")
 
 PATH = "/connection/websocket"
 METRICS_PATH = "/metrics"
+_PATH, _METRICS_PATH = PATH.encode(), METRICS_PATH.encode()
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 
@@ -53,8 +55,9 @@ class Listener:
     def __init__(self, hub: Hub, res: Resources) -> None:
         settings = res.settings
         self.hub = hub
-        self.origins: list[Origin | None] | None = (
-            [*(Origin(o) for o in settings.hub_origins), None] if settings.hub_origins else None
+        # the Origin headers allowed (None: none sent, as by native apps); None: any
+        self.origins: frozenset[str | None] | None = (
+            frozenset([*settings.hub_origins, None]) if settings.hub_origins else None
         )
         self.max_size = settings.hub_max_frame_bytes
         self.outbox_bytes = settings.hub_outbox_bytes
@@ -65,24 +68,23 @@ class Listener:
         self._limiter = res.limiter
 
     def new_protocol(self) -> ServerProtocol:
-        return ServerProtocol(origins=self.origins, max_size=self.max_size, logger=self.logger)
+        """The WebSocket protocol of a connection whose opening handshake succeeded."""
+        return ServerProtocol(state=State.OPEN, max_size=self.max_size, logger=self.logger)
 
     def session(self) -> Session:
         return Session(self)
 
-    def check(
-        self, session: Session, request: Request
-    ) -> Response | None | Awaitable[Response | None]:
+    def check(self, session: Session, request: Request) -> bytes | None | Awaitable[bytes | None]:
         """Answer `GET /metrics`; refuse handshakes on other paths (404) and connection floods
         from one address (429, counted in Redis: the only case that waits). None: go ahead."""
-        path = request.path.split("?", 1)[0]
-        if path == METRICS_PATH:
-            return _metrics_response(session.protocol)
-        if path != PATH:
-            return session.protocol.reject(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}\n")
+        path = request.path.split(b"?", 1)[0]
+        if path == _METRICS_PATH:
+            return response(HTTPStatus.OK, exposition(), content_type=CONTENT_TYPE)
+        if path != _PATH:
+            return response(HTTPStatus.NOT_FOUND, f"the hub serves {PATH}")
         peername = session.transport.get_extra_info("peername")
         peer = peername[0] if peername else None
-        forwarded = request.headers.get("X-Forwarded-For")
+        forwarded = request.header(b"x-forwarded-for")
         if forwarded and address_subject(peer) is None:
             # a local reverse proxy in front of the hub names the real client
             peer = forwarded.rsplit(",", 1)[-1].strip()
@@ -91,30 +93,21 @@ class Listener:
             return None  # loopback and unknown peers are not counted
         return self._counted(session, subject)
 
-    async def _counted(self, session: Session, subject: str) -> Response | None:
+    async def _counted(self, session: Session, subject: str) -> bytes | None:
         refused = await self._limiter.hit((self._limit, subject))
         if refused is None:
             return None
-        response = session.protocol.reject(
-            HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n"
+        return response(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "too many connections from this address",
+            ("Retry-After", str(refused.retry_after_s)),
         )
-        response.headers["Retry-After"] = str(refused.retry_after_s)
-        return response
 
 
 @functools.lru_cache(maxsize=4096)
 def _address_subject(peer: str | None) -> str | None:
     """`address_subject`, remembered: a join storm comes from few addresses."""
     return address_subject(peer)
-
-
-def _metrics_response(protocol: ServerProtocol) -> Response:
-    response = protocol.reject(HTTPStatus.OK, "")
-    response.body = exposition()
-    del response.headers["Content-Type"], response.headers["Content-Length"]
-    response.headers["Content-Type"] = CONTENT_TYPE
-    response.headers["Content-Length"] = str(len(response.body))
-    return response
 
 
 async def run_hub(

@@ -1,10 +1,11 @@
 """One viewer's connection: the WebSocket protocol on its transport, identity, subscriptions, and
 the only way bytes reach its socket.
 
-`Session` is the connection's `asyncio.Protocol`. The WebSocket protocol itself is the
-`websockets` library's sans-I/O `ServerProtocol`: it parses the opening handshake and every
-client frame (over `max_size` it closes with 1009), answers pings and runs the closing
-handshake; `Session` only moves bytes between it and the transport. Nothing runs per connection
+`Session` is the connection's `asyncio.Protocol`. It reads and answers the opening handshake
+(`live.handshake`); from then on the WebSocket protocol is the `websockets` library's sans-I/O
+`ServerProtocol`, created open: it parses every client frame (over `max_size` it closes with
+1009), answers pings and runs the closing handshake; `Session` only moves bytes between it and
+the transport. Nothing runs per connection
 while it idles: no task, no timer. A frame is handled at once when it needs no I/O (connect, a
 pong); a subscribe runs in a task that lives until the frames queued behind it are handled.
 
@@ -29,14 +30,16 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from core.auth import Principal
 from live.errors import SLOW, Disconnect
+from live.handshake import HandshakeError, Request, accept, response
 from live.metrics import HUB_METRICS, SENT
 
 if TYPE_CHECKING:
+    from websockets.server import ServerProtocol
+
     from live.feed import Feed
     from live.hub import Waiting
     from live.server import Listener
@@ -60,14 +63,12 @@ PING_FRAME = text_frame(b"{}")
 
 # enum members read once: on Python 3.11 every `_OPEN` goes through enum's descriptor
 _OPEN = State.OPEN
-_CONNECTING = State.CONNECTING
 _TEXT_FRAME, _BINARY_FRAME, _CONTINUATION, _CLOSE = (
     Opcode.TEXT,
     Opcode.BINARY,
     Opcode.CONT,
     Opcode.CLOSE,
 )
-_SWITCHING_PROTOCOLS = int(HTTPStatus.SWITCHING_PROTOCOLS)
 
 # A viewer cut off as slow still gets its close frame (3008) behind the data already queued, if
 # it reads again within this many seconds; one that does not is dropped without it.
@@ -86,6 +87,7 @@ class Session(asyncio.Protocol):
         "listener",
         "transport",
         "protocol",
+        "_request",
         "principal",
         "name",
         "connected",
@@ -107,7 +109,9 @@ class Session(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.transport: asyncio.WriteTransport = None  # type: ignore[assignment]
-        self.protocol = listener.new_protocol()
+        # the WebSocket protocol, once the opening handshake (read into `_request`) succeeded
+        self.protocol: ServerProtocol | None = None
+        self._request: Request | None = Request()
         self.principal: Principal | None = None
         self.name = ""  # the display name the token carries (`name` claim), if any
         self.connected = False
@@ -126,7 +130,7 @@ class Session(asyncio.Protocol):
 
     @property
     def client_id(self) -> str:
-        return str(self.protocol.id)
+        return str(self.protocol.id) if self.protocol is not None else ""
 
     @property
     def user_id(self) -> str:
@@ -140,22 +144,25 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
+        if protocol is None:
+            self._read_request(data)
+            return
         protocol.receive_data(data)
         events = protocol.events_received()
         self._write_pending()
         for event in events:
             if isinstance(event, Frame):
                 self._frame(event)
-            elif isinstance(event, Request):
-                self._request(event)
 
     def eof_received(self) -> bool | None:
-        self.protocol.receive_eof()
-        self._write_pending()
+        if self.protocol is not None:
+            self.protocol.receive_eof()
+            self._write_pending()
         return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED now
+        if self.protocol is not None:
+            self.protocol.receive_eof()  # idempotent: the protocol's state is CLOSED now
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -169,44 +176,66 @@ class Session(asyncio.Protocol):
 
     # --- the opening handshake ---
 
-    def _request(self, request: Request) -> None:
+    def _read_request(self, data: bytes) -> None:
+        request = self._request
+        if request is None:
+            return  # answered (and closing), or waiting for its check with reading paused
+        try:
+            if not request.feed(data):
+                return
+        except HandshakeError as refused:
+            self._request = None
+            self._refuse(refused.response)
+            return
+        self._request = None
         check = self.listener.check(self, request)
-        if isinstance(check, Response) or check is None:
+        if check is None or isinstance(check, bytes):
             self._respond(request, check)
             return
         # the check waits on Redis (a per-address limit): read nothing more meanwhile
         self.transport.pause_reading()  # type: ignore[attr-defined]
-        task = asyncio.get_running_loop().create_task(self._respond_after(request, check))
-        self._busy = task
+        self._busy = asyncio.get_running_loop().create_task(self._respond_after(request, check))
 
-    async def _respond_after(self, request: Request, check: Awaitable[Response | None]) -> None:
+    async def _respond_after(self, request: Request, check: Awaitable[bytes | None]) -> None:
         try:
-            response = await check
+            answer = await check
         except Exception:  # noqa: BLE001 - the client gets a 500, the log the details
             log.exception("hub handshake check failed")
-            response = self.protocol.reject(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "Failed to open a WebSocket connection.\n"
+            answer = response(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "Failed to open a WebSocket connection."
             )
         self._busy = None
-        if self.protocol.state is _CONNECTING:
-            self._respond(request, response)
-            if not self.transport.is_closing():
-                self.transport.resume_reading()  # type: ignore[attr-defined]
+        if self.transport.is_closing():
+            return  # dropped meanwhile (the hub stopped, or the handshake took too long)
+        self._respond(request, answer)
+        if self.protocol is not None:
+            self.transport.resume_reading()  # type: ignore[attr-defined]
 
-    def _respond(self, request: Request, response: Response | None) -> None:
-        protocol = self.protocol
-        if response is None:
-            response = protocol.accept(request)  # checks the Origin and the upgrade headers
-        if response.status_code == _SWITCHING_PROTOCOLS and not self.listener.serving:
-            response = protocol.reject(HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
-        protocol.send_response(response)
-        self._write_pending()
-        # The protocol's parser holds on to the request for the whole connection; its headers
-        # (a browser sends 1-3 KB) are not needed once answered.
-        request.headers.clear()
-        if protocol.state is _OPEN:
-            self.listener.hub.attach(self)
-            HUB_METRICS.connection_opened()
+    def _respond(self, request: Request, answer: bytes | None) -> None:
+        """Open the WebSocket, or answer `answer` (an HTTP response) and close."""
+        if answer is None:
+            try:
+                opening = accept(request, self.listener.origins)
+            except HandshakeError as refused:
+                answer = refused.response
+            else:
+                if self.listener.serving:
+                    self._open(opening, request.rest)
+                    return
+                answer = response(HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.")
+        self._refuse(answer)
+
+    def _refuse(self, answer: bytes) -> None:
+        self.transport.write(answer)
+        self.transport.close()  # once written
+
+    def _open(self, opening: bytes, rest: bytes) -> None:
+        self.transport.write(opening)
+        self.protocol = self.listener.new_protocol()
+        self.listener.hub.attach(self)
+        HUB_METRICS.connection_opened()
+        if rest:
+            self.data_received(rest)  # frames the client sent right behind its request
 
     # --- inbound frames ---
 
@@ -269,7 +298,7 @@ class Session(asyncio.Protocol):
     def write_frame(self, frame: bytes) -> None:
         if self.closing:
             return
-        if self.protocol.state is not _OPEN:
+        if self.protocol is None or self.protocol.state is not _OPEN:
             self.peer_closed()
             return
         if self.transport.get_write_buffer_size() > self.outbox_bytes:
@@ -279,9 +308,10 @@ class Session(asyncio.Protocol):
         SENT.add(1, len(frame))
 
     def _write_pending(self) -> None:
-        """Write what the protocol has to send (handshake response, pongs, close frames); arm
-        the close timeout when it expects the TCP connection to end."""
+        """Write what the protocol has to send (pongs, close frames); arm the close timeout
+        when it expects the TCP connection to end."""
         protocol = self.protocol
+        assert protocol is not None
         transport = self.transport
         for data in protocol.data_to_send():
             if data:
@@ -326,7 +356,7 @@ class Session(asyncio.Protocol):
         self.close_code = reason.code
         HUB_METRICS.disconnected(reason.code)
         self._stop()
-        if self.protocol.state is not _OPEN:
+        if self.protocol is None or self.protocol.state is not _OPEN:
             self.transport.abort()
         elif reason.code == SLOW.code and self.transport.get_write_buffer_size():
             task = asyncio.get_running_loop().create_task(self._close_when_drained(reason))
@@ -347,7 +377,7 @@ class Session(asyncio.Protocol):
         self.feeds.clear()
 
     def _send_close(self, reason: Disconnect) -> None:
-        if self.protocol.state is _OPEN:
+        if self.protocol is not None and self.protocol.state is _OPEN:
             self.protocol.send_close(reason.code, reason.reason)
             self._write_pending()
 
@@ -358,7 +388,7 @@ class Session(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + SLOW_CLOSE_PATIENCE_S
         while self.transport.get_write_buffer_size() and loop.time() < give_up_at:
-            if self.protocol.state is not _OPEN:
+            if self.protocol is None or self.protocol.state is not _OPEN:
                 return  # it closed meanwhile
             await asyncio.sleep(_DRAIN_POLL_S)
         if self.transport.get_write_buffer_size():
