@@ -5,7 +5,7 @@ uses) and checked here against §4.2.1; once answered with 101, the connection's
 the `websockets` library's sans-I/O `ServerProtocol`, created in its open state. The library's
 own handshake (its generator-based HTTP parser, header objects, `Date` and `Server` headers)
 costs about 43 µs per connection against 8 µs this way, in a join storm the biggest single part
-of a join (`docs/benchmarks.md`).
+of a join (`load_tests/README.md`).
 
 Every answer other than 101 closes the connection: 400 for a malformed or incomplete upgrade,
 403 for an Origin not allowed, 404 for another path, 405 for another method, 426 for a missing

@@ -5,9 +5,9 @@ the only way bytes reach its socket.
 (`live.handshake`); from then on the WebSocket protocol is the `websockets` library's sans-I/O
 `ServerProtocol`, created open: it parses every client frame (over `max_size` it closes with
 1009), answers pings and runs the closing handshake; `Session` only moves bytes between it and
-the transport. Nothing runs per connection
-while it idles: no task, no timer. A frame is handled at once when it needs no I/O (connect, a
-pong); a subscribe runs in a task that lives until the frames queued behind it are handled.
+the transport. Nothing runs per connection while it idles: no task, no timer. A frame is handled
+at once when it needs no I/O (connect, a pong); a subscribe runs in a task that lives until the
+frames queued behind it are handled.
 
 Frames are built here: server→client frames are unmasked and (with permessage-deflate off)
 identical for every viewer, so a room's tick is framed once and the same bytes are written to
