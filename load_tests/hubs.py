@@ -175,11 +175,14 @@ def make_sink(system: System, infra: Infra) -> publish.Sink:
 async def join(
     fleet: Fleet, server: Running, meter: ProcessMeter, infra: Infra, count: int
 ) -> dict:
+    viewers_meters = [ProcessMeter(pid) for pid in fleet.pids]
+    viewers_before = sum(m.cpu_seconds() for m in viewers_meters)
     cpu_before = meter.cpu_seconds()
     result = await fleet.connect(
         "127.0.0.1", server.port, server.system.dialect, infra.channel, count
     )
     cpu = meter.cpu_seconds() - cpu_before
+    viewer_cpu = sum(m.cpu_seconds() for m in viewers_meters) - viewers_before
     return {
         "viewers": count,
         "joined": result.joined,
@@ -188,6 +191,9 @@ async def join(
         "joins_per_s": round(result.per_s, 1),
         "joins_per_s_per_process": round(result.per_s / server.system.workers, 1),
         "server_cpu_us_per_join": round(cpu * 1e6 / result.joined, 1) if result.joined else None,
+        # the viewer processes' CPU over the storm's seconds: near 1.0 means they were the limit
+        "viewer_cpu_s": round(viewer_cpu, 3),
+        "server_cpu_s": round(cpu, 3),
         "errors": result.errors,
     }
 

@@ -178,7 +178,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             2000,
             most=False,
             note=f"{join['viewers']} viewers; server CPU {per_join} µs per join = {capacity} "
-            f"joins/s per busy core; {_hot(join)}",
+            f"joins/s per busy core; server CPU {join.get('server_cpu_s')} s, viewers' CPU "
+            f"{join.get('viewer_cpu_s')} s in {join['seconds']} s; {_hot(join)}",
         )
         check("join storm: none failed", join["failed"], 0, most=True)
     memory = ours.get("memory", {})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import resource
@@ -25,6 +26,8 @@ from typing import cast
 
 OFFSET = re.compile(rb'"offset": ?(\d+)')
 ZERO_MASK = b"\x00\x00\x00\x00"  # a legal client mask that leaves the payload as it is
+CONNECT_TIMEOUT_S = 10.0  # TCP connect
+JOIN_TIMEOUT_S = 20.0  # from connected to joined (upgrade and every join step)
 
 
 def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -143,7 +146,7 @@ class Viewer(asyncio.Protocol):
         if send is not None and self.transport is not None:
             self.transport.write(client_frame(send))
 
-    def _fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> None:
         if not self.done.done():
             self.done.set_result(False)
             self.counters.error(reason)
@@ -157,7 +160,7 @@ class Viewer(asyncio.Protocol):
                 self.buffer = buf
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
-                self._fail(buf[: buf.find(b"\r\n")].decode(errors="replace"))
+                self.fail(buf[: buf.find(b"\r\n")].decode(errors="replace"))
                 return
             self.upgraded = True
             buf = buf[end + 4 :]
@@ -185,7 +188,7 @@ class Viewer(asyncio.Protocol):
             elif opcode == 0x9 and self.transport is not None:
                 self.transport.write(client_frame(payload, 0xA))
             elif opcode == 0x8:
-                self._fail("close frame during join")
+                self.fail("close frame during join")
                 return
         self.buffer = buf[pos:] if pos < size else b""
 
@@ -199,7 +202,7 @@ class Viewer(asyncio.Protocol):
             if expect not in payload:
                 return
             if self.d.is_error(payload):
-                self._fail(payload[:120].decode(errors="replace"))
+                self.fail(payload[:120].decode(errors="replace"))
                 return
             self.step += 1
             if self.joined:
@@ -235,37 +238,40 @@ class ViewerProcess:
     async def connect(
         self, host: str, port: int, dialect_name: str, channel: str, count: int, parallel: int
     ) -> dict[str, object]:
+        """Open `count` viewers, `parallel` joins in flight: that many workers take the next
+        join when theirs is done, so a join costs one timer and no task of its own (the
+        fleet's CPU per join is what caps a storm's rate once the server is cheap)."""
         loop = asyncio.get_running_loop()
         d = dialect(dialect_name, channel)
-        gate = asyncio.Semaphore(parallel)
         before = self.counters.joined, self.counters.failed
         started = time.time()
+        address = f"{host}:{port}"
+        left = count
 
-        async def one() -> None:
-            async with gate:
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
                 sampled = self.opened % self.sample_every == 0
                 self.opened += 1
                 try:
-                    _, viewer = await asyncio.wait_for(
-                        loop.create_connection(
-                            lambda: Viewer(f"{host}:{port}", d, self.counters, sampled),
+                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                        _, viewer = await loop.create_connection(
+                            functools.partial(Viewer, address, d, self.counters, sampled),
                             host,
                             port,
-                        ),
-                        timeout=10,
-                    )
+                        )
                 except (OSError, TimeoutError) as exc:
                     self.counters.error(f"connect: {type(exc).__name__}")
-                    return
-                try:
-                    ok = await asyncio.wait_for(asyncio.shield(viewer.done), timeout=20)
-                except TimeoutError:
-                    viewer._fail("join timed out")
-                    return
-                if ok:
+                    continue
+                if not viewer.done.done():
+                    timer = loop.call_later(JOIN_TIMEOUT_S, viewer.fail, "join timed out")
+                    await viewer.done
+                    timer.cancel()
+                if viewer.done.result():
                     self.viewers.append(viewer)
 
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(worker() for _ in range(min(parallel, count))))
         return {
             "joined": self.counters.joined - before[0],
             "failed": self.counters.failed - before[1],
