@@ -4,6 +4,10 @@ Inbound, every frame holds one or more JSON commands separated by `\\n`. A comma
 method by the one field it carries (`{"id": 2, "subscribe": {...}}`); a command with no `id` and
 no method is the client's pong `{}`. Outbound, replies carry the command's `id`, pushes carry none.
 
+Every wire type is `gc=False`: a command or reply is built, encoded or read, and dropped, and
+never takes part in a reference cycle, so the collector need not track the thousands a join
+storm makes.
+
 Inbound types do not forbid unknown fields: the Centrifugo SDKs add optional fields over time
 (`flag`, `tf`, `delta`, ...) and a reference server ignores what it does not know; refusing them
 would disconnect every viewer on the next SDK release. Unknown *methods* are answered with 104.
@@ -30,7 +34,7 @@ from live.errors import (
 # --- client → server -------------------------------------------------------------------------
 
 
-class ConnectRequest(msgspec.Struct, omit_defaults=True):
+class ConnectRequest(msgspec.Struct, omit_defaults=True, gc=False):
     token: str = ""
     data: Any = None  # ignored: this hub has no connect proxy
     subs: Any = None  # server-side subscriptions: not offered
@@ -46,7 +50,7 @@ MAX_OFFSET = 2**64 - 1
 Offset = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class SubscribeRequest(msgspec.Struct, omit_defaults=True):
+class SubscribeRequest(msgspec.Struct, omit_defaults=True, gc=False):
     channel: str = ""
     token: str = ""
     recover: bool = False
@@ -64,15 +68,15 @@ class SubscribeRequest(msgspec.Struct, omit_defaults=True):
 FLAG_REJECT_UNRECOVERED = 2
 
 
-class UnsubscribeRequest(msgspec.Struct, omit_defaults=True):
+class UnsubscribeRequest(msgspec.Struct, omit_defaults=True, gc=False):
     channel: str = ""
 
 
-class RefreshRequest(msgspec.Struct, omit_defaults=True):
+class RefreshRequest(msgspec.Struct, omit_defaults=True, gc=False):
     token: str = ""
 
 
-class Command(msgspec.Struct, omit_defaults=True):
+class Command(msgspec.Struct, omit_defaults=True, gc=False):
     id: int = 0
     connect: ConnectRequest | None = None
     subscribe: SubscribeRequest | None = None
@@ -97,13 +101,13 @@ class Command(msgspec.Struct, omit_defaults=True):
 # --- server → client -------------------------------------------------------------------------
 
 
-class ErrorBody(msgspec.Struct, omit_defaults=True):
+class ErrorBody(msgspec.Struct, omit_defaults=True, gc=False):
     code: int
     message: str
     temporary: bool = False
 
 
-class ConnectResult(msgspec.Struct, omit_defaults=True):
+class ConnectResult(msgspec.Struct, omit_defaults=True, gc=False):
     client: str
     version: str
     ping: int
@@ -114,17 +118,17 @@ class ConnectResult(msgspec.Struct, omit_defaults=True):
     ttl: int = 0
 
 
-class RefreshResult(msgspec.Struct, omit_defaults=True):
+class RefreshResult(msgspec.Struct, omit_defaults=True, gc=False):
     expires: bool = False
     ttl: int = 0
 
 
-class Publication(msgspec.Struct, omit_defaults=True):
+class Publication(msgspec.Struct, omit_defaults=True, gc=False):
     data: msgspec.Raw
     offset: int = 0
 
 
-class SubscribeResult(msgspec.Struct, omit_defaults=True):
+class SubscribeResult(msgspec.Struct, omit_defaults=True, gc=False):
     recoverable: bool = False
     epoch: str = ""
     offset: int = 0
@@ -135,11 +139,11 @@ class SubscribeResult(msgspec.Struct, omit_defaults=True):
     data: msgspec.Raw | None = None
 
 
-class Empty(msgspec.Struct):
+class Empty(msgspec.Struct, gc=False):
     pass
 
 
-class Reply(msgspec.Struct, omit_defaults=True):
+class Reply(msgspec.Struct, omit_defaults=True, gc=False):
     id: int = 0
     error: ErrorBody | None = None
     connect: ConnectResult | None = None
@@ -149,25 +153,25 @@ class Reply(msgspec.Struct, omit_defaults=True):
     publish: Empty | None = None
 
 
-class UnsubscribePush(msgspec.Struct):
+class UnsubscribePush(msgspec.Struct, gc=False):
     code: int
     reason: str
 
 
-class DisconnectPush(msgspec.Struct):
+class DisconnectPush(msgspec.Struct, gc=False):
     code: int
     reason: str
     reconnect: bool
 
 
-class Push(msgspec.Struct, omit_defaults=True):
+class Push(msgspec.Struct, omit_defaults=True, gc=False):
     channel: str = ""
     pub: Publication | None = None
     unsubscribe: UnsubscribePush | None = None
     disconnect: DisconnectPush | None = None
 
 
-class PushMessage(msgspec.Struct):
+class PushMessage(msgspec.Struct, gc=False):
     push: Push
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -157,8 +158,20 @@ async def _serve_process(settings: Settings, reuse_port: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with open_resources(settings, pool_max=10) as res:
         await run_hub(
-            res, host=settings.host, port=settings.hub_port, stop=stop, reuse_port=reuse_port
+            res,
+            host=settings.host,
+            port=settings.hub_port,
+            stop=stop,
+            reuse_port=reuse_port,
+            on_listening=_freeze_startup_objects,
         )
+
+
+def _freeze_startup_objects(_: Hub) -> None:
+    """What starting the process made (modules, pools, scripts, the hub itself) lives as long
+    as the process: move it out of the collector's generations (`gc.freeze`), so a full
+    collection during a join storm walks the viewers' objects, not the whole program."""
+    gc.freeze()
 
 
 def _worker_main(settings: Settings, reuse_port: bool = True) -> None:
