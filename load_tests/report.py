@@ -172,12 +172,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if join:
         per_join = join.get("server_cpu_us_per_join")
         capacity = f"{1e6 / per_join:,.0f}" if per_join else "?"
+        storms = ", ".join(f"{r:,.0f}" for r in join.get("repeats_joins_per_s", []))
         check(
             "join storm ≥ 2,000 joins/s per process",
             join["joins_per_s_per_process"],
             2000,
             most=False,
-            note=f"{join['viewers']} viewers; server CPU {per_join} µs per join = {capacity} "
+            note=f"{join['viewers']} viewers, median of storms at {storms} joins/s; "
+            f"server CPU {per_join} µs per join = {capacity} "
             f"joins/s per busy core; server CPU {join.get('server_cpu_s')} s, viewers' CPU "
             f"{join.get('viewer_cpu_s')} s in {join['seconds']} s; {_hot(join)}",
         )
