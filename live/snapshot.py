@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -90,9 +90,10 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
 @dataclass
 class _Fetch:
     feed: Feed  # a feed closed and made again for the channel shares nothing with the old one
-    started: float
-    top: int
-    task: asyncio.Task[bytes]
+    # when its query began and the stream's top then; None while it waits for the one ahead
+    started: float | None = None
+    top: int = 0
+    task: asyncio.Task[bytes] = field(init=False)
 
 
 class SharedSnapshots:
@@ -116,13 +117,23 @@ class SharedSnapshots:
     @staticmethod
     def _valid(fetch: _Fetch | None, feed: Feed, position: int, read_at: float, now: float) -> bool:
         """Whether a subscribe at stream position `position` (read at `read_at`) may share
-        `fetch`: one read after the position (so it reflects every event up to it), or one no
-        publication has passed since; within the window either way."""
-        if fetch is None or fetch.feed is not feed or now - fetch.started >= SNAPSHOT_TTL_S:
+        `fetch`: one whose query has not begun, or began after the position was read (so it
+        reflects every event up to it), or that no publication has passed since; a finished
+        one only within its window.
+
+        A fetch in flight has no age limit: a query started now could not answer sooner, and on
+        a loaded node a query can outlast the window; one started per window would pile
+        queries up, each slower than the last, while joiners wait on all of them."""
+        if fetch is None or fetch.feed is not feed:
             return False
-        if fetch.task.done() and fetch.task.exception() is not None:
+        started = fetch.started
+        if started is None:
+            return True
+        if fetch.task.done() and (
+            fetch.task.exception() is not None or now - started >= SNAPSHOT_TTL_S
+        ):
             return False
-        return fetch.started >= read_at or (position <= fetch.top == feed.top)
+        return started >= read_at or (position <= fetch.top == feed.top)
 
     def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
         """The snapshot bytes when a finished fetch can be shared: no await, no query."""
@@ -131,8 +142,9 @@ class SharedSnapshots:
         if ready is None or not self._valid(ready, feed, position, read_at, now):
             return None
         latest = self._started.get(feed.channel)
+        assert ready.started is not None  # finished
         if now - ready.started >= SNAPSHOT_TTL_S / 2 and (latest is None or latest.task.done()):
-            self._start(feed, now)  # the next window's, ahead of time
+            self._start(feed)  # the next window's, ahead of time
         return ready.task.result()
 
     async def fetch(self, feed: Feed, position: int, read_at: float) -> bytes:
@@ -140,13 +152,19 @@ class SharedSnapshots:
         now = asyncio.get_running_loop().time()
         fetch = self._started.get(feed.channel)
         if fetch is None or not self._valid(fetch, feed, position, read_at, now):
-            fetch = self._start(feed, now)
+            fetch = self._start(feed)
         return await asyncio.shield(fetch.task)
 
-    def _start(self, feed: Feed, now: float) -> _Fetch:
+    def _start(self, feed: Feed) -> _Fetch:
+        """A fetch for `feed`; its query begins once the one in flight (if any) is done, so a
+        room has one query at a time and at most one waiting, whatever the joiners."""
         assert feed.room_id is not None
-        task = asyncio.create_task(self._query(feed))
-        fetch = _Fetch(feed=feed, started=now, top=feed.top, task=task)
+        ahead = self._started.get(feed.channel)
+        behind = None
+        if ahead is not None and ahead.feed is feed and not ahead.task.done():
+            behind = ahead.task
+        fetch = _Fetch(feed=feed)
+        fetch.task = asyncio.create_task(self._query(fetch, behind))
         self._started[feed.channel] = fetch
         fetch.task.add_done_callback(lambda _: self._done(feed.channel, fetch))
         return fetch
@@ -158,10 +176,18 @@ class SharedSnapshots:
         if latest is None or latest.feed is not fetch.feed:
             return  # the channel was forgotten meanwhile
         ready = self._ready.get(channel)
-        if ready is None or ready.feed is not fetch.feed or ready.started < fetch.started:
+        if (
+            ready is None
+            or ready.feed is not fetch.feed
+            or (ready.started or 0.0) < (fetch.started or 0.0)
+        ):
             self._ready[channel] = fetch
 
-    async def _query(self, feed: Feed) -> bytes:
+    async def _query(self, fetch: _Fetch, behind: asyncio.Task[bytes] | None) -> bytes:
+        if behind is not None:
+            await asyncio.wait([behind])  # its outcome is for the subscribes that awaited it
+        feed = fetch.feed
+        fetch.started, fetch.top = asyncio.get_running_loop().time(), feed.top
         room_id = int(feed.room_id or 0)
         async with self._pool.acquire() as conn:
             snapshot = await room_snapshot(conn, room_id, self._viewers_of(str(room_id)))
