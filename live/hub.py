@@ -83,6 +83,9 @@ MAX_CHANNELS_PER_SESSION = 16
 COMMANDS_PER_S = 20.0  # sustained rate per connection
 COMMAND_BURST = 40.0  # bucket size; a client this far past empty is flooding and is dropped
 REDIS_READS_IN_FLIGHT = 64  # concurrent history reads (a mass reconnect must not exhaust the pool)
+# the coalesce key `viewers.changed` publications carry
+_VIEWERS_CHANGED = ViewersChanged(room_id="", viewers=0).coalesce_key().encode()
+_decode_viewers_changed = msgspec.json.Decoder(ViewersChanged).decode
 
 
 # a command waiting on I/O: (command, its coroutine, the frame's commands, the index after it)
@@ -568,6 +571,18 @@ class Hub:
             log.warning("malformed publication on %r ignored", key)
             return
         feed.deliver(offset, epoch.decode(), coalesce_key, data)
+        if coalesce_key == _VIEWERS_CHANGED and feed.room_id is not None:
+            self._count_in_snapshot(feed, offset, data)
+
+    def _count_in_snapshot(self, feed: Feed, offset: int, data: bytes) -> None:
+        if feed.known_position() != offset:
+            return  # a duplicate, or a feed that cannot vouch for its position
+        try:
+            event = _decode_viewers_changed(data)
+        except msgspec.MsgspecError:
+            log.warning("malformed viewers.changed on %s ignored", feed.channel)
+            return
+        self._snapshots.counted(feed, offset, event.viewers)
 
     def _on_control(self, message: bytes) -> None:
         """A moderation decision every node acts on: a ban ends the user's chat subscription."""

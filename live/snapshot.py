@@ -90,10 +90,12 @@ async def room_snapshot(conn: Conn, room_id: int, viewers: int) -> RoomSnapshot 
 @dataclass
 class _Fetch:
     feed: Feed  # a feed closed and made again for the channel shares nothing with the old one
-    # when its query began and the stream's top then; None while it waits for the one ahead
+    # when its query began and the stream position the feed vouched for then (0: none); None
+    # while it waits for the one ahead
     started: float | None = None
     top: int = 0
-    task: asyncio.Task[bytes] = field(init=False)
+    snapshot: RoomSnapshot | None = None  # decoded, once the query answered
+    task: asyncio.Future[bytes] = field(init=False)
 
 
 class SharedSnapshots:
@@ -109,10 +111,38 @@ class SharedSnapshots:
         self._viewers_of = viewers_of
         self._started: dict[str, _Fetch] = {}  # the latest fetch started, maybe in flight
         self._ready: dict[str, _Fetch] = {}  # the latest fetch that succeeded
+        # the latest `viewers.changed` of each channel: its feed, offset and count
+        self._counts: dict[str, tuple[Feed, int, int]] = {}
 
     def forget(self, channel: str) -> None:
         self._started.pop(channel, None)
         self._ready.pop(channel, None)
+        self._counts.pop(channel, None)
+
+    def counted(self, feed: Feed, offset: int, viewers: int) -> None:
+        """`feed` received `viewers.changed` (`viewers`) at `offset`. A snapshot no other
+        publication has passed takes the count and stays valid at `offset`, without a query:
+        the room's count changes about once a second while a storm joins it, and each change
+        would otherwise send every joiner to wait for a query."""
+        self._counts[feed.channel] = (feed, offset, viewers)
+        ready = self._ready.get(feed.channel)
+        if ready is not None:
+            self._ready[feed.channel] = self._with_count(ready)
+
+    def _with_count(self, fetch: _Fetch) -> _Fetch:
+        """`fetch` with the channel's latest count when that count is the only publication
+        after it (the same fetch otherwise)."""
+        count = self._counts.get(fetch.feed.channel)
+        if count is None or fetch.snapshot is None:
+            return fetch
+        feed, offset, viewers = count
+        if feed is not fetch.feed or fetch.top != offset - 1:
+            return fetch
+        snapshot = msgspec.structs.replace(fetch.snapshot, viewers=viewers)
+        counted = _Fetch(feed=feed, started=fetch.started, top=offset, snapshot=snapshot)
+        counted.task = asyncio.get_running_loop().create_future()
+        counted.task.set_result(encode(snapshot))
+        return counted
 
     @staticmethod
     def _valid(fetch: _Fetch | None, feed: Feed, position: int, read_at: float, now: float) -> bool:
@@ -133,7 +163,7 @@ class SharedSnapshots:
             fetch.task.exception() is not None or now - started >= SNAPSHOT_TTL_S
         ):
             return False
-        return started >= read_at or (position <= fetch.top == feed.top)
+        return started >= read_at or (position <= fetch.top == feed.known_position())
 
     def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
         """The snapshot bytes when a finished fetch can be shared: no await, no query."""
@@ -175,6 +205,7 @@ class SharedSnapshots:
         latest = self._started.get(channel)
         if latest is None or latest.feed is not fetch.feed:
             return  # the channel was forgotten meanwhile
+        fetch = self._with_count(fetch)
         ready = self._ready.get(channel)
         if (
             ready is None
@@ -183,14 +214,16 @@ class SharedSnapshots:
         ):
             self._ready[channel] = fetch
 
-    async def _query(self, fetch: _Fetch, behind: asyncio.Task[bytes] | None) -> bytes:
+    async def _query(self, fetch: _Fetch, behind: asyncio.Future[bytes] | None) -> bytes:
         if behind is not None:
             await asyncio.wait([behind])  # its outcome is for the subscribes that awaited it
         feed = fetch.feed
-        fetch.started, fetch.top = asyncio.get_running_loop().time(), feed.top
+        fetch.started = asyncio.get_running_loop().time()
+        fetch.top = feed.known_position() or 0
         room_id = int(feed.room_id or 0)
         async with self._pool.acquire() as conn:
             snapshot = await room_snapshot(conn, room_id, self._viewers_of(str(room_id)))
         if snapshot is None:
             raise UnknownChannel(f"no room {room_id}")
+        fetch.snapshot = snapshot
         return encode(snapshot)
