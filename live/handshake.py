@@ -14,8 +14,8 @@ upgrade or another protocol version, 431 for an oversized head.
 
 from __future__ import annotations
 
-import base64
 import binascii
+import functools
 import hashlib
 from email.utils import formatdate
 from http import HTTPStatus
@@ -101,6 +101,13 @@ def _tokens(value: bytes | None) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",")] if value else []
 
 
+@functools.lru_cache(maxsize=64)
+def _asks_upgrade(connection: bytes | None, upgrade: bytes | None) -> bool:
+    """`Connection` lists upgrade and `Upgrade` is websocket (remembered: every client of a
+    kind sends the same two values)."""
+    return b"upgrade" in _tokens(connection) and _tokens(upgrade) == [b"websocket"]
+
+
 def accept(request: Request, origins: frozenset[str | None] | None) -> bytes:
     """The 101 response to a valid WebSocket upgrade request (RFC 6455 §4.2.1-2); raises
     `HandshakeError` with the answer to any other request."""
@@ -109,9 +116,7 @@ def accept(request: Request, origins: frozenset[str | None] | None) -> bytes:
     if request.http_version != "1.1":
         raise HandshakeError(HTTPStatus.BAD_REQUEST, "HTTP/1.1 required")
     headers = request.headers
-    if b"upgrade" not in _tokens(headers.get(b"connection")) or _tokens(
-        headers.get(b"upgrade")
-    ) != [b"websocket"]:
+    if not _asks_upgrade(headers.get(b"connection"), headers.get(b"upgrade")):
         raise HandshakeError(
             HTTPStatus.UPGRADE_REQUIRED,
             "a WebSocket upgrade is required",
@@ -125,7 +130,7 @@ def accept(request: Request, origins: frozenset[str | None] | None) -> bytes:
         )
     key = headers.get(b"sec-websocket-key", b"")
     try:
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
+        valid_key = len(binascii.a2b_base64(key, strict_mode=True)) == 16
     except binascii.Error:
         valid_key = False
     if not valid_key:
@@ -135,7 +140,7 @@ def accept(request: Request, origins: frozenset[str | None] | None) -> bytes:
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: "
-        + base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        + binascii.b2a_base64(hashlib.sha1(key + _GUID).digest(), newline=False)
         + b"\r\n\r\n"
     )
 

@@ -213,7 +213,7 @@ class Hub:
         A command that waits on Redis or PostgreSQL (subscribe, publish) is returned with the
         commands after it, for `finish`; None when the frame was handled whole."""
         try:
-            commands = list(decode_commands(frame))
+            commands = decode_commands(frame)
         except HubBadRequest:
             session.disconnect(BAD_REQUEST)
             return None

@@ -15,7 +15,6 @@ would disconnect every viewer on the next SDK release. Unknown *methods* are ans
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -185,19 +184,20 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
-def decode_commands(frame: bytes | str) -> Iterator[Command]:
-    """Every command in a frame; a line that is not a command raises HubBadRequest."""
+def decode_commands(frame: bytes | str) -> list[Command]:
+    """Every command in a frame, in order; a line that is not a command raises HubBadRequest."""
     lines = frame.split("\n") if isinstance(frame, str) else frame.split(b"\n")
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            command = _decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise HubBadRequest(str(exc)) from None
-        if command.subscribe is not None and command.subscribe.offset > MAX_OFFSET:
-            raise HubBadRequest("offset out of range")
-        yield command
+    return [_decode(line) for line in lines if line.strip()]
+
+
+def _decode(line: bytes | str) -> Command:
+    try:
+        command = _decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise HubBadRequest(str(exc)) from None
+    if command.subscribe is not None and command.subscribe.offset > MAX_OFFSET:
+        raise HubBadRequest("offset out of range")
+    return command
 
 
 def subscribe_reply(command_id: int, result: bytes) -> bytes:

@@ -78,7 +78,7 @@ class Listener:
     def check(self, session: Session, request: Request) -> bytes | None | Awaitable[bytes | None]:
         """Answer `GET /metrics`; refuse handshakes on other paths (404) and connection floods
         from one address (429, counted in Redis: the only case that waits). None: go ahead."""
-        path = request.path.split(b"?", 1)[0]
+        path = request.path.partition(b"?")[0]
         if path == _METRICS_PATH:
             return response(HTTPStatus.OK, exposition(), content_type=CONTENT_TYPE)
         if path != _PATH:
