@@ -16,7 +16,7 @@ import pytest
 
 from core.events import Event
 from core.settings import Settings
-from load_tests import charts, hubs, publish, report, systems
+from load_tests import charts, hubs, join_path, publish, report, systems
 from load_tests.fleet import Stats
 from load_tests.viewers import Counters, Viewer, ViewerProcess, dialect
 
@@ -155,6 +155,26 @@ async def test_harness_produces_a_complete_record(settings: Settings, tmp_path: 
     pictures = charts.draw_all(results, tmp_path, "smoke")
     assert len(pictures) == 3
     assert all(p.stat().st_size > 10_000 for p in pictures)
+
+
+@pytest.mark.timeout(60)
+async def test_join_path_times_each_step_of_joins_that_were_all_answered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert settings.redis_url and settings.database_url
+    infra = systems.Infra(
+        root=tmp_path, redis_url=settings.redis_url, database_url=settings.database_url
+    )
+    infra.room_id = await systems._seed_room(infra)
+    lines: list[str] = []
+    rounds = await join_path.measure_on(infra, 40, 2, lines.append)  # raises if one is unanswered
+    assert [r.viewers for r in rounds] == [40, 40]
+    for r in rounds:
+        assert set(r.step_ns) == set(join_path.STEPS)
+        assert all(ns > 0 for ns in r.step_ns.values())
+        assert 0 <= r.waited <= 40
+        assert r.total_us == pytest.approx(sum(r.step_ns.values()) / 40 / 1000)
+    assert [line.split()[0] for line in lines] == ["1", "2"]
 
 
 LOAD_TESTS = sorted(
