@@ -29,6 +29,7 @@ from live.chat import (
     ChatFeed,
     decode_control,
 )
+from live.collector import QuietCollector
 from live.errors import (
     BAD_REQUEST,
     EXPIRED,
@@ -139,6 +140,8 @@ class Hub:
         self._flush_s = self.settings.hub_flush_ms / 1000
         # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
         self.expiries = Expiries()
+        # what closed connections leave, freed while the hub is quiet
+        self.collector = QuietCollector()
         HUB_METRICS.watch(self)
 
     # --- lifecycle ---
@@ -188,6 +191,7 @@ class Hub:
     def opened(self, session: Session) -> None:
         """A TCP connection arrived: it must say connect within `connect_timeout_s`."""
         self._unconnected[session] = asyncio.get_running_loop().time() + self.connect_timeout_s
+        self.collector.opened += 1
 
     def attach(self, session: Session) -> None:
         """Its WebSocket handshake succeeded."""
@@ -197,6 +201,7 @@ class Hub:
         """Its connection ended."""
         self.sessions.discard(session)
         self._unconnected.pop(session, None)
+        self.collector.closed += 1
         self.expiries.discard(session)
         for bucket in self._buckets:
             bucket.discard(session)
@@ -631,7 +636,8 @@ class Hub:
     async def _heartbeat(self) -> None:
         """Each second, ping one bucket of sessions; a session that left the previous ping
         unanswered is disconnected (3012 no pong). Sessions whose token expired unrefreshed
-        are disconnected too (3005)."""
+        are disconnected too (3005). In a quiet second after many connections closed, their
+        garbage is collected (`live.collector`)."""
         tick = 0
         while True:
             await asyncio.sleep(1)
@@ -645,6 +651,9 @@ class Hub:
                 else:
                     session.awaiting_pong = True
                     session.write_frame(PING_FRAME)
+            collected_s = self.collector.tick(len(self.sessions))
+            if collected_s is not None:
+                HUB_METRICS.collected(collected_s)
 
     def _close_unconnected(self) -> None:
         """Close the connections that did not say connect in time: 3502 once the WebSocket is

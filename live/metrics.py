@@ -16,6 +16,8 @@ read from the running hubs when scraped.
     livesell_hub_slow_disconnects_total          counter    viewers cut off as slow (3008)
     livesell_hub_expired_disconnects_total       counter    tokens run out unrefreshed (3005)
     livesell_hub_flush_seconds                   histogram  one channel's flush tick
+    livesell_hub_quiet_collections_total         counter    closed connections' garbage freed
+    livesell_hub_quiet_collection_seconds_total  counter    the time those collections took
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class HubMetrics(Collector):
         self.opened = 0
         self.closed: Counter[str] = Counter()
         self.disconnects: Counter[int] = Counter()  # the hub's own close decisions, by code
+        self.collections = 0  # `live.collector`'s, and the seconds they took
+        self.collection_s = 0.0
         self.flush = LoopHistogram(
             "livesell_hub_flush_seconds",
             "one channel's flush tick: joining its queued pushes into a frame and writing it"
@@ -91,6 +95,10 @@ class HubMetrics(Collector):
 
     def connection_opened(self) -> None:
         self.opened += 1
+
+    def collected(self, seconds: float) -> None:
+        self.collections += 1
+        self.collection_s += seconds
 
     def disconnected(self, code: int) -> None:
         self.disconnects[code] += 1
@@ -167,6 +175,17 @@ class HubMetrics(Collector):
             "livesell_hub_expired_disconnects",
             f"sessions closed because their token expired unrefreshed ({EXPIRED.code})",
             value=self.disconnects[EXPIRED.code],
+        )
+        yield CounterMetricFamily(
+            "livesell_hub_quiet_collections",
+            "full garbage collections the hub ran in a quiet second to free what closed"
+            " connections left",
+            value=self.collections,
+        )
+        yield CounterMetricFamily(
+            "livesell_hub_quiet_collection_seconds",
+            "seconds those collections held the event loop",
+            value=self.collection_s,
         )
         yield from self.flush.collect()
 
