@@ -8,12 +8,12 @@ collector makes that pass when allocations pile up again, which in a hub means d
 join storm: 10,000 viewers closed together left about 115,000 objects, freed by a 43–50 ms
 collection in the middle of the next 10,000-viewer storm (`load_tests/README.md`).
 
-So the hub collects them itself, from its heartbeat, in a second in which few connections
-opened, once enough have closed since the last time: their memory comes back within a second
-or two of a room emptying, and the next storm does not pay for it. Like CPython's own full
-collections (which wait for a quarter of the old objects to be new), it waits for a quarter of
-the open connections to have closed, so the pass, which walks everything alive, costs a bounded
-amount per closed connection. While joins keep coming the collector runs as it always does.
+So the hub collects them itself, once enough have closed, as soon as a quarter second passes
+in which few connections opened or closed: their memory comes back right after a room empties,
+and the next storm does not pay for it. Like CPython's own full collections (which wait for a
+quarter of the old objects to be new), it waits for a quarter of the open connections to have
+closed, so the pass, which walks everything alive, costs a bounded amount per closed
+connection. While connections keep coming or going, the collector runs as it always does.
 """
 
 from __future__ import annotations
@@ -21,28 +21,37 @@ from __future__ import annotations
 import gc
 import time
 
+CHECK_EVERY_S = 0.25
+# connections opened, or closed, within one check below which the hub is quiet (100 a second)
+QUIET = 25
 MIN_CLOSED = 1_000
-QUIET_OPENED = 100  # connections opened in the last second below which the hub is quiet
 
 
 class QuietCollector:
-    """Counts connections opened and closed; `tick`, once a second, collects when due."""
+    """Counts connections opened and closed; `check`, every `CHECK_EVERY_S`, collects when
+    due."""
 
-    __slots__ = ("min_closed", "quiet_opened", "opened", "closed")
+    __slots__ = ("min_closed", "quiet", "opened", "closed", "_closed_at_check")
 
-    def __init__(self, *, min_closed: int = MIN_CLOSED, quiet_opened: int = QUIET_OPENED) -> None:
+    def __init__(self, *, min_closed: int = MIN_CLOSED, quiet: int = QUIET) -> None:
         self.min_closed = min_closed
-        self.quiet_opened = quiet_opened
-        self.opened = 0  # since the last tick
+        self.quiet = quiet
+        self.opened = 0  # since the last check
         self.closed = 0  # since the last collection
+        self._closed_at_check = 0
 
-    def tick(self, open_connections: int) -> float | None:
-        """Collect now if enough connections closed since the last collection and few opened
-        since the last tick; the seconds it took, or None when it did not run."""
+    def check(self, open_connections: int) -> float | None:
+        """Collect now if enough connections closed since the last collection and the hub was
+        quiet since the last check; the seconds it took, or None when it did not run."""
         opened, self.opened = self.opened, 0
-        if opened >= self.quiet_opened or self.closed < max(self.min_closed, open_connections // 4):
+        closing, self._closed_at_check = self.closed - self._closed_at_check, self.closed
+        if (
+            opened >= self.quiet
+            or closing >= self.quiet
+            or self.closed < max(self.min_closed, open_connections // 4)
+        ):
             return None
-        self.closed = 0
+        self.closed = self._closed_at_check = 0
         started = time.perf_counter()
         gc.collect()
         return time.perf_counter() - started

@@ -29,7 +29,7 @@ from live.chat import (
     ChatFeed,
     decode_control,
 )
-from live.collector import QuietCollector
+from live.collector import CHECK_EVERY_S, QuietCollector
 from live.errors import (
     BAD_REQUEST,
     EXPIRED,
@@ -151,6 +151,7 @@ class Hub:
         loops = [
             asyncio.create_task(self.link.run(), name="hub-pubsub"),
             asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
+            asyncio.create_task(self._collect_when_quiet(), name="hub-collector"),
             asyncio.create_task(
                 run_periodically("hub viewer counts", self._report_viewers, VIEWERS_INTERVAL_S),
                 name="hub-viewers",
@@ -636,8 +637,7 @@ class Hub:
     async def _heartbeat(self) -> None:
         """Each second, ping one bucket of sessions; a session that left the previous ping
         unanswered is disconnected (3012 no pong). Sessions whose token expired unrefreshed
-        are disconnected too (3005). In a quiet second after many connections closed, their
-        garbage is collected (`live.collector`)."""
+        are disconnected too (3005)."""
         tick = 0
         while True:
             await asyncio.sleep(1)
@@ -651,7 +651,12 @@ class Hub:
                 else:
                     session.awaiting_pong = True
                     session.write_frame(PING_FRAME)
-            collected_s = self.collector.tick(len(self.sessions))
+
+    async def _collect_when_quiet(self) -> None:
+        """Free what closed connections left once the hub is quiet (`live.collector`)."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            collected_s = self.collector.check(len(self.sessions))
             if collected_s is not None:
                 HUB_METRICS.collected(collected_s)
 

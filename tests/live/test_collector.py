@@ -1,6 +1,6 @@
 """What closed connections leave is freed while the hub is quiet (`live.collector`): their
-objects are a reference cycle only a full collection frees, and the hub runs one from its
-heartbeat instead of leaving it to the next join storm. The automatic collector is off in these
+objects are a reference cycle only a full collection frees, and the hub runs one in a quiet
+moment instead of leaving it to the next join storm. The automatic collector is off in these
 tests, so only the hub's own collection can free the cycles."""
 
 from __future__ import annotations
@@ -40,30 +40,31 @@ def _lost_connection() -> weakref.ref[ServerProtocol]:
 
 
 @pytest.mark.usefixtures("collector_off")
-def test_a_quiet_second_after_enough_closes_collects_their_cycles() -> None:
-    collector = QuietCollector(min_closed=3, quiet_opened=10)
+def test_a_quiet_moment_after_enough_closes_collects_their_cycles() -> None:
+    collector = QuietCollector(min_closed=30, quiet=10)
     lost = _lost_connection()
     assert lost() is not None  # a cycle: plain reference counting does not free it
 
-    collector.closed = 2
-    assert collector.tick(open_connections=0) is None  # too few closed
-    collector.closed = 3
+    collector.closed = 29
+    assert collector.check(open_connections=0) is None  # too few closed, and still closing
+    assert collector.check(open_connections=0) is None  # too few closed
+    collector.closed += 1
     collector.opened = 10
-    assert collector.tick(open_connections=0) is None  # a busy second: joins come first
-    assert collector.tick(open_connections=16) is None  # 3 closed is under a quarter of 16
+    assert collector.check(open_connections=0) is None  # a busy moment: joins come first
+    collector.closed += 10
+    assert collector.check(open_connections=0) is None  # so are leaves
+    assert collector.check(open_connections=200) is None  # 40 closed: under a quarter of 200
     assert lost() is not None
 
-    spent = collector.tick(open_connections=12)
+    spent = collector.check(open_connections=160)
     assert spent is not None and spent >= 0
     assert lost() is None
     assert collector.closed == 0
-    assert collector.tick(open_connections=0) is None  # nothing closed since
+    assert collector.check(open_connections=0) is None  # nothing closed since
 
 
 @pytest.mark.usefixtures("collector_off")
-async def test_the_hub_frees_closed_viewers_in_its_next_quiet_second(
-    hub: RunningHub, room: Room
-) -> None:
+async def test_the_hub_frees_closed_viewers_once_it_is_quiet(hub: RunningHub, room: Room) -> None:
     collector = hub.hub.collector
     collector.min_closed = 1_000_000  # not yet
     viewers: list[RawClient] = []
@@ -80,7 +81,7 @@ async def test_the_hub_frees_closed_viewers_in_its_next_quiet_second(
     async with asyncio.timeout(5):
         while hub.hub.sessions:
             await asyncio.sleep(0.05)
-    await asyncio.sleep(1.2)  # a heartbeat passed, and the closed sessions are still there
+    await asyncio.sleep(0.6)  # quiet checks passed, and the closed sessions are still there
     assert all(ref() is not None for ref in protocols)
 
     before = REGISTRY.get_sample_value("livesell_hub_quiet_collections_total") or 0.0
