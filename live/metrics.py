@@ -178,7 +178,7 @@ class HubMetrics(Collector):
         )
         yield CounterMetricFamily(
             "livesell_hub_quiet_collections",
-            "full garbage collections the hub ran in a quiet second to free what closed"
+            "full garbage collections the hub ran in a quiet moment to free what closed"
             " connections left",
             value=self.collections,
         )
