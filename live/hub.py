@@ -105,6 +105,9 @@ class Hub:
     ) -> None:
         self.res = res
         self.settings = res.settings
+        # the event loop the hub runs on, asked once: on Python 3.11 every
+        # `asyncio.get_running_loop()` is a getpid() system call, several per join
+        self.loop = asyncio.get_running_loop()
         self.node_id = node_id or uuid.uuid4().hex[:12]
         self.feeds: dict[str, Feed] = {}
         self._by_key: dict[bytes, Feed] = {}
@@ -131,7 +134,9 @@ class Hub:
             cluster=self.settings.redis_cluster,
         )
         self._redis_reads = asyncio.Semaphore(REDIS_READS_IN_FLIGHT)
-        self._snapshots = SharedSnapshots(res.pool, lambda room_id: self.totals.get(room_id, 0))
+        self._snapshots = SharedSnapshots(
+            res.pool, lambda room_id: self.totals.get(room_id, 0), clock=self.loop.time
+        )
         # plain subscribes' stream position reads in flight, by channel (done: None either way)
         self._position_reads: dict[str, asyncio.Future[None]] = {}
         # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
@@ -182,7 +187,7 @@ class Hub:
     async def all_closed(self) -> None:
         """Wait until every connection of the node has ended."""
         if self.sessions or self._unconnected:
-            self._closed = asyncio.get_running_loop().create_future()
+            self._closed = self.loop.create_future()
             await self._closed
 
     def abort_all(self) -> None:
@@ -191,7 +196,7 @@ class Hub:
 
     def opened(self, session: Session) -> None:
         """A TCP connection arrived: it must say connect within `connect_timeout_s`."""
-        self._unconnected[session] = asyncio.get_running_loop().time() + self.connect_timeout_s
+        self._unconnected[session] = self.loop.time() + self.connect_timeout_s
         self.collector.opened += 1
 
     def attach(self, session: Session) -> None:
@@ -240,7 +245,7 @@ class Hub:
             waiting = self._run(session, commands, index)
 
     def _run(self, session: Session, commands: list[Command], start: int) -> Waiting | None:
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         for index in range(start, len(commands)):
             command = commands[index]
             if session.closing:
@@ -312,7 +317,7 @@ class Hub:
         session.connected = True
         self._unconnected.pop(session, None)
         self.expiries.track(session, exp)
-        session.fill_bucket(COMMAND_BURST, asyncio.get_running_loop().time())
+        session.fill_bucket(COMMAND_BURST, self.loop.time())
         # a random bucket spreads pings (and the pong checks) evenly over the interval
         random.choice(self._buckets).add(session)
         return ConnectResult(
@@ -367,7 +372,7 @@ class Hub:
             return False
         data = None
         if feed.room_id is not None:
-            data = self._snapshots.shared(feed, position, asyncio.get_running_loop().time())
+            data = self._snapshots.shared(feed, position, self.loop.time())
             if data is None:
                 return False
         feed.join(session)
@@ -387,7 +392,7 @@ class Hub:
             self._drop_if_empty(feed)
             return
         feed.join(session)
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         try:
             if isinstance(feed, ChatFeed):
                 recover_from = (request.offset, request.epoch) if request.recover else None
@@ -432,7 +437,7 @@ class Hub:
         recover_from = (request.offset, request.epoch) if request.recover else None
         reading = None
         if recover_from is None and channel not in self._position_reads:
-            reading = asyncio.get_running_loop().create_future()
+            reading = self.loop.create_future()
             self._position_reads[channel] = reading
         try:
             async with self._redis_reads:
@@ -663,7 +668,7 @@ class Hub:
     def _close_unconnected(self) -> None:
         """Close the connections that did not say connect in time: 3502 once the WebSocket is
         open, the bare TCP connection while its handshake is still unfinished."""
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         unconnected = self._unconnected
         while unconnected:
             session = next(iter(unconnected))

@@ -194,7 +194,7 @@ class Session(asyncio.Protocol):
             return
         # the check waits on Redis (a per-address limit): read nothing more meanwhile
         self.transport.pause_reading()  # type: ignore[attr-defined]
-        self._busy = asyncio.get_running_loop().create_task(self._respond_after(request, check))
+        self._busy = self.listener.hub.loop.create_task(self._respond_after(request, check))
 
     async def _respond_after(self, request: Request, check: Awaitable[bytes | None]) -> None:
         try:
@@ -271,7 +271,7 @@ class Session(asyncio.Protocol):
             return
         waiting = self.listener.hub.receive(self, message)
         if waiting is not None:
-            self._busy = asyncio.get_running_loop().create_task(self._handle_queue(waiting))
+            self._busy = self.listener.hub.loop.create_task(self._handle_queue(waiting))
 
     async def _handle_queue(self, waiting: Waiting) -> None:
         """Finish the frame whose command waits on I/O, then the frames queued behind it."""
@@ -324,7 +324,7 @@ class Session(asyncio.Protocol):
             else:
                 transport.close()
         if protocol.close_expected() and self._close_timer is None:
-            self._close_timer = asyncio.get_running_loop().call_later(
+            self._close_timer = self.listener.hub.loop.call_later(
                 self.listener.close_timeout_s, transport.abort
             )
 

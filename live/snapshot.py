@@ -106,9 +106,17 @@ class SharedSnapshots:
     window old, so a storm's joiners find a finished, valid snapshot instead of waiting on a
     query each window."""
 
-    def __init__(self, pool: asyncpg.Pool, viewers_of: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        viewers_of: Callable[[str], int],
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._pool = pool
         self._viewers_of = viewers_of
+        # the event loop's clock (`loop.time`)
+        self._clock = clock or asyncio.get_running_loop().time
         self._started: dict[str, _Fetch] = {}  # the latest fetch started, maybe in flight
         self._ready: dict[str, _Fetch] = {}  # the latest fetch that succeeded
         # the latest `viewers.changed` of each channel: its feed, offset and count
@@ -167,7 +175,7 @@ class SharedSnapshots:
 
     def shared(self, feed: Feed, position: int, read_at: float) -> bytes | None:
         """The snapshot bytes when a finished fetch can be shared: no await, no query."""
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         ready = self._ready.get(feed.channel)
         if ready is None or not self._valid(ready, feed, position, read_at, now):
             return None
@@ -179,7 +187,7 @@ class SharedSnapshots:
 
     async def fetch(self, feed: Feed, position: int, read_at: float) -> bytes:
         """The snapshot for a subscribe reply; concurrent subscribes share one query."""
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         fetch = self._started.get(feed.channel)
         if fetch is None or not self._valid(fetch, feed, position, read_at, now):
             fetch = self._start(feed)
@@ -218,7 +226,7 @@ class SharedSnapshots:
         if behind is not None:
             await asyncio.wait([behind])  # its outcome is for the subscribes that awaited it
         feed = fetch.feed
-        fetch.started = asyncio.get_running_loop().time()
+        fetch.started = self._clock()
         fetch.top = feed.known_position() or 0
         room_id = int(feed.room_id or 0)
         async with self._pool.acquire() as conn:
