@@ -39,6 +39,18 @@ class ProcessMeter:
     def cpu_seconds(self) -> float:
         return sum(self.cpu_by_process().values())
 
+    def user_system_seconds(self) -> tuple[float, float]:
+        """CPU seconds in user space and in the kernel, over the tree (10 ms ticks)."""
+        user = system = 0.0
+        for proc in self.processes():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            user += times.user
+            system += times.system
+        return user, system
+
     def rss_bytes(self) -> int:
         total = 0
         for proc in self.processes():

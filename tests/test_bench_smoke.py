@@ -16,7 +16,7 @@ import pytest
 
 from core.events import Event
 from core.settings import Settings
-from load_tests import charts, hubs, join_path, publish, report, systems
+from load_tests import charts, hubs, join_costs, join_path, publish, report, systems
 from load_tests.fleet import Stats
 from load_tests.viewers import Counters, Viewer, ViewerProcess, dialect
 
@@ -175,6 +175,66 @@ async def test_join_path_times_each_step_of_joins_that_were_all_answered(
         assert 0 <= r.waited <= 40
         assert r.total_us == pytest.approx(sum(r.step_ns.values()) / 40 / 1000)
     assert [line.split()[0] for line in lines] == ["1", "2"]
+
+
+def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
+    perf_output = (
+        "# started on Sun Dec  6 23:11:32 2026\n\n"
+        "104035,,syscalls:sys_enter_write,3592200765,100.00,,\n"
+        "0,,syscalls:sys_enter_writev,3592200765,100.00,,\n"
+        "<not counted>,,syscalls:sys_enter_futex,0,0.00,,\n"
+        "688163,,raw_syscalls:sys_enter,3592200765,100.00,,\n"
+    )
+    counts = join_costs.parse_perf_stat(perf_output)
+    assert counts == {"write": 104_035, "writev": 0, "total": 688_163}
+    storm = join_costs.Storm
+    livesell = join_costs.Costs(
+        "livesell",
+        [storm(8_000, 100.0, 70.0, 30.0), storm(9_000, 90.0, 60.0, 30.0), storm(1, 500, 400, 100)],
+        joined=30_000,
+        calls=counts,
+    )
+    node = join_costs.Costs(
+        "node-ws",
+        [storm(10_000, 80.0, 56.0, 24.0)] * 3,
+        joined=30_000,
+        calls={"total": 402_672, "write": 30_541, "writev": 60_000},
+    )
+    floor = join_costs.Costs("uvloop-floor", [storm(12_000, 40.0, 20.0, 20.0)], joined=10_000)
+    floor.why_not_counted = "no perf command"
+    lines = join_costs.report([livesell, node, floor]).splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.strip()}
+    # the median storm's figures, each against Node's, then the failed joins
+    assert rows["livesell"] == [
+        "8,000",
+        "(0.80×)",
+        "100.0",
+        "(1.25×)",
+        "70.0",
+        "(1.25×)",
+        "30.0",
+        "(1.25×)",
+        "0",
+    ]
+    calls = {name: rows[name] for name in ("total", "write", "writev")}
+    assert calls["total"] == ["22.94", "13.42"]
+    assert calls["write"] == ["3.47", "1.02"]
+    assert calls["writev"] == ["0.00", "2.00"]
+    assert "uvloop-floor: system calls not counted (no perf command)" in lines
+
+
+@pytest.mark.timeout(120)
+async def test_join_costs_splits_a_real_storm() -> None:
+    results = await join_costs.run([systems.LIVESELL], 20, 2, lambda _: None)
+    (costs,) = results
+    assert costs.joined == 40 and costs.failed == 0
+    assert len(costs.storms) == 2
+    assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
+    if costs.calls is None:  # no perf here, or no leave to read tracepoints: it says why
+        assert costs.why_not_counted
+    else:
+        assert costs.calls["total"] > 0
+        assert costs.per_join("accept4") == pytest.approx(1.0)
 
 
 LOAD_TESTS = sorted(
