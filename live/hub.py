@@ -658,12 +658,16 @@ class Hub:
                     session.write_frame(PING_FRAME)
 
     async def _collect_when_quiet(self) -> None:
-        """Free what closed connections left once the hub is quiet (`live.collector`)."""
-        while True:
-            await asyncio.sleep(CHECK_EVERY_S)
-            collected_s = self.collector.check(len(self.sessions))
-            if collected_s is not None:
-                HUB_METRICS.collected(collected_s)
+        """Full garbage collections held back while connections open, made when the hub is
+        quiet (`live.collector`)."""
+        try:
+            while True:
+                await asyncio.sleep(CHECK_EVERY_S)
+                collected_s = self.collector.check(len(self.sessions))
+                if collected_s is not None:
+                    HUB_METRICS.collected(collected_s)
+        finally:
+            self.collector.release()
 
     def _close_unconnected(self) -> None:
         """Close the connections that did not say connect in time: 3502 once the WebSocket is

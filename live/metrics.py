@@ -16,7 +16,7 @@ read from the running hubs when scraped.
     livesell_hub_slow_disconnects_total          counter    viewers cut off as slow (3008)
     livesell_hub_expired_disconnects_total       counter    tokens run out unrefreshed (3005)
     livesell_hub_flush_seconds                   histogram  one channel's flush tick
-    livesell_hub_quiet_collections_total         counter    closed connections' garbage freed
+    livesell_hub_quiet_collections_total         counter    full collections the hub made itself
     livesell_hub_quiet_collection_seconds_total  counter    the time those collections took
 """
 
@@ -178,8 +178,8 @@ class HubMetrics(Collector):
         )
         yield CounterMetricFamily(
             "livesell_hub_quiet_collections",
-            "full garbage collections the hub ran in a quiet moment to free what closed"
-            " connections left",
+            "full garbage collections the hub made itself: in a quiet moment once enough"
+            " connections came or went, or after holding them back while connections kept opening",
             value=self.collections,
         )
         yield CounterMetricFamily(
