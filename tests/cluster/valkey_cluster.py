@@ -17,6 +17,7 @@ from core.embedded import free_port
 
 PRIMARIES = 3
 NODE_TIMEOUT_MS = 1500
+START_ATTEMPTS = 3  # a node that does not come up is started again on other ports
 
 
 def _binary(name: str) -> str:
@@ -98,7 +99,12 @@ class Node:
             except (OSError, ValueError):
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"valkey node on {self.port} did not start: see {self.dir}")
+        if pidfile.exists():  # started but not answering: not left behind
+            self.pid = int(pidfile.read_text().strip() or 0) or None
+            self.kill()
+        log = self.dir / "valkey.log"
+        said = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+        raise RuntimeError(f"valkey node on {self.port} did not start; its log ends:\n{said}")
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -131,7 +137,14 @@ class ValkeyCluster:
             Node(port=free_port(), dir=self.root / f"node{i}") for i in range(2 * PRIMARIES)
         ]
         for node in self.nodes:
-            node.start()
+            for attempt in range(START_ATTEMPTS):
+                try:
+                    node.start()
+                    break
+                except RuntimeError:
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
+                    node.port = free_port()  # another process may have taken the free port
         subprocess.run(
             [
                 _binary("valkey-cli"),
