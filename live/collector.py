@@ -56,7 +56,6 @@ class QuietCollector:
         "opened",
         "closed",
         "_churn",
-        "_closed_at_check",
         "_clock",
         "_deferred_at",
     )

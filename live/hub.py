@@ -145,7 +145,7 @@ class Hub:
         self._flush_s = self.settings.hub_flush_ms / 1000
         # sessions by their token's expiry; `expiries.close_delay_s` is the grace after `exp`
         self.expiries = Expiries()
-        # what closed connections leave, freed while the hub is quiet
+        # full garbage collections: held back during join storms, made when the hub is quiet
         self.collector = QuietCollector()
         HUB_METRICS.watch(self)
 

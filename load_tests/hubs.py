@@ -35,6 +35,7 @@ from load_tests.profile import sampled
 from load_tests.systems import ALL, BY_NAME, CLIENT_CPUS, LIVESELL, Infra, Running, System, serve
 
 Progress = Callable[[str], None]
+BETWEEN_STORMS_S = 1.0  # the server lets go of the last storm's viewers
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ async def bench_system(
                 for n in range(plan.join_repeats):
                     if n:
                         await fleet.trim(0)
-                        await asyncio.sleep(1.0)  # the server lets go of the last storm's
+                        await asyncio.sleep(BETWEEN_STORMS_S)
                     storms.append(await join(fleet, server, meter, infra, plan.join_viewers))
                     if n == 0:
                         await asyncio.sleep(1.0)

@@ -71,7 +71,6 @@ CALLS = (
 )
 TOTAL = "raw_syscalls:sys_enter"
 PERF_START_S = 0.5  # perf attaches to the running server before the first storm
-BETWEEN_STORMS_S = 1.0  # as in `load_tests.hubs`: the server lets go of the last storm's
 
 
 @dataclass
@@ -177,7 +176,7 @@ async def measure_system(
             for number in range(storms):
                 if number:
                     await fleet.trim(0)
-                    await asyncio.sleep(BETWEEN_STORMS_S)
+                    await asyncio.sleep(hubs.BETWEEN_STORMS_S)
                 user_before, system_before = meter.user_system_seconds()
                 storm = await hubs.join(fleet, server, meter, infra, viewers)
                 user_after, system_after = meter.user_system_seconds()
