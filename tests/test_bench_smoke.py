@@ -6,6 +6,7 @@ claims, so a broken viewer, driver or report fails `make test` instead of a benc
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 import time
@@ -18,7 +19,13 @@ from core.events import Event
 from core.settings import Settings
 from load_tests import charts, hubs, join_costs, join_path, publish, report, systems
 from load_tests.fleet import Stats
-from load_tests.viewers import Counters, Viewer, ViewerProcess, dialect
+from load_tests.viewers import (
+    Counters,
+    Viewer,
+    ViewerProcess,
+    dialect,
+    hold_back_full_collections,
+)
 
 
 class _Transport:
@@ -235,6 +242,33 @@ async def test_join_costs_splits_a_real_storm() -> None:
     else:
         assert costs.calls["total"] > 0
         assert costs.per_join("accept4") == pytest.approx(1.0)
+
+
+def _full_collections_while_keeping(objects: int) -> int:
+    """CPython's full collections while `objects` tracked objects are made and all kept."""
+    before = gc.get_stats()[2]["collections"]
+    kept = [[object()] for _ in range(objects)]
+    made = gc.get_stats()[2]["collections"] - before
+    del kept
+    return made
+
+
+def test_viewer_processes_make_no_full_collection_while_joining() -> None:
+    """A viewer process holds back CPython's full collections (they stalled storms); its young
+    collections go on."""
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()  # what pytest holds is not the viewers'
+    try:
+        assert _full_collections_while_keeping(200_000) > 0  # CPython's own, by default
+        hold_back_full_collections()
+        assert gc.get_threshold()[:2] == threshold[:2]
+        young = gc.get_stats()[0]["collections"]
+        assert _full_collections_while_keeping(200_000) == 0
+        assert gc.get_stats()[0]["collections"] > young
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 LOAD_TESTS = sorted(
