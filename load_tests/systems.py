@@ -23,7 +23,8 @@ from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SERVER_CPU = 0  # pinned runs: the server has core 0 to itself; viewers, driver, Valkey share 1
+# pinned runs: the server has core 0 to itself; viewers, driver, Valkey, PostgreSQL share 1
+SERVER_CPU = 0
 CLIENT_CPUS = [1]
 
 
@@ -120,7 +121,9 @@ class Infra:
 
 @contextlib.asynccontextmanager
 async def infrastructure(with_postgres: bool = True) -> AsyncIterator[Infra]:
-    """Start Valkey (pinned with the clients) and PostgreSQL; seed livesell's demo room."""
+    """Start Valkey and PostgreSQL (both pinned with the clients, off the server's core: the
+    hub's snapshot queries would otherwise run a backend beside the server under test), and
+    seed livesell's demo room."""
     root = Path(tempfile.mkdtemp(prefix="livesell-bench-"))
     valkey = EmbeddedValkey(root / "valkey", durable=False)
     pg = EmbeddedPostgres(root / "pg", durable=False)
@@ -128,6 +131,8 @@ async def infrastructure(with_postgres: bool = True) -> AsyncIterator[Infra]:
         redis_url = valkey.start()
         pin_pid_file(root / "valkey" / "valkey.pid", CLIENT_CPUS)
         database_url = pg.start() if with_postgres else ""
+        if with_postgres:
+            pin_process_tree(root / "pg" / "postmaster.pid", CLIENT_CPUS)
         infra = Infra(root=root, redis_url=redis_url, database_url=database_url)
         if with_postgres:
             infra.room_id = await _seed_room(infra)
@@ -152,8 +157,32 @@ async def _seed_room(infra: Infra) -> int:
 
 
 def pin_pid_file(path: Path, cpus: list[int]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        os.sched_setaffinity(int(path.read_text().strip()), cpus)
+    """Pin the process whose pid is the first line of `path`."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        os.sched_setaffinity(int(path.read_text().split()[0]), cpus)
+
+
+def pin_process_tree(path: Path, cpus: list[int]) -> None:
+    """Pin the process named in `path` and the processes it started (PostgreSQL's postmaster
+    and its background workers); processes it forks later inherit the pinning."""
+    pin_pid_file(path, cpus)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        parent = int(path.read_text().split()[0])
+        for child in children(parent):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(child, cpus)
+
+
+def children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc; none where there is no /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # the fields after the command name (which may hold spaces and parentheses)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -269,6 +273,35 @@ def test_viewer_processes_make_no_full_collection_while_joining() -> None:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs to pin to one of them",
+)
+def test_a_process_tree_is_pinned_with_its_children(tmp_path: Path) -> None:
+    """PostgreSQL is pinned off the server's core with the background processes it started."""
+    script = (
+        "import subprocess\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "print(child.pid, flush=True)\n"
+        "child.wait()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            pid_file = tmp_path / "postmaster.pid"
+            pid_file.write_text(f"{parent.pid}\n/some/data/dir\n")
+            one = [min(os.sched_getaffinity(0))]
+            assert os.sched_getaffinity(child) != set(one)
+            systems.pin_process_tree(pid_file, one)
+            assert os.sched_getaffinity(parent.pid) == set(one)
+            assert os.sched_getaffinity(child) == set(one)
+        finally:
+            os.kill(child, signal.SIGKILL)  # the parent reaps it and ends
 
 
 LOAD_TESTS = sorted(
