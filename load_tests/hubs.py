@@ -425,7 +425,9 @@ async def run(
     """Every hub dimension for `systems`; a system that fails is recorded with its error.
     Systems named in `profile` are sampled with py-spy during the join storm and the mix."""
     fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
-    # the driver publishes from this process: keep it off the server's core too
+    # the driver publishes from this process: keep it off the server's core too (until done:
+    # a caller such as the test suite goes on with the cores it had)
+    cpus = os.sched_getaffinity(0)
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, CLIENT_CPUS)
     results: dict = {"plan": asdict(plan), "systems": {}}
@@ -447,6 +449,8 @@ async def run(
             results["scaling"] = await bench_scaling(infra, fleet, plan, progress)
     finally:
         await fleet.close()
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
     return results
 
 
