@@ -139,6 +139,9 @@ class Hub:
         )
         # plain subscribes' stream position reads in flight, by channel (done: None either way)
         self._position_reads: dict[str, asyncio.Future[None]] = {}
+        # recovering subscribes' reads still waiting for their turn (`_redis_reads`), by channel
+        # and position: the next recoveries from the same position share them
+        self._queued_recoveries: dict[tuple[str, int, str], asyncio.Future[StreamState]] = {}
         # per channel: (position, epoch, snapshot bytes, the encoded plain subscribe result)
         self._plain_results: dict[str, tuple[int, str, bytes | None, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -434,20 +437,56 @@ class Hub:
         """The stream's position (and, recovering, what the subscriber missed) from Redis;
         plain subscribes arriving meanwhile wait for this read rather than make their own."""
         channel = feed.channel
-        recover_from = (request.offset, request.epoch) if request.recover else None
+        if request.recover:
+            return await self._read_recovery(feed, (request.offset, request.epoch))
         reading = None
-        if recover_from is None and channel not in self._position_reads:
+        if channel not in self._position_reads:
             reading = self.loop.create_future()
             self._position_reads[channel] = reading
         try:
             async with self._redis_reads:
-                state = await self._reader.state(channel, recover_from=recover_from)
+                state = await self._reader.state(channel)
             feed.note_read(state.top, state.epoch)
         finally:
             if reading is not None:
                 if self._position_reads.get(channel) is reading:
                     del self._position_reads[channel]
                 reading.set_result(None)
+        return state
+
+    async def _read_recovery(self, feed: Feed, since: tuple[int, str]) -> StreamState:
+        """What a subscriber at `since` missed, from Redis. After a node dies its viewers come
+        back from the same position at once: while a read from that position waits for its
+        turn, the next recoveries from it wait for that read instead of queueing their own. A
+        read already running is not shared: it may have read the stream before the newcomer
+        joined its feed, and what was published between the two would be neither read nor
+        held for it."""
+        key = (feed.channel, *since)
+        while (queued := self._queued_recoveries.get(key)) is not None:
+            try:
+                return await asyncio.shield(queued)
+            except asyncio.CancelledError:
+                if not queued.cancelled():
+                    raise  # this subscribe was cancelled, not the read
+                # the subscribe that queued the read was cancelled before its turn: read again
+        mine: asyncio.Future[StreamState] = self.loop.create_future()
+        self._queued_recoveries[key] = mine
+        try:
+            async with self._redis_reads:
+                if self._queued_recoveries.get(key) is mine:
+                    del self._queued_recoveries[key]  # running now: no one else may join it
+                state = await self._reader.state(feed.channel, recover_from=since)
+            feed.note_read(state.top, state.epoch)
+        except BaseException as exc:
+            if self._queued_recoveries.get(key) is mine:
+                del self._queued_recoveries[key]
+            if isinstance(exc, asyncio.CancelledError):
+                mine.cancel()
+            else:
+                mine.set_exception(exc)
+                mine.exception()  # retrieved here: those waiting on it may all have gone
+            raise
+        mine.set_result(state)
         return state
 
     def _subscribed(

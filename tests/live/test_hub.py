@@ -16,6 +16,8 @@ from core.auth import mint_token
 from core.events import Event, room_channel
 from core.resources import Resources
 from core.settings import Settings
+from live.history import StreamState
+from live.hub import REDIS_READS_IN_FLIGHT
 from tests.live.conftest import RawClient, Room, RunningHub, hub_resources, open_raw, start_hub
 
 Opener = Callable[..., Any]
@@ -152,6 +154,53 @@ async def test_recovery_returns_exactly_the_missed_publications(
     await _pin(client, room, 2)
     live = await again.publication()
     assert live["pub"]["offset"] > result["offset"] and live["pub"]["data"]["type"] == "card.pinned"
+
+
+async def test_recoveries_from_one_position_share_a_read_waiting_for_its_turn(
+    hub: RunningHub,
+    raw_client: Opener,
+    room: Room,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a node dies its viewers all recover from the same position at once: those queued
+    behind the hub's limit of Redis reads in flight share one read, and each gets it all."""
+    viewer: RawClient = await raw_client()
+    await viewer.connect()
+    position = (await viewer.subscribe(f"room:{room.id}"))["subscribe"]
+    await _pin(client, room, 0)
+    await _pin(client, room, 1)
+    pins = [(await viewer.publication())["pub"]["offset"] for _ in range(2)]
+
+    running = hub.hub
+    reads = 0
+    read = running._reader.state
+
+    async def counted(channel: str, **kwargs: Any) -> StreamState:
+        nonlocal reads
+        reads += 1
+        return await read(channel, **kwargs)
+
+    monkeypatch.setattr(running._reader, "state", counted)
+    feed = running.feeds[f"room:{room.id}"]
+    since = (position.get("offset", 0), position["epoch"])  # 0 is omitted, as every default
+    recoveries = REDIS_READS_IN_FLIGHT + 100
+    states = await asyncio.gather(*(running._read_recovery(feed, since) for _ in range(recoveries)))
+    # the first 64 read at once; the next queues its read and the 99 after it wait for that one
+    assert reads == REDIS_READS_IN_FLIGHT + 1
+    queued = states[REDIS_READS_IN_FLIGHT]
+    assert all(state is queued for state in states[REDIS_READS_IN_FLIGHT:])
+
+    def pinned(state: StreamState) -> list[int]:
+        assert state.missed is not None  # recovered
+        return [e.offset for e in state.missed if b"card.pinned" in e.data]
+
+    assert all(pinned(state) == pins for state in states)
+
+    # a read that has begun is not joined: with reads free, three recoveries make three
+    later = await asyncio.gather(*(running._read_recovery(feed, since) for _ in range(3)))
+    assert reads == REDIS_READS_IN_FLIGHT + 4
+    assert all(pinned(state) == pins for state in later)
 
 
 async def test_recovery_is_refused_not_partial(
