@@ -32,7 +32,17 @@ from load_tests import publish
 from load_tests.fleet import Fleet
 from load_tests.measure import ProcessMeter, cdf_points, cpu_delta, latency_summary
 from load_tests.profile import sampled
-from load_tests.systems import ALL, BY_NAME, CLIENT_CPUS, LIVESELL, Infra, Running, System, serve
+from load_tests.systems import (
+    ALL,
+    BY_NAME,
+    CLIENT_CPUS,
+    LIVESELL,
+    Infra,
+    Running,
+    System,
+    driver_off_server_core,
+    serve,
+)
 
 Progress = Callable[[str], None]
 BETWEEN_STORMS_S = 1.0  # the server lets go of the last storm's viewers
@@ -425,32 +435,27 @@ async def run(
     """Every hub dimension for `systems`; a system that fails is recorded with its error.
     Systems named in `profile` are sampled with py-spy during the join storm and the mix."""
     fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
-    # the driver publishes from this process: keep it off the server's core too (until done:
-    # a caller such as the test suite goes on with the cores it had)
-    cpus = os.sched_getaffinity(0)
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, CLIENT_CPUS)
     results: dict = {"plan": asdict(plan), "systems": {}}
-    try:
-        for system in systems:
-            try:
-                results["systems"][system.name] = await bench_system(
-                    system,
-                    infra,
-                    fleet,
-                    plan,
-                    progress,
-                    profile_dir if system.name in profile else None,
-                )
-            except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
-                progress(f"{system.name} failed: {exc!r}")
-                results["systems"][system.name] = {"system": system.name, "error": repr(exc)}
-        if scaling:
-            results["scaling"] = await bench_scaling(infra, fleet, plan, progress)
-    finally:
-        await fleet.close()
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, cpus)
+    # the driver publishes from this process: keep it off the server's core too
+    with driver_off_server_core():
+        try:
+            for system in systems:
+                try:
+                    results["systems"][system.name] = await bench_system(
+                        system,
+                        infra,
+                        fleet,
+                        plan,
+                        progress,
+                        profile_dir if system.name in profile else None,
+                    )
+                except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
+                    progress(f"{system.name} failed: {exc!r}")
+                    results["systems"][system.name] = {"system": system.name, "error": repr(exc)}
+            if scaling:
+                results["scaling"] = await bench_scaling(infra, fleet, plan, progress)
+        finally:
+            await fleet.close()
     return results
 
 

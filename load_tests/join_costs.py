@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import statistics
@@ -26,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from load_tests import hubs
@@ -39,6 +38,7 @@ from load_tests.systems import (
     NODE_WS,
     Infra,
     System,
+    driver_off_server_core,
     infrastructure,
     install_node_peers,
     livesell_hub_available,
@@ -205,20 +205,16 @@ async def run(
     results = []
     async with infrastructure() as infra:
         fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
-        cpus = os.sched_getaffinity(0)
-        with suppress(OSError):
-            os.sched_setaffinity(0, CLIENT_CPUS)  # the driver stays off the server's core
-        try:
-            for system in systems:
-                progress(f"{system.name}: {storms} storms of {viewers:,} viewers")
-                costs = await measure_system(system, infra, fleet, viewers, storms, events)
-                if not costs.why_not_counted and events and costs.calls is None:
-                    costs.why_not_counted = "perf counted none"
-                results.append(costs)
-        finally:
-            await fleet.close()
-            with suppress(OSError):
-                os.sched_setaffinity(0, cpus)
+        with driver_off_server_core():
+            try:
+                for system in systems:
+                    progress(f"{system.name}: {storms} storms of {viewers:,} viewers")
+                    costs = await measure_system(system, infra, fleet, viewers, storms, events)
+                    if not costs.why_not_counted and events and costs.calls is None:
+                        costs.why_not_counted = "perf counted none"
+                    results.append(costs)
+            finally:
+                await fleet.close()
     return results
 
 

@@ -165,12 +165,25 @@ def pin_pid_file(path: Path, cpus: list[int]) -> None:
 def pin_process_tree(path: Path, cpus: list[int]) -> None:
     """Pin the process named in `path` and the processes it started (PostgreSQL's postmaster
     and its background workers); processes it forks later inherit the pinning."""
-    pin_pid_file(path, cpus)
     with contextlib.suppress(OSError, ValueError, IndexError):
         parent = int(path.read_text().split()[0])
-        for child in children(parent):
+        for pid in (parent, *children(parent)):
             with contextlib.suppress(OSError):
-                os.sched_setaffinity(child, cpus)
+                os.sched_setaffinity(pid, cpus)
+
+
+@contextlib.contextmanager
+def driver_off_server_core() -> Iterator[None]:
+    """Run this process (the driver) on the clients' cores, and give it back the cores it had
+    afterwards (a caller such as the test suite goes on with them)."""
+    cpus = os.sched_getaffinity(0)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, CLIENT_CPUS)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
 
 
 def children(pid: int) -> list[int]:
