@@ -213,12 +213,17 @@ export function mountChat({ root, roomId, subscribe, publish, signedIn, moderate
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
+    // cleared now, so the next message can be typed while this one is sent (cleared on the
+    // reply, it would take whatever was typed meanwhile with it)
+    input.value = "";
     publish(channel, { text }).then(
       () => {
-        input.value = "";
         error.hidden = true;
       },
-      showError,
+      (err) => {
+        if (!input.value) input.value = text; // refused: back in the box, to send again
+        showError(err);
+      },
     );
   });
 
