@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Coroutine
@@ -212,8 +211,7 @@ class Hub:
         self._unconnected.pop(session, None)
         self.collector.closed += 1
         self.expiries.discard(session)
-        for bucket in self._buckets:
-            bucket.discard(session)
+        self._ping_bucket(session).discard(session)
         for feed in list(session.feeds.values()):
             feed.remove(session)
         closed = self._closed
@@ -321,8 +319,7 @@ class Hub:
         self._unconnected.pop(session, None)
         self.expiries.track(session, exp)
         session.fill_bucket(COMMAND_BURST, self.loop.time())
-        # a random bucket spreads pings (and the pong checks) evenly over the interval
-        random.choice(self._buckets).add(session)
+        self._ping_bucket(session).add(session)
         return ConnectResult(
             client=session.client_id,
             version=VERSION,
@@ -677,6 +674,12 @@ class Hub:
             feed.resume(state.top, state.epoch)
 
     # --- loops ---
+
+    def _ping_bucket(self, session: Session) -> set[Session]:
+        """The bucket of sessions pinged in the same second: by the session's hash (its
+        address), which spreads sessions evenly over the interval (pings and pong checks with
+        them) and finds a closed session's bucket without looking in the others."""
+        return self._buckets[hash(session) % len(self._buckets)]
 
     async def _heartbeat(self) -> None:
         """Each second, ping one bucket of sessions; a session that left the previous ping
