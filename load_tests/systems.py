@@ -129,7 +129,7 @@ async def infrastructure(with_postgres: bool = True) -> AsyncIterator[Infra]:
     pg = EmbeddedPostgres(root / "pg", durable=False)
     try:
         redis_url = valkey.start()
-        pin_pid_file(root / "valkey" / "valkey.pid", CLIENT_CPUS)
+        pin_process_tree(root / "valkey" / "valkey.pid", CLIENT_CPUS)
         database_url = pg.start() if with_postgres else ""
         if with_postgres:
             pin_process_tree(root / "pg" / "postmaster.pid", CLIENT_CPUS)
@@ -156,15 +156,10 @@ async def _seed_room(infra: Infra) -> int:
         return (await seed(res)).room_id
 
 
-def pin_pid_file(path: Path, cpus: list[int]) -> None:
-    """Pin the process whose pid is the first line of `path`."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        os.sched_setaffinity(int(path.read_text().split()[0]), cpus)
-
-
 def pin_process_tree(path: Path, cpus: list[int]) -> None:
-    """Pin the process named in `path` and the processes it started (PostgreSQL's postmaster
-    and its background workers); processes it forks later inherit the pinning."""
+    """Pin the process whose pid is the first line of `path` and the processes it started
+    (PostgreSQL's postmaster and its background workers; Valkey has none); processes it forks
+    later inherit the pinning."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         parent = int(path.read_text().split()[0])
         for pid in (parent, *children(parent)):
