@@ -87,6 +87,21 @@ class Page:
                 f"console {self.console[-20:]}; requests {self.api_calls[-20:]}"
             ) from exc
 
+    def wait_subscribed(self, channel: str, timeout_s: float = 10) -> None:
+        """Wait until the page's hub client holds `channel` subscribed: the hub answered the
+        subscribe, so the SDK has the stream position it would recover from."""
+        self.page.evaluate(
+            """async () => {
+              const { pageHub } = await import("/static/js/live.js");
+              window.__hub = await pageHub();
+            }"""
+        )
+        self.page.wait_for_function(
+            "(channel) => window.__hub?.client.getSubscription(channel)?.state === 'subscribed'",
+            arg=channel,
+            timeout=timeout_s * 1000,
+        )
+
     def text(self, selector: str) -> str:
         return str(self.page.inner_text(selector))
 
@@ -383,6 +398,7 @@ def test_a_dropped_connection_recovers_the_missed_events(
     viewer = _page(pages, browser, PHONE).open(f"{live_server.base_url}/r/{room_id}")
     viewer.wait_connected()
     viewer.wait_text("#stock-text", "6 left of 6")
+    viewer.wait_subscribed(f"room:{room_id}")  # else there is no position to recover from
     snapshot_loads = sum(f"/api/rooms/{room_id}" in call for call in viewer.api_calls)
 
     viewer.page.evaluate(

@@ -62,22 +62,6 @@ def _spied(pages: list[Page], browser: Any) -> Page:
     return page
 
 
-def _wait_subscribed(page: Page, channel: str, timeout_s: float = 10) -> None:
-    """Wait until the page's hub client holds `channel` subscribed: the hub's reply arrived, so
-    the SDK knows the stream position it would recover from."""
-    page.page.evaluate(
-        """async () => {
-          const { pageHub } = await import("/static/js/live.js");
-          window.__hub = await pageHub();
-        }"""
-    )
-    page.page.wait_for_function(
-        "(channel) => window.__hub?.client.getSubscription(channel)?.state === 'subscribed'",
-        arg=channel,
-        timeout=timeout_s * 1000,
-    )
-
-
 def _pin(server: LiveServer, seeded: dict[str, Any]) -> None:
     server.call(
         "POST", f"/api/rooms/{seeded['room_id']}/pin", seeded["host"],
@@ -119,7 +103,7 @@ def test_a_page_recovers_what_it_missed_while_the_hub_restarted(
         viewer.wait_text("#stock-text", "6 left of 6")
         # the stock can show from the REST snapshot before the room's subscribe is answered;
         # cut before that and the SDK has no position to recover from
-        _wait_subscribed(viewer, f"room:{room_id}")
+        viewer.wait_subscribed(f"room:{room_id}")
         snapshot_loads = sum(f"/api/rooms/{room_id}" in call for call in viewer.api_calls)
         # the page's new sockets fail until the test lets them through, so it cannot reconnect
         # before the events below are published
@@ -233,7 +217,7 @@ def test_other_modules_of_the_page_share_its_connection(
         f"room:{other['room_id']}",
     )
     assert viewer.page.evaluate("() => window.__shared.state") == "connected"
-    _wait_subscribed(viewer, f"room:{other['room_id']}")
+    viewer.wait_subscribed(f"room:{other['room_id']}")
     _pin(live_server, other)
     viewer.page.wait_for_function(
         "() => window.__shared.events.some((e) => e.type === 'card.pinned')", timeout=5000
