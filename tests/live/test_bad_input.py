@@ -345,20 +345,22 @@ async def test_a_position_beyond_the_stream_is_not_recovered(
 
 
 def _close_code(stream: bytes) -> int | None:
-    """The code of the close frame in a server→client byte stream (frames are unmasked)."""
-    pos = 0
-    while pos + 2 <= len(stream):
+    """The code of the close frame in a server→client byte stream (frames are unmasked); None
+    until a whole close frame has arrived (a read may end anywhere in a frame)."""
+    pos, end = 0, len(stream)
+    while pos + 2 <= end:
         opcode, size = stream[pos] & 0x0F, stream[pos + 1] & 0x7F
         pos += 2
-        if size == 126:
-            (size,) = struct.unpack_from("!H", stream, pos)
-            pos += 2
-        elif size == 127:
-            (size,) = struct.unpack_from("!Q", stream, pos)
-            pos += 8
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            if pos + width > end:
+                return None
+            size = int.from_bytes(stream[pos : pos + width], "big")
+            pos += width
+        if pos + size > end:
+            return None
         if opcode == 0x8:
-            payload = stream[pos : pos + size]
-            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            return struct.unpack_from("!H", stream, pos)[0] if size >= 2 else 1005
         pos += size
     return None
 
@@ -368,8 +370,8 @@ async def test_a_viewer_cut_off_as_slow_gets_close_code_3008(
 ) -> None:
     running, stop = await start_hub(resources)  # the default outbox: 1 MiB
     loop = asyncio.get_running_loop()
+    stuck = socket.socket()
     try:
-        stuck = socket.socket()
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(("127.0.0.1", running.port))
         stuck.setblocking(False)
@@ -424,6 +426,6 @@ async def test_a_viewer_cut_off_as_slow_gets_close_code_3008(
                 received += chunk
                 await asyncio.sleep(0.001)  # a slow link, not a stalled one
         assert _close_code(received) == 3008, f"{len(received)} bytes, no close frame"
-        stuck.close()
     finally:
+        stuck.close()
         await stop()
