@@ -17,7 +17,7 @@ from core.http import MAX_BODY_BYTES
 from core.resources import Resources
 from livesell.app import all_routes
 from tests.live.conftest import hub_resources, open_raw, start_hub
-from tests.security.conftest import app_client
+from tests.security.conftest import app_client, within_one_window
 from tests.security.world import World, new_key
 
 Auth = Callable[..., dict[str, str]]
@@ -34,6 +34,7 @@ async def _buy(http: httpx.AsyncClient, auth: Auth, drop_id: str, who: str) -> h
 async def test_buy_attempts_are_limited_per_user(
     world: World, resources: Resources, auth: Auth
 ) -> None:
+    await within_one_window(need_s=6)
     async with app_client(resources, address="198.51.100.1", buy_rate_per_user=4) as http:
         statuses = [(await _buy(http, auth, world.drop_id, "eve")).status_code for _ in range(7)]
         other = await _buy(http, auth, world.drop_id, "frank")
@@ -51,6 +52,7 @@ async def test_buy_attempts_are_limited_per_user(
 async def test_buy_attempts_are_limited_per_address(
     world: World, resources: Resources, auth: Auth
 ) -> None:
+    await within_one_window(need_s=6)
     async with app_client(resources, address="203.0.113.50", buy_rate_per_ip=5) as http:
         statuses = Counter(
             [(await _buy(http, auth, world.drop_id, f"crowd-{i}")).status_code for i in range(8)]
@@ -77,6 +79,7 @@ async def test_link_clicks_are_limited_per_address(world: World, resources: Reso
 async def test_hub_connections_are_limited_per_address(resources: Resources) -> None:
     running, stop = await start_hub(hub_resources(resources, hub_connect_rate_per_ip=3))
     try:
+        await within_one_window(need_s=4)
         # behind a local reverse proxy the hub counts the address the proxy forwards
         forwarded = {"X-Forwarded-For": "10.0.0.1, 198.51.100.23"}
         opened = [await connect(running.url, additional_headers=forwarded) for _ in range(3)]
