@@ -10,9 +10,11 @@ storefront, hub and attribution suites again so.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from core.auth import mint_token
 from core.db import migrate_url
 from core.embedded import EmbeddedPostgres, EmbeddedValkey
+from core.ratelimit import Limit
 from core.resources import Resources, open_resources
 from core.settings import Settings, load_settings
 from livesell.app import create_app
@@ -151,3 +154,13 @@ def auth(settings: Settings) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+async def within_one_window(need_s: float) -> None:
+    """Wait for the next fixed rate-limit window (`core.ratelimit`: windows start at multiples
+    of their length on the Unix clock) when the current one has less than `need_s` left: the
+    hits a test counts must all land in one window, or the count starts over halfway."""
+    window_s = Limit("any", 0).window_s
+    left = window_s - time.time() % window_s
+    if left < need_s:
+        await asyncio.sleep(left + 0.05)

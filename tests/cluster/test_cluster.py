@@ -19,6 +19,7 @@ from live.events import CardUnpinned
 from storefront import Shop
 from storefront.buy.gate import gate_keys, lock_key
 from tests.cluster.conftest import shard_of
+from tests.conftest import within_one_window
 from tests.live.conftest import start_hub
 from tests.live.sdk import PythonViewer
 from tests.storefront.conftest import HOST, room_events, stock_truth
@@ -121,6 +122,7 @@ async def test_rate_limits_are_enforced_for_subjects_on_every_shard(
     limit = Limit("cluster-test", 3)
     subjects = [f"user-{n}" for n in range(12)]
     assert len({shard_of(f"rl:cluster-test:{s}") for s in subjects}) == 3
+    await within_one_window(need_s=4)
     for subject in subjects:
         verdicts = [await resources.limiter.hit((limit, subject)) for _ in range(5)]
         assert [v is None for v in verdicts] == [True, True, True, False, False], subject
@@ -129,6 +131,7 @@ async def test_rate_limits_are_enforced_for_subjects_on_every_shard(
     rooms = await rooms_on_every_shard(resources)
     drop = await new_drop(client, auth, rooms[0], await new_product(client, auth), quantity=1)
     codes = []
+    await within_one_window(need_s=6)
     for n in range(resources.settings.buy_rate_per_user + 2):
         response = await client.post(
             f"/api/drops/{drop['id']}/buy",

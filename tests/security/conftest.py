@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +11,6 @@ import httpx
 import msgspec
 import pytest
 
-from core.ratelimit import Limit
 from core.resources import Resources
 from core.settings import Settings
 from livesell.app import create_app
@@ -42,13 +39,3 @@ async def app_client(
     )
     async with httpx.AsyncClient(transport=transport, base_url="http://livesell.test") as http:
         yield http
-
-
-async def within_one_window(need_s: float) -> None:
-    """Wait for the next fixed rate-limit window (`core.ratelimit`: windows start at multiples
-    of their length on the Unix clock) when the current one has less than `need_s` left: the
-    hits a test counts must all land in one window, or the count starts over halfway."""
-    window_s = Limit("any", 0).window_s
-    left = window_s - time.time() % window_s
-    if left < need_s:
-        await asyncio.sleep(left + 0.05)

@@ -16,8 +16,9 @@ from attribution.clicks import CLIENT_LIMIT
 from core.http import MAX_BODY_BYTES
 from core.resources import Resources
 from livesell.app import all_routes
+from tests.conftest import within_one_window
 from tests.live.conftest import hub_resources, open_raw, start_hub
-from tests.security.conftest import app_client, within_one_window
+from tests.security.conftest import app_client
 from tests.security.world import World, new_key
 
 Auth = Callable[..., dict[str, str]]
