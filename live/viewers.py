@@ -4,9 +4,14 @@ Each node reports its local count per room about once a second (live/lua/viewers
 its field `c:<node>` in `{room:42}:viewers` and its report time in `{room:42}:viewers:at`. The
 total (`sum`) moves by each report's change, and by the counts of nodes that stopped reporting
 (a node that died), so a report costs O(log nodes), never a sum over every node. At most one
-`viewers.changed` a room goes out per ANNOUNCE_EVERY_MS, by the node whose report finds the total
+`viewers.changed` a room goes out per interval (below), by the node whose report finds the total
 differs from the one announced: N nodes never publish N times a second, and each publication
 reaches every node, so that would be N^2 messages a second.
+
+Each announcement is one write to every viewer of the room, so a big room announces less often
+(`Cadence`): every 900 ms up to 1,800 viewers, then at most ANNOUNCE_WRITES_PER_S count frames a
+second for the whole room (every 2 s at 4,000 viewers), and never less often than every 5 s. A
+quiet room of 10,000 viewers costs its nodes 2,000 writes a second for its count, not 11,000.
 """
 
 from __future__ import annotations
@@ -19,8 +24,23 @@ from core.scripts import register, run_many
 VIEWERS_INTERVAL_S = 1.0
 STALE_AFTER_MS = 5_000
 KEY_TTL_S = 3_600
+
+
+class Cadence(NamedTuple):
+    """How often a room's total may be announced: every `total * 1000 / writes_per_s` ms, within
+    [`min_ms`, `max_ms`]."""
+
+    min_ms: int
+    max_ms: int
+    writes_per_s: int
+
+
 # a little under the report interval, so that one node's reports each may announce
 ANNOUNCE_EVERY_MS = 900
+ANNOUNCE_WRITES_PER_S = 2_000
+# the longest a big room's count stands still while it moves
+ANNOUNCE_AT_LEAST_EVERY_MS = 5_000
+CADENCE = Cadence(ANNOUNCE_EVERY_MS, ANNOUNCE_AT_LEAST_EVERY_MS, ANNOUNCE_WRITES_PER_S)
 
 
 def viewers_key(room_id: int | str) -> str:
@@ -41,10 +61,16 @@ class Report(NamedTuple):
 
 class ViewerCounts:
     def __init__(
-        self, client: RedisClient, node_id: str, *, stale_after_ms: int = STALE_AFTER_MS
+        self,
+        client: RedisClient,
+        node_id: str,
+        *,
+        stale_after_ms: int = STALE_AFTER_MS,
+        cadence: Cadence = CADENCE,
     ) -> None:
         self._client = client
         self.stale_after_ms = stale_after_ms
+        self.cadence = cadence
         self._script = register(client, "live", "viewers_report")
         self.node_id = node_id
 
@@ -55,7 +81,7 @@ class ViewerCounts:
         calls = [
             (
                 [viewers_key(room_id), report_times_key(room_id)],
-                [self.node_id, count, self.stale_after_ms, KEY_TTL_S, ANNOUNCE_EVERY_MS],
+                [self.node_id, count, self.stale_after_ms, KEY_TTL_S, *self.cadence],
             )
             for room_id, count in counts.items()
         ]
