@@ -9,7 +9,7 @@ differs from the one announced: N nodes never publish N times a second, and each
 reaches every node, so that would be N^2 messages a second.
 
 Each announcement is one write to every viewer of the room, so a big room announces less often
-(`Cadence`): every 900 ms up to 1,800 viewers, then at most ANNOUNCE_WRITES_PER_S count frames a
+(`Cadence`): every 900 ms up to 1,800 viewers, then at most 2,000 count frames a
 second for the whole room (every 2 s at 4,000 viewers), and never less often than every 5 s. A
 quiet room of 10,000 viewers costs its nodes 2,000 writes a second for its count, not 11,000.
 """
@@ -28,19 +28,20 @@ KEY_TTL_S = 3_600
 
 class Cadence(NamedTuple):
     """How often a room's total may be announced: every `total * 1000 / writes_per_s` ms, within
-    [`min_ms`, `max_ms`]."""
+    [`min_ms`, `max_ms`]. The fields are the script's ARGV[5..7], in this order."""
 
     min_ms: int
     max_ms: int
     writes_per_s: int
 
 
-# a little under the report interval, so that one node's reports each may announce
-ANNOUNCE_EVERY_MS = 900
-ANNOUNCE_WRITES_PER_S = 2_000
-# the longest a big room's count stands still while it moves
-ANNOUNCE_AT_LEAST_EVERY_MS = 5_000
-CADENCE = Cadence(ANNOUNCE_EVERY_MS, ANNOUNCE_AT_LEAST_EVERY_MS, ANNOUNCE_WRITES_PER_S)
+CADENCE = Cadence(
+    # a little under the report interval, so that one node's reports each may announce
+    min_ms=900,
+    # the longest a big room's count stands still while it moves
+    max_ms=5_000,
+    writes_per_s=2_000,
+)
 
 
 def viewers_key(room_id: int | str) -> str:

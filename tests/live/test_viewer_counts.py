@@ -1,5 +1,5 @@
 """Viewer counts over many hub nodes: the total follows every node's report and a dead node's
-count leaves it, and one room announces its total at most once per ANNOUNCE_EVERY_MS however
+count leaves it, and one room announces its total at most once per `CADENCE.min_ms` however
 many nodes report (each announcement reaches every node: N announcing nodes would make N^2
 messages a second), less often the more viewers it has (each announcement is a write to every
 viewer)."""
@@ -10,7 +10,7 @@ import asyncio
 import time
 
 from core.resources import Resources
-from live.viewers import ANNOUNCE_EVERY_MS, Cadence, ViewerCounts, total_viewers
+from live.viewers import CADENCE, Cadence, ViewerCounts, total_viewers
 
 NODES = 50
 
@@ -20,7 +20,7 @@ async def test_fifty_nodes_announce_a_room_once_a_second(resources: Resources) -
     announced = []
     for round_ in range(3):
         # every node's count changes, so every report moves the total (1,275 to 1,375: a room
-        # this size may announce every ANNOUNCE_EVERY_MS)
+        # this size may announce every `CADENCE.min_ms`)
         reports = await asyncio.gather(
             *(node.report({"7": round_ + 1 + i}) for i, node in enumerate(nodes))
         )
@@ -28,7 +28,7 @@ async def test_fifty_nodes_announce_a_room_once_a_second(resources: Resources) -
         expected = sum(round_ + 1 + i for i in range(NODES))
         assert await total_viewers(resources.redis, 7) == expected
         assert max(r["7"].total for r in reports) == expected
-        await asyncio.sleep(ANNOUNCE_EVERY_MS / 1000)
+        await asyncio.sleep(CADENCE.min_ms / 1000)
     assert announced == [1, 1, 1]
 
 
@@ -38,7 +38,7 @@ async def test_a_total_held_back_is_announced_by_the_next_report(resources: Reso
     assert (first.total, first.announce, first.pending) == (3, True, False)
     held = (await b.report({"7": 2}))["7"]
     assert (held.total, held.announce, held.pending) == (5, False, True)
-    await asyncio.sleep(ANNOUNCE_EVERY_MS / 1000)
+    await asyncio.sleep(CADENCE.min_ms / 1000)
     later = (await b.report({"7": 1}))["7"]
     assert (later.total, later.announce, later.pending) == (4, True, False)
     # b's viewers left before 5 was ever announced: back to the total announced, nothing to say
