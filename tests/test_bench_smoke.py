@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -140,14 +141,21 @@ async def test_harness_produces_a_complete_record(settings: Settings, tmp_path: 
     chosen = [systems.FLOOR]
     if systems.livesell_hub_available():
         chosen.append(systems.LIVESELL)
+    said: list[str] = []
     started = time.monotonic()
-    results = {"hubs": await hubs.run(chosen, infra, hubs.SMOKE, lambda _: None, scaling=False)}
+    plan = replace(hubs.SMOKE, join_repeats=2)
+    results = {"hubs": await hubs.run(chosen, infra, plan, said.append, scaling=False)}
     assert time.monotonic() - started < 30
 
+    # the servers take turns at their storms, one each per round, each round led by the next
+    names = [s.name for s in chosen]
+    storms = [line.split(":")[0] for line in said if ": join storm" in line]
+    assert storms == [name for order in hubs.storm_order(names, 2) for name in order]
     for system in chosen:
         record = results["hubs"]["systems"][system.name]
         assert "error" not in record, record
         assert record["join"]["joined"] == 20 and record["join"]["failed"] == 0
+        assert len(record["join"]["repeats_joins_per_s"]) == 2
         assert record["memory"]["kb_per_viewer"] is not None
         (fanout,) = record["fanout"]
         assert fanout["complete"] and fanout["delivered"] == fanout["expected"] > 0
@@ -186,6 +194,18 @@ async def test_join_path_times_each_step_of_joins_that_were_all_answered(
         assert 0 <= r.waited <= 40
         assert r.total_us == pytest.approx(sum(r.step_ns.values()) / 40 / 1000)
     assert [line.split()[0] for line in lines] == ["1", "2"]
+
+
+def test_servers_take_turns_at_join_storms_each_round_led_by_the_next() -> None:
+    rounds = hubs.storm_order(["livesell", "node-ws", "uvloop-floor"], 4)
+    assert rounds == [
+        ["livesell", "node-ws", "uvloop-floor"],
+        ["node-ws", "uvloop-floor", "livesell"],
+        ["uvloop-floor", "livesell", "node-ws"],
+        ["livesell", "node-ws", "uvloop-floor"],
+    ]
+    assert hubs.storm_order(["livesell"], 3) == [["livesell"]] * 3
+    assert hubs.storm_order([], 3) == []
 
 
 def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
