@@ -225,6 +225,7 @@ def join_record(storms: list[dict]) -> dict:
     ranked = sorted(storms, key=lambda s: s["joins_per_s"])
     record = dict(ranked[(len(ranked) - 1) // 2])
     record["repeats_joins_per_s"] = [s["joins_per_s"] for s in storms]
+    record["repeats_server_cpu_us_per_join"] = [s["server_cpu_us_per_join"] for s in storms]
     record["failed"] = sum(s["failed"] for s in storms)
     errors: dict[str, int] = {}
     for storm in storms:
