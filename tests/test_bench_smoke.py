@@ -255,17 +255,21 @@ def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_join_costs_splits_a_real_storm() -> None:
-    results = await join_costs.run([systems.LIVESELL], 20, 2, lambda _: None)
-    (costs,) = results
-    assert costs.joined == 40 and costs.failed == 0
-    assert len(costs.storms) == 2
-    assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
-    if costs.calls is None:  # no perf here, or no leave to read tracepoints: it says why
-        assert costs.why_not_counted
-    else:
-        assert costs.calls["total"] > 0
-        assert costs.per_join("accept4") == pytest.approx(1.0)
+async def test_join_costs_splits_real_storms_taken_in_turns() -> None:
+    said: list[str] = []
+    chosen = [systems.LIVESELL, systems.FLOOR]
+    results = await join_costs.run(chosen, 20, 2, said.append)
+    storms = [line.split(":")[0] for line in said if ": storm " in line]
+    assert storms == ["livesell", "uvloop-floor", "uvloop-floor", "livesell"]
+    for costs in results:
+        assert costs.joined == 40 and costs.failed == 0
+        assert len(costs.storms) == 2
+        assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
+        if costs.calls is None:  # no perf here, or no leave to read tracepoints: it says why
+            assert costs.why_not_counted
+        else:
+            assert costs.calls["total"] > 0
+            assert costs.per_join("accept4") == pytest.approx(1.0)
 
 
 def _full_collections_while_keeping(objects: int) -> int:
