@@ -3,10 +3,7 @@
 Per system, on one server process pinned to core 0 (viewers, driver and Valkey on core 1):
 
 - join storm: N viewers connect, subscribe and receive their snapshot, as fast as they can;
-  three storms on each server (all viewers closed between them), the median reported. The
-  servers run side by side during the storms and take turns, one storm each per round, the
-  order rotated each round: a machine that slows down for a minute slows every server's storms
-  alike instead of one server's three;
+  three storms on the same server (all viewers closed between them), the median reported;
 - memory: RSS per idle subscribed viewer after the first storm;
 - fan-out cost: server CPU µs (user + sys) per delivered event at each viewer count, with card
   pins spaced so each is its own broadcast;
@@ -49,10 +46,6 @@ from load_tests.systems import (
 
 Progress = Callable[[str], None]
 BETWEEN_STORMS_S = 1.0  # the server lets go of the last storm's viewers
-# before a storm, the servers' CPU together stays under this share of a core for QUIET_WINDOW_S
-# (what one does after its viewers left must not land in the next one's storm), waited for at
-# most QUIET_CAP_S
-QUIET_SHARE, QUIET_WINDOW_S, QUIET_CAP_S = 0.05, 0.1, 5.0
 
 
 @dataclass(frozen=True)
@@ -235,99 +228,7 @@ def join_record(storms: list[dict]) -> dict:
     return record
 
 
-def storm_order(names: list[str], rounds: int) -> list[list[str]]:
-    """The order of the servers' storms in each round: rotated by one each round, so that no
-    server always storms first or always after the same other one."""
-    if not names:
-        return []
-    return [names[r % len(names) :] + names[: r % len(names)] for r in range(rounds)]
-
-
-async def quiet(meters: list[ProcessMeter]) -> None:
-    """Wait until the servers are idle together (see QUIET_SHARE), at most QUIET_CAP_S."""
-    deadline = time.monotonic() + QUIET_CAP_S
-    while time.monotonic() < deadline:
-        before = sum(m.cpu_seconds() for m in meters)
-        await asyncio.sleep(QUIET_WINDOW_S)
-        if sum(m.cpu_seconds() for m in meters) - before < QUIET_SHARE * QUIET_WINDOW_S:
-            return
-
-
-async def bench_joins(
-    systems: list[System],
-    infra: Infra,
-    fleet: Fleet,
-    plan: Plan,
-    progress: Progress,
-    profile_dirs: dict[str, Path],
-) -> dict[str, dict]:
-    """Join storms and memory on every system's server, the servers up together and their
-    storms taken in turn (`storm_order`). A server that fails is recorded with its error and
-    the others go on."""
-    records: dict[str, dict] = {
-        s.name: {
-            "system": s.name,
-            "label": s.label,
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        }
-        for s in systems
-    }
-    storms: dict[str, list[dict]] = {s.name: [] for s in systems}
-    with contextlib.ExitStack() as stack:
-        servers: dict[str, Running] = {}
-        for system in systems:
-            try:
-                servers[system.name] = stack.enter_context(serve(system, infra, pin=True))
-            except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
-                progress(f"{system.name} failed: {exc!r}")
-                records[system.name]["error"] = repr(exc)
-        meters = {name: ProcessMeter(server.proc.pid) for name, server in servers.items()}
-        rss_before = {name: meter.rss_bytes() for name, meter in meters.items()}
-        where = {
-            name: stack.enter_context(watch(server, profile_dirs.get(name), "join"))
-            for name, server in servers.items()
-        }
-        for n, order in enumerate(storm_order(list(servers), plan.join_repeats)):
-            for name in order:
-                if "error" in records[name]:
-                    continue
-                await fleet.trim(0)
-                await asyncio.sleep(BETWEEN_STORMS_S)
-                await quiet(list(meters.values()))
-                progress(
-                    f"{name}: join storm {n + 1} of {plan.join_repeats},"
-                    f" {plan.join_viewers} viewers"
-                )
-                try:
-                    storm = await join(fleet, servers[name], meters[name], infra, plan.join_viewers)
-                    if n == 0:
-                        await asyncio.sleep(1.0)
-                        records[name]["memory"] = memory_record(
-                            storm["joined"], rss_before[name], meters[name].rss_bytes()
-                        )
-                except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
-                    progress(f"{name} failed: {exc!r}")
-                    records[name]["error"] = repr(exc)
-                    continue
-                storms[name].append(storm)
-        await fleet.trim(0)
-    for name, record in records.items():
-        if storms[name] and "error" not in record:
-            record["join"] = join_record(storms[name])
-            record["join"]["profile"] = where[name]
-    return records
-
-
-def memory_record(joined: int, rss_before: int, rss_after: int) -> dict:
-    return {
-        "viewers": joined,
-        "rss_before_mb": round(rss_before / 2**20, 1),
-        "rss_after_mb": round(rss_after / 2**20, 1),
-        "kb_per_viewer": round((rss_after - rss_before) / 1024 / joined, 2) if joined else None,
-    }
-
-
-async def bench_delivery(
+async def bench_system(
     system: System,
     infra: Infra,
     fleet: Fleet,
@@ -335,13 +236,41 @@ async def bench_delivery(
     progress: Progress,
     profile_dir: Path | None = None,
 ) -> dict:
-    """Fan-out at each viewer count and the event mix, on a server of its own (every server
-    reads the room's pub/sub channel, so no other runs meanwhile)."""
-    record: dict = {}
+    """Join storm, memory, fan-out at each viewer count and the event mix, on one server."""
+    record: dict = {
+        "system": system.name,
+        "label": system.label,
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+    }
     with serve(system, infra, pin=True) as server:
         meter = ProcessMeter(server.proc.pid)
         sink = make_sink(system, infra)
         try:
+            rss_before = rss_after = meter.rss_bytes()
+            progress(
+                f"{system.name}: join storm of {plan.join_viewers} viewers × {plan.join_repeats}"
+            )
+            storms = []
+            with watch(server, profile_dir, "join") as where:
+                for n in range(plan.join_repeats):
+                    if n:
+                        await fleet.trim(0)
+                        await asyncio.sleep(BETWEEN_STORMS_S)
+                    storms.append(await join(fleet, server, meter, infra, plan.join_viewers))
+                    if n == 0:
+                        await asyncio.sleep(1.0)
+                        rss_after = meter.rss_bytes()
+            record["join"] = join_record(storms)
+            record["join"]["profile"] = where
+            joined = storms[0]["joined"]
+            record["memory"] = {
+                "viewers": joined,
+                "rss_before_mb": round(rss_before / 2**20, 1),
+                "rss_after_mb": round(rss_after / 2**20, 1),
+                "kb_per_viewer": round((rss_after - rss_before) / 1024 / joined, 2)
+                if joined
+                else None,
+            }
             record["fanout"] = []
             for viewers in sorted(plan.fanout_viewers, reverse=True):
                 have = await fleet.trim(viewers)
@@ -511,22 +440,19 @@ async def run(
     # the driver publishes from this process: keep it off the server's core too
     with driver_off_server_core():
         try:
-            profile_dirs = {name: profile_dir for name in profile if profile_dir is not None}
-            records = await bench_joins(systems, infra, fleet, plan, progress, profile_dirs)
-            results["systems"] = records
             for system in systems:
-                record = records[system.name]
-                if "error" in record:
-                    continue
                 try:
-                    record.update(
-                        await bench_delivery(
-                            system, infra, fleet, plan, progress, profile_dirs.get(system.name)
-                        )
+                    results["systems"][system.name] = await bench_system(
+                        system,
+                        infra,
+                        fleet,
+                        plan,
+                        progress,
+                        profile_dir if system.name in profile else None,
                     )
                 except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
                     progress(f"{system.name} failed: {exc!r}")
-                    record["error"] = repr(exc)
+                    results["systems"][system.name] = {"system": system.name, "error": repr(exc)}
             if scaling:
                 results["scaling"] = await bench_scaling(infra, fleet, plan, progress)
         finally:

@@ -4,16 +4,14 @@ per join, by call.
     python -m load_tests.join_costs                          # livesell, Node ws, the floor
     python -m load_tests.join_costs --viewers 5000 --storms 5 --systems livesell,node-ws
 
-`load_tests.hubs` gives each server's CPU per join; this splits it. The servers run as in
-`hubs`: pinned to core 0, up together, each taking `--storms` storms of `--viewers` viewers in
-turns (one storm each per round, the order rotated; all viewers closed between storms); CPU is
-counted over each storm, the figures are the median storm's (Node's first storm, before its JIT
-warms up, is usually its slowest). System calls are counted by Linux `perf stat` on the
-kernel's syscall tracepoints, from before the first storm to after the last (so the closes
-between storms are in, and the few an idle server makes while the others storm), divided by
-the joins: it needs the `perf` command (Debian: `linux-perf`) and leave to read tracepoints
-(root, or `kernel.perf_event_paranoid` at -1); without them the run says so and prints the CPU
-alone.
+`load_tests.hubs` gives each server's CPU per join; this splits it. Each server runs pinned to
+its own core, as in `hubs`, and takes `--storms` storms of `--viewers` viewers (all closed
+between storms); CPU is counted over each storm, the figures are the median storm's (Node's
+first storm, before its JIT warms up, is usually its slowest). System calls are counted by
+Linux `perf stat` on the kernel's syscall tracepoints, from before the first storm to after the
+last (so the closes between storms are in), divided by the joins: it needs the `perf` command
+(Debian: `linux-perf`) and leave to read tracepoints (root, or `kernel.perf_event_paranoid`
+at -1); without them the run says so and prints the CPU alone.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from load_tests import hubs
@@ -167,40 +165,25 @@ def counting(pid: int, events: list[str], into: Costs) -> Iterator[None]:
 # --- the storms ---
 
 
-async def measure(
-    systems: list[System],
-    infra: Infra,
-    fleet: Fleet,
-    viewers: int,
-    storms: int,
-    events: list[str],
-    progress: Callable[[str], None],
-) -> list[Costs]:
-    """Every server's storms, the servers up together and taking turns as in `hubs`
-    (`hubs.storm_order`), each server's system calls counted from before its first storm to
-    after its last."""
-    costs = {system.name: Costs(system.name) for system in systems}
-    with ExitStack() as stack:
-        servers = {s.name: stack.enter_context(serve(s, infra, pin=True)) for s in systems}
-        meters = {name: ProcessMeter(server.proc.pid) for name, server in servers.items()}
-        for name, server in servers.items():
-            stack.enter_context(counting(server.proc.pid, events, costs[name]))
-        await asyncio.sleep(PERF_START_S)
-        for number, order in enumerate(hubs.storm_order(list(servers), storms)):
-            for name in order:
-                await fleet.trim(0)
-                await asyncio.sleep(hubs.BETWEEN_STORMS_S)
-                await hubs.quiet(list(meters.values()))
-                progress(f"{name}: storm {number + 1} of {storms}, {viewers:,} viewers")
-                meter = meters[name]
+async def measure_system(
+    system: System, infra: Infra, fleet: Fleet, viewers: int, storms: int, events: list[str]
+) -> Costs:
+    costs = Costs(system.name)
+    with serve(system, infra, pin=True) as server:
+        meter = ProcessMeter(server.proc.pid)
+        with counting(server.proc.pid, events, costs):
+            await asyncio.sleep(PERF_START_S)
+            for number in range(storms):
+                if number:
+                    await fleet.trim(0)
+                    await asyncio.sleep(hubs.BETWEEN_STORMS_S)
                 user_before, system_before = meter.user_system_seconds()
-                storm = await hubs.join(fleet, servers[name], meter, infra, viewers)
+                storm = await hubs.join(fleet, server, meter, infra, viewers)
                 user_after, system_after = meter.user_system_seconds()
                 joined = storm["joined"] or 1
-                into = costs[name]
-                into.joined += storm["joined"]
-                into.failed += storm["failed"]
-                into.storms.append(
+                costs.joined += storm["joined"]
+                costs.failed += storm["failed"]
+                costs.storms.append(
                     Storm(
                         joins_per_s=storm["joins_per_s"],
                         cpu_us=storm["server_cpu_us_per_join"] or 0.0,
@@ -208,8 +191,8 @@ async def measure(
                         system_us=(system_after - system_before) * 1e6 / joined,
                     )
                 )
-        await fleet.trim(0)
-    return [costs[system.name] for system in systems]
+            await fleet.trim(0)
+    return costs
 
 
 async def run(
@@ -219,16 +202,19 @@ async def run(
     if why:
         progress(f"system calls not counted: {why}")
     plan = hubs.QUICK
+    results = []
     async with infrastructure() as infra:
         fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
         with driver_off_server_core():
             try:
-                results = await measure(systems, infra, fleet, viewers, storms, events, progress)
+                for system in systems:
+                    progress(f"{system.name}: {storms} storms of {viewers:,} viewers")
+                    costs = await measure_system(system, infra, fleet, viewers, storms, events)
+                    if not costs.why_not_counted and events and costs.calls is None:
+                        costs.why_not_counted = "perf counted none"
+                    results.append(costs)
             finally:
                 await fleet.close()
-    for costs in results:
-        if not costs.why_not_counted and events and costs.calls is None:
-            costs.why_not_counted = "perf counted none"
     return results
 
 

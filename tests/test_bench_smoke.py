@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -141,21 +140,16 @@ async def test_harness_produces_a_complete_record(settings: Settings, tmp_path: 
     chosen = [systems.FLOOR]
     if systems.livesell_hub_available():
         chosen.append(systems.LIVESELL)
-    said: list[str] = []
     started = time.monotonic()
-    plan = replace(hubs.SMOKE, join_repeats=2)
-    results = {"hubs": await hubs.run(chosen, infra, plan, said.append, scaling=False)}
+    results = {"hubs": await hubs.run(chosen, infra, hubs.SMOKE, lambda _: None, scaling=False)}
     assert time.monotonic() - started < 30
 
-    # the servers take turns at their storms, one each per round, each round led by the next
-    names = [s.name for s in chosen]
-    storms = [line.split(":")[0] for line in said if ": join storm" in line]
-    assert storms == [name for order in hubs.storm_order(names, 2) for name in order]
     for system in chosen:
         record = results["hubs"]["systems"][system.name]
         assert "error" not in record, record
         assert record["join"]["joined"] == 20 and record["join"]["failed"] == 0
-        assert len(record["join"]["repeats_joins_per_s"]) == 2
+        (cpu_per_join,) = record["join"]["repeats_server_cpu_us_per_join"]
+        assert cpu_per_join > 0
         assert record["memory"]["kb_per_viewer"] is not None
         (fanout,) = record["fanout"]
         assert fanout["complete"] and fanout["delivered"] == fanout["expected"] > 0
@@ -194,18 +188,6 @@ async def test_join_path_times_each_step_of_joins_that_were_all_answered(
         assert 0 <= r.waited <= 40
         assert r.total_us == pytest.approx(sum(r.step_ns.values()) / 40 / 1000)
     assert [line.split()[0] for line in lines] == ["1", "2"]
-
-
-def test_servers_take_turns_at_join_storms_each_round_led_by_the_next() -> None:
-    rounds = hubs.storm_order(["livesell", "node-ws", "uvloop-floor"], 4)
-    assert rounds == [
-        ["livesell", "node-ws", "uvloop-floor"],
-        ["node-ws", "uvloop-floor", "livesell"],
-        ["uvloop-floor", "livesell", "node-ws"],
-        ["livesell", "node-ws", "uvloop-floor"],
-    ]
-    assert hubs.storm_order(["livesell"], 3) == [["livesell"]] * 3
-    assert hubs.storm_order([], 3) == []
 
 
 def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
@@ -255,21 +237,17 @@ def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_join_costs_splits_real_storms_taken_in_turns() -> None:
-    said: list[str] = []
-    chosen = [systems.LIVESELL, systems.FLOOR]
-    results = await join_costs.run(chosen, 20, 2, said.append)
-    storms = [line.split(":")[0] for line in said if ": storm " in line]
-    assert storms == ["livesell", "uvloop-floor", "uvloop-floor", "livesell"]
-    for costs in results:
-        assert costs.joined == 40 and costs.failed == 0
-        assert len(costs.storms) == 2
-        assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
-        if costs.calls is None:  # no perf here, or no leave to read tracepoints: it says why
-            assert costs.why_not_counted
-        else:
-            assert costs.calls["total"] > 0
-            assert costs.per_join("accept4") == pytest.approx(1.0)
+async def test_join_costs_splits_a_real_storm() -> None:
+    results = await join_costs.run([systems.LIVESELL], 20, 2, lambda _: None)
+    (costs,) = results
+    assert costs.joined == 40 and costs.failed == 0
+    assert len(costs.storms) == 2
+    assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
+    if costs.calls is None:  # no perf here, or no leave to read tracepoints: it says why
+        assert costs.why_not_counted
+    else:
+        assert costs.calls["total"] > 0
+        assert costs.per_join("accept4") == pytest.approx(1.0)
 
 
 def _full_collections_while_keeping(objects: int) -> int:
