@@ -3,7 +3,10 @@
 Per system, on one server process pinned to core 0 (viewers, driver and Valkey on core 1):
 
 - join storm: N viewers connect, subscribe and receive their snapshot, as fast as they can;
-  three storms on the same server (all viewers closed between them), the median reported;
+  three storms on the same server (all viewers closed between them), then, once every system
+  has had its turn, three more on a fresh server, the systems in reverse order (so a drift of
+  the machine over the run weighs on each alike); the median of the six reported. Before any
+  of them, one storm to a throwaway server warms the viewer processes up;
 - memory: RSS per idle subscribed viewer after the first storm;
 - fan-out cost: server CPU µs (user + sys) per delivered event at each viewer count, with card
   pins spaced so each is its own broadcast;
@@ -36,6 +39,7 @@ from load_tests.systems import (
     ALL,
     BY_NAME,
     CLIENT_CPUS,
+    FLOOR,
     LIVESELL,
     Infra,
     Running,
@@ -52,6 +56,9 @@ BETWEEN_STORMS_S = 1.0  # the server lets go of the last storm's viewers
 class Plan:
     join_viewers: int = 10_000
     join_repeats: int = 3  # storms per server, the median reported (memory: after the first)
+    # the storms are taken in passes over the servers, each pass on fresh servers and in the
+    # reverse order of the one before: the machine's drift weighs on every server alike
+    join_passes: int = 2
     fanout_viewers: tuple[int, ...] = (10_000, 5_000, 1_000)
     fanout_deliveries_per_s: int = 20_000  # events/s = this / viewers, so each is its own frame
     fanout_seconds: float = 4.0
@@ -212,11 +219,66 @@ async def join(
     }
 
 
+async def join_storms(
+    fleet: Fleet, server: Running, meter: ProcessMeter, infra: Infra, plan: Plan, number: int
+) -> tuple[list[dict], int]:
+    """`plan.join_repeats` storms on `server`, every viewer closed between them, the storms
+    marked with pass `number`; and the server's RSS a second after the first storm, its
+    viewers still in."""
+    storms = []
+    rss_after = 0
+    for n in range(plan.join_repeats):
+        if n:
+            await fleet.trim(0)
+            await asyncio.sleep(BETWEEN_STORMS_S)
+        storm = await join(fleet, server, meter, infra, plan.join_viewers)
+        storms.append({**storm, "pass": number})
+        if n == 0:
+            await asyncio.sleep(1.0)
+            rss_after = meter.rss_bytes()
+    return storms, rss_after
+
+
+async def warm_fleet(infra: Infra, fleet: Fleet, viewers: int, progress: Progress) -> None:
+    """One storm of `viewers` from the fleet to a throwaway server (the floor), measured by no
+    one. The viewer processes' first storm costs them up to three times the CPU per join of
+    their later ones (their heaps grow, every code path runs for the first time) and saturates
+    their core, so the first server measured in a run would be measured against slower
+    viewers than the others."""
+    progress(f"warming the viewer processes: one storm of {viewers} viewers, not measured")
+    with serve(FLOOR, infra, pin=True) as server:
+        try:
+            await fleet.connect("127.0.0.1", server.port, FLOOR.dialect, infra.channel, viewers)
+        finally:
+            await fleet.trim(0)
+    await asyncio.sleep(BETWEEN_STORMS_S)
+
+
+async def join_pass(
+    system: System, infra: Infra, fleet: Fleet, plan: Plan, progress: Progress, number: int
+) -> list[dict]:
+    """Pass `number` of the join storms: a fresh server, the storms as in `bench_system`."""
+    progress(
+        f"{system.name}: join storm of {plan.join_viewers} viewers × {plan.join_repeats},"
+        f" pass {number}"
+    )
+    with serve(system, infra, pin=True) as server:
+        try:
+            storms, _ = await join_storms(
+                fleet, server, ProcessMeter(server.proc.pid), infra, plan, number
+            )
+        finally:
+            await fleet.trim(0)
+    return storms
+
+
 def join_record(storms: list[dict]) -> dict:
-    """The median storm by joins/s (the machine is shared: the median resists noise); every
-    storm's rate kept, and the failures and errors of all of them."""
+    """The median storm by joins/s (the machine is shared: the median resists noise; of an
+    even count, the slower middle one); every storm kept, with its rate and CPU per join also
+    listed, and the failures and errors of all of them."""
     ranked = sorted(storms, key=lambda s: s["joins_per_s"])
     record = dict(ranked[(len(ranked) - 1) // 2])
+    record["storms"] = storms
     record["repeats_joins_per_s"] = [s["joins_per_s"] for s in storms]
     record["repeats_server_cpu_us_per_join"] = [s["server_cpu_us_per_join"] for s in storms]
     record["failed"] = sum(s["failed"] for s in storms)
@@ -246,20 +308,12 @@ async def bench_system(
         meter = ProcessMeter(server.proc.pid)
         sink = make_sink(system, infra)
         try:
-            rss_before = rss_after = meter.rss_bytes()
+            rss_before = meter.rss_bytes()
             progress(
                 f"{system.name}: join storm of {plan.join_viewers} viewers × {plan.join_repeats}"
             )
-            storms = []
             with watch(server, profile_dir, "join") as where:
-                for n in range(plan.join_repeats):
-                    if n:
-                        await fleet.trim(0)
-                        await asyncio.sleep(BETWEEN_STORMS_S)
-                    storms.append(await join(fleet, server, meter, infra, plan.join_viewers))
-                    if n == 0:
-                        await asyncio.sleep(1.0)
-                        rss_after = meter.rss_bytes()
+                storms, rss_after = await join_storms(fleet, server, meter, infra, plan, 1)
             record["join"] = join_record(storms)
             record["join"]["profile"] = where
             joined = storms[0]["joined"]
@@ -419,6 +473,32 @@ async def bench_scaling(infra: Infra, fleet: Fleet, plan: Plan, progress: Progre
     }
 
 
+async def more_storms(
+    record: dict,
+    system: System,
+    infra: Infra,
+    fleet: Fleet,
+    plan: Plan,
+    progress: Progress,
+    number: int,
+) -> None:
+    """Add join pass `number` to a system's record (one whose first pass failed is left as it
+    is; a failed later pass is recorded and the storms before it stand)."""
+    if "join" not in record:
+        return
+    try:
+        storms = await join_pass(system, infra, fleet, plan, progress, number)
+    except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
+        progress(f"{system.name}: join pass {number} failed: {exc!r}")
+        record["join"].setdefault("pass_errors", []).append(repr(exc))
+        return
+    before = record["join"]
+    record["join"] = join_record([*before["storms"], *storms])
+    record["join"]["profile"] = before["profile"]
+    if "pass_errors" in before:
+        record["join"]["pass_errors"] = before["pass_errors"]
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
@@ -440,6 +520,7 @@ async def run(
     # the driver publishes from this process: keep it off the server's core too
     with driver_off_server_core():
         try:
+            await warm_fleet(infra, fleet, plan.join_viewers, progress)
             for system in systems:
                 try:
                     results["systems"][system.name] = await bench_system(
@@ -453,6 +534,18 @@ async def run(
                 except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
                     progress(f"{system.name} failed: {exc!r}")
                     results["systems"][system.name] = {"system": system.name, "error": repr(exc)}
+            for number in range(2, plan.join_passes + 1):
+                order = systems if number % 2 else systems[::-1]
+                for system in order:
+                    await more_storms(
+                        results["systems"][system.name],
+                        system,
+                        infra,
+                        fleet,
+                        plan,
+                        progress,
+                        number,
+                    )
             if scaling:
                 results["scaling"] = await bench_scaling(infra, fleet, plan, progress)
         finally:

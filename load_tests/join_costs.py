@@ -207,6 +207,7 @@ async def run(
         fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
         with driver_off_server_core():
             try:
+                await hubs.warm_fleet(infra, fleet, viewers, progress)
                 for system in systems:
                     progress(f"{system.name}: {storms} storms of {viewers:,} viewers")
                     costs = await measure_system(system, infra, fleet, viewers, storms, events)

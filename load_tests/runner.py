@@ -79,7 +79,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNGs go")
     parser.add_argument(
-        "--time-limit", type=float, help="stop after this many seconds (default 300 quick, 900)"
+        "--time-limit", type=float, help="stop after this many seconds (default 420 quick, 1200)"
     )
     return parser
 
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     raise_open_files_limit()
     # `timeout`, CI or a terminal closing: unwind so servers and viewers are stopped
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    limit = args.time_limit or (300.0 if args.quick else 900.0)
+    limit = args.time_limit or (420.0 if args.quick else 1200.0)
     started = time.monotonic()
     try:
         results = asyncio.run(asyncio.wait_for(run(args, chosen), timeout=limit))

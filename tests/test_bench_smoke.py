@@ -141,15 +141,21 @@ async def test_harness_produces_a_complete_record(settings: Settings, tmp_path: 
     if systems.livesell_hub_available():
         chosen.append(systems.LIVESELL)
     started = time.monotonic()
-    results = {"hubs": await hubs.run(chosen, infra, hubs.SMOKE, lambda _: None, scaling=False)}
+    lines: list[str] = []
+    results = {"hubs": await hubs.run(chosen, infra, hubs.SMOKE, lines.append, scaling=False)}
     assert time.monotonic() - started < 30
+    assert lines[0].startswith("warming the viewer processes")  # before any measured storm
+    second = [line.split(":")[0] for line in lines if line.endswith("pass 2")]
+    assert second == [s.name for s in reversed(chosen)]  # the second pass in reverse order
 
     for system in chosen:
         record = results["hubs"]["systems"][system.name]
         assert "error" not in record, record
         assert record["join"]["joined"] == 20 and record["join"]["failed"] == 0
-        (cpu_per_join,) = record["join"]["repeats_server_cpu_us_per_join"]
-        assert cpu_per_join > 0
+        # one storm in each of two passes, each on its own server
+        assert [s["pass"] for s in record["join"]["storms"]] == [1, 2]
+        assert all(s["joined"] == 20 for s in record["join"]["storms"])
+        assert all(cpu > 0 for cpu in record["join"]["repeats_server_cpu_us_per_join"])
         assert record["memory"]["kb_per_viewer"] is not None
         (fanout,) = record["fanout"]
         assert fanout["complete"] and fanout["delivered"] == fanout["expected"] > 0
