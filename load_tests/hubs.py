@@ -254,24 +254,6 @@ async def warm_fleet(infra: Infra, fleet: Fleet, viewers: int, progress: Progres
     await asyncio.sleep(BETWEEN_STORMS_S)
 
 
-async def join_pass(
-    system: System, infra: Infra, fleet: Fleet, plan: Plan, progress: Progress, number: int
-) -> list[dict]:
-    """Pass `number` of the join storms: a fresh server, the storms as in `bench_system`."""
-    progress(
-        f"{system.name}: join storm of {plan.join_viewers} viewers × {plan.join_repeats},"
-        f" pass {number}"
-    )
-    with serve(system, infra, pin=True) as server:
-        try:
-            storms, _ = await join_storms(
-                fleet, server, ProcessMeter(server.proc.pid), infra, plan, number
-            )
-        finally:
-            await fleet.trim(0)
-    return storms
-
-
 def join_record(storms: list[dict]) -> dict:
     """The median storm by joins/s (the machine is shared: the median resists noise; of an
     even count, the slower middle one); every storm kept, with its rate and CPU per join also
@@ -482,12 +464,22 @@ async def more_storms(
     progress: Progress,
     number: int,
 ) -> None:
-    """Add join pass `number` to a system's record (one whose first pass failed is left as it
-    is; a failed later pass is recorded and the storms before it stand)."""
+    """Add join pass `number` to a system's record: a fresh server, the storms as in
+    `bench_system` (one whose first pass failed is left as it is; a failed later pass is
+    recorded and the storms before it stand)."""
     if "join" not in record:
         return
+    progress(
+        f"{system.name}: join storm of {plan.join_viewers} viewers × {plan.join_repeats},"
+        f" pass {number}"
+    )
     try:
-        storms = await join_pass(system, infra, fleet, plan, progress, number)
+        with serve(system, infra, pin=True) as server:
+            try:
+                meter = ProcessMeter(server.proc.pid)
+                storms, _ = await join_storms(fleet, server, meter, infra, plan, number)
+            finally:
+                await fleet.trim(0)
     except Exception as exc:  # noqa: BLE001 - one broken peer must not sink the run
         progress(f"{system.name}: join pass {number} failed: {exc!r}")
         record["join"].setdefault("pass_errors", []).append(repr(exc))
