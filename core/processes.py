@@ -51,13 +51,18 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def run_processes(target: Callable[[Settings], None], settings: Settings, n: int, name: str) -> int:
-    """Run `target(settings)` in `n` spawned processes named `name-<i>` until they all stop."""
+    """Run `target(settings)` in `n` spawned processes named `name-<i>` until they all stop.
+    Returns the worst exit code; a worker that the forwarded stop ended before it could handle
+    the signal (it was still starting) stopped cleanly."""
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=target, args=(settings,), name=f"{name}-{i}") for i in range(n)
     ]
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -72,4 +77,10 @@ def run_processes(target: Callable[[Settings], None], settings: Settings, n: int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return max(abs(w.exitcode or 0) for w in workers)
+    return max(_exit_code(w.exitcode, stopping) for w in workers)
+
+
+def _exit_code(exitcode: int | None, stopping: bool) -> int:
+    if stopping and exitcode == -signal.SIGTERM:
+        return 0
+    return abs(exitcode or 0)

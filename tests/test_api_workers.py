@@ -4,6 +4,7 @@ its own gate, and a stop ends both."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,26 @@ def _listeners(pid: int, port: int) -> list[int]:
     return found
 
 
+async def _both_listening(api: Proc, port: int, timeout_s: float = 30.0) -> list[int]:
+    """The two workers, once both listen (health answers as soon as the first does)."""
+    deadline = time.monotonic() + timeout_s
+    while len(workers := _listeners(api.process.pid, port)) < 2:
+        assert time.monotonic() < deadline, api.output()
+        await asyncio.sleep(0.1)
+    assert len(workers) == 2, api.output()
+    return workers
+
+
+async def test_a_stop_while_the_workers_start_is_clean(servers: Servers, tmp_path: Path) -> None:
+    env = env_for(servers.pg.url, servers.valkey.url, tmp_path / "data")
+    api = Proc(["api", "--api-port", str(free_port()), "--workers", "2"], env, tmp_path / "a.log")
+    deadline = time.monotonic() + 30
+    while len(psutil.Process(api.process.pid).children()) < 2:  # spawned, still importing
+        assert time.monotonic() < deadline and api.process.poll() is None, api.output()
+        await asyncio.sleep(0.01)
+    assert api.stop() == 0, api.output()
+
+
 async def test_two_api_processes_share_a_port_and_sell_without_overselling(
     servers: Servers, resources: Resources, tmp_path: Path
 ) -> None:
@@ -34,8 +55,7 @@ async def test_two_api_processes_share_a_port_and_sell_without_overselling(
     api = Proc(["api", "--api-port", str(port), "--workers", "2"], env, tmp_path / "api.log")
     try:
         await wait_healthy(base)
-        workers = _listeners(api.process.pid, port)
-        assert len(workers) == 2, api.output()
+        workers = await _both_listening(api, port)
 
         host = bearer("wk-host", "host")
         async with httpx.AsyncClient(base_url=base, timeout=15) as http:
