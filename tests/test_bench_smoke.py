@@ -196,6 +196,45 @@ async def test_join_path_times_each_step_of_joins_that_were_all_answered(
     assert [line.split()[0] for line in lines] == ["1", "2"]
 
 
+def _hub_record(joins_per_s: float, viewers: int, kb_per_viewer: float) -> dict[str, object]:
+    join = {
+        "viewers": viewers,
+        "joins_per_s_per_process": joins_per_s,
+        "failed": 0,
+        "seconds": 1.0,
+        "server_cpu_us_per_join": 100.0,
+    }
+    return {"join": join, "memory": {"kb_per_viewer": kb_per_viewer}}
+
+
+@pytest.mark.parametrize(
+    ("ours", "node_viewers", "met", "goal_met"),
+    [
+        (6_000.0, 10_000, True, False),  # 1.2× Node's
+        (4_800.0, 10_000, False, False),  # 0.96×
+        (7_500.0, 10_000, True, True),  # 1.5×
+        (9_000.0, 5_000, False, False),  # Node joined a storm of another size: no ratio
+    ],
+)
+def test_the_join_target_is_a_ratio_to_node_in_a_storm_of_the_same_size(
+    ours: float, node_viewers: int, met: bool, goal_met: bool
+) -> None:
+    results = {
+        "hubs": {
+            "systems": {
+                "livesell": _hub_record(ours, 10_000, 3.9),
+                "node-ws": _hub_record(5_000.0, node_viewers, 6.4),
+            }
+        }
+    }
+    checked = {t["target"]: t for t in report.targets(results)}
+    assert checked["join storm ≥ 1.0× Node ws joins/s per process"]["met"] is met
+    assert checked["join storm ≥ 1.5× Node ws joins/s per process (goal)"]["met"] is goal_met
+    assert checked["RSS per idle viewer ≤ 1.0× Node ws"]["value"] == 0.61
+    assert checked["RSS per idle viewer ≤ 1.0× Node ws"]["met"]
+    assert checked["RSS per idle viewer ≤ 6 KB (goal)"]["met"]
+
+
 def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
     perf_output = (
         "# started on Sun Dec  6 23:11:32 2026\n\n"
