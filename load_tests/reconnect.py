@@ -211,6 +211,7 @@ class ViewerProcess:
         self.viewers: list[Viewer] = []
         self.tally = Tally()
         self.fallback: int | None = None
+        self._reconnecting: set[asyncio.Future[bool]] = set()  # referenced while they run
         self.jitter_s = 0.0
 
     async def join(self, port: int, count: int, parallel: int = 256) -> int:
@@ -237,13 +238,19 @@ class ViewerProcess:
             return False
 
     def dropped(self, viewer: Viewer) -> None:
-        """Reconnect after a random share of the jitter, as the SDKs' backoff does."""
-        assert self.fallback is not None
+        """Reconnect after a random share of the jitter, as the SDKs' backoff does (no more
+        once the run is over and the servers stop)."""
+        if self.fallback is None:
+            return
         delay = random.uniform(0, self.jitter_s)
         viewer.reconnects += 1
-        asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._open(viewer, cast(int, self.fallback)))
-        )
+        asyncio.get_running_loop().call_later(delay, self._reconnect, viewer)
+
+    def _reconnect(self, viewer: Viewer) -> None:
+        if self.fallback is not None:
+            task = asyncio.ensure_future(self._open(viewer, self.fallback))
+            self._reconnecting.add(task)
+            task.add_done_callback(self._reconnecting.discard)
 
     def stats(self, target: int) -> dict[str, Any]:
         t = self.tally
@@ -391,6 +398,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 profiling.close()
                 stop_publishing.set()
                 await publisher
+                # node B closes every connection as it stops: nobody reconnects
+                await viewers.ask("fallback", *[(None, 0.0)] * args.processes)
         finally:
             await sink.aclose()
             await viewers.close()
