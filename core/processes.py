@@ -53,31 +53,43 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def run_processes(target: Callable[[Settings], None], settings: Settings, n: int, name: str) -> int:
     """Run `target(settings)` in `n` spawned processes named `name-<i>` until they all stop.
     Returns the worst exit code; a worker that the forwarded stop ended before it could handle
-    the signal (it was still starting) stopped cleanly."""
+    the signal (it was still starting) stopped cleanly. A stop while the workers are being
+    started reaches every worker started, and no more are started."""
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=target, args=(settings,), name=f"{name}-{i}") for i in range(n)
     ]
+    started: list[multiprocessing.process.BaseProcess] = []
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for worker in workers:
-            if worker.is_alive() and worker.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGTERM)
+            _terminate(worker)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for worker in workers:
+            if stopping:
+                break
             worker.start()
-        for worker in workers:
-            worker.join()
+            started.append(worker)
+            if stopping:
+                # the stop came while this one was being started, before it had a pid to signal
+                _terminate(worker)
+        for process in started:
+            process.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return max(_exit_code(w.exitcode, stopping) for w in workers)
+    return max((_exit_code(w.exitcode, stopping) for w in started), default=0)
+
+
+def _terminate(worker: multiprocessing.process.BaseProcess) -> None:
+    if worker.is_alive() and worker.pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
 
 
 def _exit_code(exitcode: int | None, stopping: bool) -> int:
