@@ -21,6 +21,10 @@ whose subscribe found the shared snapshot's query in flight; what their task doe
 is not in the steps). The event loop gets a turn every `YIELD_EVERY` joins, as it would between
 a storm's reads. What this leaves out (accepting, reading, writing) is what separates it from
 the storm.
+
+Then it times a room's first join `--cold` times, from the join to its subscribe reply, with
+the room's feed made anew each time: the Redis subscription, the stream position and the
+snapshot query, what a storm's first wave of joiners waits for.
 """
 
 from __future__ import annotations
@@ -55,15 +59,17 @@ _SUBSCRIBED = b'"subscribe"'
 class MemoryTransport:
     """What a `Session` uses of the event loop's TCP transport, in memory."""
 
-    __slots__ = ("subscribed", "closed", "__weakref__")
+    __slots__ = ("subscribed", "subscribed_at", "closed", "__weakref__")
 
     def __init__(self) -> None:
         self.subscribed = False  # the subscribe reply was written
+        self.subscribed_at = 0.0  # when (`time.perf_counter`)
         self.closed = False
 
     def write(self, data: bytes) -> None:
         if _SUBSCRIBED in data:
             self.subscribed = True
+            self.subscribed_at = time.perf_counter()
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -161,10 +167,36 @@ async def answered(transports: list[MemoryTransport], timeout_s: float = 10.0) -
         await asyncio.sleep(0.01)
 
 
-async def measure(viewers: int, rounds: int, progress: Callable[[str], None]) -> list[Round]:
-    """Start the embedded Valkey and PostgreSQL with the demo room, and `measure_on` them."""
+async def measure(
+    viewers: int, rounds: int, cold: int, progress: Callable[[str], None]
+) -> tuple[list[Round], list[float]]:
+    """Start the embedded Valkey and PostgreSQL with the demo room, `measure_on` them, then
+    time `cold` first joins of the room (`cold_joins_on`)."""
     async with infrastructure() as infra:
-        return await measure_on(infra, viewers, rounds, progress)
+        rounds_measured = await measure_on(infra, viewers, rounds, progress)
+        return rounds_measured, await cold_joins_on(infra, cold)
+
+
+async def cold_joins_on(infra: Infra, count: int) -> list[float]:
+    """Seconds from a room's first join to its subscribe reply, `count` times, the room's feed
+    made anew each time: the Redis subscription, the stream position and the snapshot."""
+    settings = load_settings(environ=infra.env(), dotenv=None)
+    waits: list[float] = []
+    async with open_resources(settings, pool_max=4) as res:
+        hub = Hub(res, connect_timeout_s=CONNECT_TIMEOUT_S)
+        subscribe = b'{"id":2,"subscribe":{"channel":"%s"}}' % infra.channel.encode()
+        join = joiner(Listener(hub, res), client_frame(subscribe))
+        async with hub.running():
+            async with asyncio.timeout(10):
+                await hub.link.connected.wait()
+            for _ in range(count):
+                started = time.perf_counter()
+                session, transport = join(Round(1))
+                await answered([transport])
+                waits.append(transport.subscribed_at - started)
+                session.connection_lost(None)  # the room's last viewer: its feed goes
+                await asyncio.sleep(0.02)  # and its Redis subscription with it
+    return waits
 
 
 async def measure_on(
@@ -243,9 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="rounds, every viewer closed between them (default: %(default)s)",
     )
+    parser.add_argument(
+        "--cold",
+        type=int,
+        default=50,
+        help="first joins of the room afterwards, each timed to its reply (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    if args.viewers < 1 or args.rounds < 1:
-        parser.error("--viewers and --rounds must be at least 1")
+    if args.viewers < 1 or args.rounds < 1 or args.cold < 0:
+        parser.error("--viewers and --rounds must be at least 1, --cold at least 0")
     print(
         f"the hub's Python per join, in-process without sockets: {args.viewers:,} viewers per"
         f" round, Python {sys.version.split()[0]} ({sys.executable})",
@@ -253,15 +291,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(HEADER, flush=True)
     results: list[Round] = []
+    waits: list[float] = []
 
     async def run() -> None:
-        results.extend(
-            await measure(args.viewers, args.rounds, lambda line: print(line, flush=True))
+        measured, cold = await measure(
+            args.viewers, args.rounds, args.cold, lambda line: print(line, flush=True)
         )
+        results.extend(measured)
+        waits.extend(cold)
 
     event_loop_runner()(run())
     ranked = sorted(results, key=lambda r: r.total_us)
     print(row("median", ranked[(len(ranked) - 1) // 2]))
+    if waits:
+        ms = sorted(w * 1000 for w in waits)
+        print(
+            f"a room's first join, answered after (ms, {len(ms)} joins): p50 "
+            f"{ms[len(ms) // 2]:.2f}, p90 {ms[len(ms) * 9 // 10]:.2f}, max {ms[-1]:.2f}"
+        )
     return 0
 
 

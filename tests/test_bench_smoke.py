@@ -194,6 +194,8 @@ async def test_join_path_times_each_step_of_joins_that_were_all_answered(
         assert 0 <= r.waited <= 40
         assert r.total_us == pytest.approx(sum(r.step_ns.values()) / 40 / 1000)
     assert [line.split()[0] for line in lines] == ["1", "2"]
+    waits = await join_path.cold_joins_on(infra, 3)  # raises if one is unanswered
+    assert len(waits) == 3 and all(0 < wait < 5 for wait in waits)
 
 
 def _hub_record(joins_per_s: float, viewers: int, kb_per_viewer: float) -> dict[str, object]:
