@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from core.processes import event_loop_runner
@@ -177,25 +178,32 @@ async def measure(
         return rounds_measured, await cold_joins_on(infra, cold)
 
 
-async def cold_joins_on(infra: Infra, count: int) -> list[float]:
-    """Seconds from a room's first join to its subscribe reply, `count` times, the room's feed
-    made anew each time: the Redis subscription, the stream position and the snapshot."""
+@contextlib.asynccontextmanager
+async def joining(infra: Infra) -> AsyncIterator[Callable[[Round], Joined]]:
+    """An in-process hub on `infra`, its pub/sub link up: yields what joins a viewer to the
+    demo room."""
     settings = load_settings(environ=infra.env(), dotenv=None)
-    waits: list[float] = []
     async with open_resources(settings, pool_max=4) as res:
         hub = Hub(res, connect_timeout_s=CONNECT_TIMEOUT_S)
         subscribe = b'{"id":2,"subscribe":{"channel":"%s"}}' % infra.channel.encode()
-        join = joiner(Listener(hub, res), client_frame(subscribe))
         async with hub.running():
             async with asyncio.timeout(10):
                 await hub.link.connected.wait()
-            for _ in range(count):
-                started = time.perf_counter()
-                session, transport = join(Round(1))
-                await answered([transport])
-                waits.append(transport.subscribed_at - started)
-                session.connection_lost(None)  # the room's last viewer: its feed goes
-                await asyncio.sleep(0.02)  # and its Redis subscription with it
+            yield joiner(Listener(hub, res), client_frame(subscribe))
+
+
+async def cold_joins_on(infra: Infra, count: int) -> list[float]:
+    """Seconds from a room's first join to its subscribe reply, `count` times, the room's feed
+    made anew each time: the Redis subscription, the stream position and the snapshot."""
+    waits: list[float] = []
+    async with joining(infra) as join:
+        for _ in range(count):
+            started = time.perf_counter()
+            session, transport = join(Round(1))
+            await answered([transport])
+            waits.append(transport.subscribed_at - started)
+            session.connection_lost(None)  # the room's last viewer: its feed goes
+            await asyncio.sleep(0.02)  # and its Redis subscription with it
     return waits
 
 
@@ -203,31 +211,24 @@ async def measure_on(
     infra: Infra, viewers: int, rounds: int, progress: Callable[[str], None]
 ) -> list[Round]:
     """Join `viewers` to the demo room `rounds` times through an in-process hub."""
-    settings = load_settings(environ=infra.env(), dotenv=None)
-    async with open_resources(settings, pool_max=4) as res:
-        hub = Hub(res, connect_timeout_s=CONNECT_TIMEOUT_S)
-        subscribe = b'{"id":2,"subscribe":{"channel":"%s"}}' % infra.channel.encode()
-        join = joiner(Listener(hub, res), client_frame(subscribe))
-        async with hub.running():
-            async with asyncio.timeout(10):
-                await hub.link.connected.wait()  # the node's pub/sub link is up
-            # the room's first viewer makes its feed (Redis pub/sub, position, snapshot)
-            first, transport = join(Round(1))
-            await answered([transport])
-            gc.collect()
-            gc.freeze()  # as the hub does once it listens (`live.server`)
-            clock = GcClock()
-            gc.callbacks.append(clock)
-            results = []
-            try:
-                for number in range(1, rounds + 1):
-                    results.append(await one_round(join, viewers, clock))
-                    progress(row(number, results[-1]))
-            finally:
-                gc.callbacks.remove(clock)
-                gc.unfreeze()
-                first.connection_lost(None)
-            return results
+    async with joining(infra) as join:
+        # the room's first viewer makes its feed (Redis pub/sub, position, snapshot)
+        first, transport = join(Round(1))
+        await answered([transport])
+        gc.collect()
+        gc.freeze()  # as the hub does once it listens (`live.server`)
+        clock = GcClock()
+        gc.callbacks.append(clock)
+        results = []
+        try:
+            for number in range(1, rounds + 1):
+                results.append(await one_round(join, viewers, clock))
+                progress(row(number, results[-1]))
+        finally:
+            gc.callbacks.remove(clock)
+            gc.unfreeze()
+            first.connection_lost(None)
+        return results
 
 
 async def one_round(join: Callable[[Round], Joined], viewers: int, clock: GcClock) -> Round:
