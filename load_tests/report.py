@@ -124,6 +124,20 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _ceiling(floor_join: dict[str, Any], viewers: int, node_rate: float | None) -> str:
+    """What the uvloop floor, which does next to nothing per join, reached against Node in the
+    same run: when its viewers were busy the whole storm, no server could show more here."""
+    floor_rate = floor_join.get("joins_per_s_per_process")
+    if floor_join.get("viewers") != viewers or not floor_rate or not node_rate:
+        return ""
+    seconds = floor_join.get("seconds")
+    busy = floor_join.get("viewer_cpu_s", 0) / seconds if seconds else 0.0
+    return (
+        f"the uvloop floor: {floor_rate / node_rate:.2f}× Node in this run, its viewers busy "
+        f"{busy:.2f} of its storm (near 1: the viewers, not the server, set its pace)"
+    )
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """livesell's benchmark targets, each with the measured value and whether it is met."""
     systems = results.get("hubs", {}).get("systems", {})
@@ -186,7 +200,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{join.get('viewer_cpu_s')} s in {join['seconds']} s; {_hot(join)}"
         )
         check("join storm ≥ 1.0× Node ws joins/s per process", vs_node, 1.0, most=False, note=note)
-        check("join storm ≥ 1.5× Node ws joins/s per process (goal)", vs_node, 1.5, most=False)
+        check(
+            "join storm ≥ 1.5× Node ws joins/s per process (goal)",
+            vs_node,
+            1.5,
+            most=False,
+            note=_ceiling(floor.get("join", {}), join["viewers"], node_rate),
+        )
         check("join storm: none failed", join["failed"], 0, most=True)
     memory = ours.get("memory", {}).get("kb_per_viewer")
     node_memory = node.get("memory", {}).get("kb_per_viewer")
