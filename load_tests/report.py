@@ -127,13 +127,13 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _ceiling(floor_join: dict[str, Any], viewers: int, node_rate: float | None) -> str:
     """What the uvloop floor, which does next to nothing per join, reached against Node in the
     same run: when its viewers were busy the whole storm, no server could show more here."""
-    floor_rate = floor_join.get("joins_per_s_per_process")
-    if floor_join.get("viewers") != viewers or not floor_rate or not node_rate:
+    vs_node = _ratio(floor_join.get("joins_per_s_per_process"), node_rate)
+    if floor_join.get("viewers") != viewers or vs_node is None:
         return ""
     seconds = floor_join.get("seconds")
     busy = floor_join.get("viewer_cpu_s", 0) / seconds if seconds else 0.0
     return (
-        f"the uvloop floor: {floor_rate / node_rate:.2f}× Node in this run, its viewers busy "
+        f"the uvloop floor: {vs_node:.2f}× Node in this run, its viewers busy "
         f"{busy:.2f} of its storm (near 1: the viewers, not the server, set its pace)"
     )
 
