@@ -1,13 +1,21 @@
-"""Many viewer processes driven as one: connect, trim, reset counters, read stats."""
+"""Many viewer processes driven as one: connect, trim, reset counters, read stats and CPU.
+
+The processes run on this machine (`Fleet.local`) or on another one (`Fleet.remote`, each
+started there by `load_tests.viewer_agent` for one authenticated connection): the commands and
+their replies are the same either way.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
 import multiprocessing
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from load_tests.publish import Sent
@@ -57,15 +65,108 @@ class Stats:
         ]
 
 
-class Fleet:
-    """`processes` viewer processes; viewers are spread evenly across them."""
+LOOPBACK = "127.0.0.1"
+PROCESSES = 4  # viewer processes, unless a benchmark asks for another number
+KEY_ENV = "LIVESELL_BENCH_KEY"  # the key a driver and a viewer agent share
+MIN_KEY_BYTES = 16
+HELLO = "hello"  # a driver's first message to the agent: ("hello", sample_every)
 
-    def __init__(
-        self, processes: int = 4, *, sample_every: int = 10, cpus: list[int] | None = None
-    ) -> None:
+
+def address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets) as a socket address."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def key_from_env(environ: Mapping[str, str] = os.environ) -> bytes:
+    """The shared key (`LIVESELL_BENCH_KEY`); raises `ValueError` when it is missing or short."""
+    key = environ.get(KEY_ENV, "").encode()
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"set {KEY_ENV} to a shared key of at least {MIN_KEY_BYTES} characters")
+    return key
+
+
+class AgentUnreachable(Exception):
+    """The viewer agent refused the driver (another key) or could not be reached."""
+
+
+@dataclass(frozen=True)
+class RemoteViewers:
+    """Viewer processes on another machine: its agent's address and key, how many processes,
+    and the address of this machine the viewers dial (the servers under test listen on it)."""
+
+    agent: tuple[str, int]
+    authkey: bytes
+    dial: str
+    processes: int = PROCESSES
+
+    def describe(self) -> str:
+        return (
+            f"{self.processes} viewer processes at {self.agent[0]}:{self.agent[1]},"
+            f" dialling {self.dial}"
+        )
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fleet",
+        type=address,
+        metavar="HOST:PORT",
+        help="run the viewers on another machine, started there by `python -m "
+        f"load_tests.viewer_agent` (the key in {KEY_ENV} on both); default: on this machine",
+    )
+    parser.add_argument(
+        "--dial",
+        metavar="ADDRESS",
+        help="with --fleet: this machine's address as the viewers reach it; the servers listen "
+        "on it",
+    )
+    parser.add_argument(
+        "--fleet-processes",
+        type=int,
+        default=PROCESSES,
+        help="with --fleet: viewer processes the agent starts (default: %(default)s)",
+    )
+
+
+def remote_viewers(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> RemoteViewers | None:
+    """The remote viewers the arguments name, if any (exits through `parser` on bad ones)."""
+    if args.fleet is None:
+        if args.dial:
+            parser.error("--dial goes with --fleet")
+        return None
+    if not args.dial:
+        parser.error("--fleet needs --dial: this machine's address as the viewers reach it")
+    if args.fleet_processes < 1:
+        parser.error("--fleet-processes must be at least 1")
+    try:
+        authkey = key_from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return RemoteViewers(args.fleet, authkey, args.dial, args.fleet_processes)
+
+
+class Fleet:
+    """Viewer processes driven as one; viewers are spread evenly across them. `dial` is the
+    address their viewers connect to a server at."""
+
+    def __init__(self, pipes: list[Connection], procs: list[Any], dial: str = LOOPBACK) -> None:
+        self.pipes = pipes
+        self.procs = procs  # started here (none when they run on another machine)
+        self.dial = dial
+        self.counts = [0] * len(pipes)
+
+    @classmethod
+    def local(
+        cls, processes: int = PROCESSES, *, sample_every: int = 10, cpus: list[int] | None = None
+    ) -> Fleet:
+        """`processes` viewer processes on this machine (pinned to `cpus`, if given)."""
         context = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs = []
+        pipes, procs = [], []
         for _ in range(processes):
             ours, theirs = context.Pipe()
             proc = context.Process(
@@ -73,14 +174,50 @@ class Fleet:
             )
             proc.start()
             theirs.close()
-            self.pipes.append(ours)
-            self.procs.append(proc)
-        self.counts = [0] * processes
+            pipes.append(ours)
+            procs.append(proc)
+        return cls(pipes, procs)
+
+    @classmethod
+    def remote(cls, where: RemoteViewers, *, sample_every: int = 10) -> Fleet:
+        """Viewer processes started by the viewer agent `where` names (on another machine),
+        whose viewers reach this machine's servers at `where.dial`. Raises `AgentUnreachable`
+        when the agent cannot be reached or takes another key."""
+        pipes: list[Connection] = []
+        try:
+            for _ in range(where.processes):
+                pipe = Client(where.agent, authkey=where.authkey)
+                pipes.append(pipe)
+                pipe.send((HELLO, sample_every))
+        except BaseException as exc:
+            for pipe in pipes:
+                pipe.close()
+            if isinstance(exc, OSError | multiprocessing.AuthenticationError):
+                host, port = where.agent
+                raise AgentUnreachable(f"the viewer agent at {host}:{port}: {exc!r}") from exc
+            raise
+        return cls(pipes, [], where.dial)
+
+    @classmethod
+    def open(
+        cls,
+        remote: RemoteViewers | None,
+        processes: int,
+        *,
+        sample_every: int,
+        cpus: list[int] | None,
+    ) -> Fleet:
+        """The viewers `remote` names, or `processes` viewer processes here pinned to `cpus`."""
+        if remote is None:
+            return cls.local(processes, sample_every=sample_every, cpus=cpus)
+        return cls.remote(remote, sample_every=sample_every)
+
+    async def cpu_seconds(self) -> float:
+        """The CPU (user + system) the viewer processes have used so far, together."""
+        return sum(await self._ask([("cpu", ())] * len(self.pipes)))
 
     def pin(self, cpus: list[int] | None) -> None:
-        """Move the viewer processes to `cpus` (None: every core)."""
-        import os
-
+        """Move the viewer processes to `cpus` (None: every core); only those started here."""
         target = cpus or sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
         for pid in self.pids:
             try:
@@ -118,16 +255,17 @@ class Fleet:
         return replies
 
     async def connect(
-        self, host: str, port: int, dialect: str, channel: str, total: int, parallel: int = 256
+        self, port: int, dialect: str, channel: str, total: int, parallel: int = 256
     ) -> JoinResult:
-        """Open `total` more viewers and wait until every one joined or failed."""
+        """Open `total` more viewers of the server at `dial`:`port` and wait until every one
+        joined or failed."""
         shares = [total // len(self.pipes)] * len(self.pipes)
         for i in range(total % len(self.pipes)):
             shares[i] += 1
         started = time.time()
         replies = await self._ask(
             [
-                ("connect", (host, port, dialect, channel, share, parallel)) if share else None
+                ("connect", (self.dial, port, dialect, channel, share, parallel)) if share else None
                 for share in shares
             ]
         )

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests import publish
-from load_tests.fleet import Fleet
+from load_tests.fleet import PROCESSES, Fleet, RemoteViewers, add_remote_arguments
 from load_tests.measure import ProcessMeter, cdf_points, cpu_delta, latency_summary
 from load_tests.profile import sampled
 from load_tests.systems import (
@@ -69,7 +69,7 @@ class Plan:
     scaling_viewers: int = 5_000
     scaling_rate: float = 100.0
     scaling_seconds: float = 6.0
-    processes: int = 4
+    processes: int = PROCESSES
     sample_every: int = 10
 
 
@@ -135,8 +135,7 @@ async def timed_run(
     await settle(fleet, plan.drain_cap_s)
     await fleet.reset()
     expected = len(timetable) * viewers
-    viewers_meters = [ProcessMeter(pid) for pid in fleet.pids]
-    viewers_before = sum(m.cpu_seconds() for m in viewers_meters)
+    viewers_before = await fleet.cpu_seconds()
     cpu_before = meter.cpu_by_process()
     started = time.monotonic()
     sent = await publish.play(sink, timetable)
@@ -153,7 +152,7 @@ async def timed_run(
         await asyncio.sleep(0.05)
     seconds = time.monotonic() - started
     spent = cpu_delta(cpu_before, meter.cpu_by_process())
-    viewer_cpu = sum(m.cpu_seconds() for m in viewers_meters) - viewers_before
+    viewer_cpu = await fleet.cpu_seconds() - viewers_before
     stats = await fleet.stats(latencies=True)
     covered = stats.covered(sent)
     latencies_us = stats.latencies_us(sent)
@@ -196,14 +195,11 @@ def make_sink(system: System, infra: Infra) -> publish.Sink:
 async def join(
     fleet: Fleet, server: Running, meter: ProcessMeter, infra: Infra, count: int
 ) -> dict:
-    viewers_meters = [ProcessMeter(pid) for pid in fleet.pids]
-    viewers_before = sum(m.cpu_seconds() for m in viewers_meters)
+    viewers_before = await fleet.cpu_seconds()
     cpu_before = meter.cpu_seconds()
-    result = await fleet.connect(
-        "127.0.0.1", server.port, server.system.dialect, infra.channel, count
-    )
+    result = await fleet.connect(server.port, server.system.dialect, infra.channel, count)
     cpu = meter.cpu_seconds() - cpu_before
-    viewer_cpu = sum(m.cpu_seconds() for m in viewers_meters) - viewers_before
+    viewer_cpu = await fleet.cpu_seconds() - viewers_before
     return {
         "viewers": count,
         "joined": result.joined,
@@ -248,7 +244,7 @@ async def warm_fleet(infra: Infra, fleet: Fleet, viewers: int, progress: Progres
     progress(f"warming the viewer processes: one storm of {viewers} viewers, not measured")
     with serve(FLOOR, infra, pin=True) as server:
         try:
-            await fleet.connect("127.0.0.1", server.port, FLOOR.dialect, infra.channel, viewers)
+            await fleet.connect(server.port, FLOOR.dialect, infra.channel, viewers)
         finally:
             await fleet.trim(0)
     await asyncio.sleep(BETWEEN_STORMS_S)
@@ -312,7 +308,7 @@ async def bench_system(
                 have = await fleet.trim(viewers)
                 if have < viewers:
                     more = await fleet.connect(
-                        "127.0.0.1", server.port, system.dialect, infra.channel, viewers - have
+                        server.port, system.dialect, infra.channel, viewers - have
                     )
                     have += more.joined
                 rate = min(40.0, plan.fanout_deliveries_per_s / viewers)
@@ -330,7 +326,6 @@ async def bench_system(
             have = await fleet.trim(plan.mix_viewers)
             if have < plan.mix_viewers:
                 more = await fleet.connect(
-                    "127.0.0.1",
                     server.port,
                     system.dialect,
                     infra.channel,
@@ -504,11 +499,18 @@ async def run(
     scaling: bool,
     profile: tuple[str, ...] = (),
     profile_dir: Path | None = None,
+    remote: RemoteViewers | None = None,
 ) -> dict:
     """Every hub dimension for `systems`; a system that fails is recorded with its error.
-    Systems named in `profile` are sampled with py-spy during the join storm and the mix."""
-    fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
+    Systems named in `profile` are sampled with py-spy during the join storm and the mix.
+    With `remote`, the viewers run on another machine, and the servers listen on the address
+    they dial."""
+    fleet = Fleet.open(remote, plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
     results: dict = {"plan": asdict(plan), "systems": {}}
+    if remote is not None:
+        infra.host = remote.dial
+        results["remote_viewers"] = remote.describe()
+        progress(remote.describe())
     # the driver publishes from this process: keep it off the server's core too
     with driver_off_server_core():
         try:
@@ -568,6 +570,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="viewers in the join storm (and the memory row); default: the plan's",
     )
+    add_remote_arguments(parser)
     parser.add_argument(
         "--profile",
         default="livesell",

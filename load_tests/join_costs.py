@@ -12,6 +12,12 @@ Linux `perf stat` on the kernel's syscall tracepoints, from before the first sto
 last (so the closes between storms are in), divided by the joins: it needs the `perf` command
 (Debian: `linux-perf`) and leave to read tracepoints (root, or `kernel.perf_event_paranoid`
 at -1); without them the run says so and prints the CPU alone.
+
+On one machine the viewers share the cores with the server, and a storm's rate is set by both.
+To take the viewers off the server's machine, start `python -m load_tests.viewer_agent` on
+another machine and name it here; the servers then listen on `--dial`:
+
+    python -m load_tests.join_costs --fleet 10.0.0.2:7070 --dial 10.0.0.1
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from load_tests import hubs
-from load_tests.fleet import Fleet
+from load_tests.fleet import (
+    KEY_ENV,
+    AgentUnreachable,
+    Fleet,
+    RemoteViewers,
+    add_remote_arguments,
+    remote_viewers,
+)
 from load_tests.measure import ProcessMeter
 from load_tests.systems import (
     ALL,
@@ -196,17 +209,24 @@ async def measure_system(
 
 
 async def run(
-    systems: list[System], viewers: int, storms: int, progress: Callable[[str], None]
+    systems: list[System],
+    viewers: int,
+    storms: int,
+    progress: Callable[[str], None],
+    remote: RemoteViewers | None = None,
 ) -> list[Costs]:
     events, why = perf_events()
     if why:
         progress(f"system calls not counted: {why}")
     plan = hubs.QUICK
     results = []
-    async with infrastructure() as infra:
-        fleet = Fleet(plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
-        with driver_off_server_core():
-            try:
+    fleet = Fleet.open(remote, plan.processes, sample_every=plan.sample_every, cpus=CLIENT_CPUS)
+    try:
+        async with infrastructure() as infra:
+            if remote is not None:
+                infra.host = remote.dial
+                progress(remote.describe())
+            with driver_off_server_core():
                 await hubs.warm_fleet(infra, fleet, viewers, progress)
                 for system in systems:
                     progress(f"{system.name}: {storms} storms of {viewers:,} viewers")
@@ -214,8 +234,8 @@ async def run(
                     if not costs.why_not_counted and events and costs.calls is None:
                         costs.why_not_counted = "perf counted none"
                     results.append(costs)
-            finally:
-                await fleet.close()
+    finally:
+        await fleet.close()
     return results
 
 
@@ -272,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m load_tests.join_costs",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Loopback only; the embedded Valkey and PostgreSQL stop by themselves.",
+        epilog="The embedded Valkey and PostgreSQL stop by themselves. With --fleet the viewers "
+        "run on another machine, started there by `python -m load_tests.viewer_agent`; the key "
+        f"is read from {KEY_ENV} on both machines.",
     )
     parser.add_argument(
         "--viewers", type=int, default=10_000, help="viewers per storm (default: %(default)s)"
@@ -285,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="livesell,node-ws,uvloop-floor",
         help=f"comma-separated, of {','.join(s.name for s in ALL)} (default: %(default)s)",
     )
+    add_remote_arguments(parser)
     return parser
 
 
@@ -302,10 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     if NODE_WS in systems and not install_node_peers():
         print("Node ws is skipped: node or npm is missing", file=sys.stderr)
         systems.remove(NODE_WS)
+    remote = remote_viewers(parser, args)
     raise_open_files_limit()
-    results = asyncio.run(
-        run(systems, args.viewers, args.storms, lambda line: print(line, flush=True))
-    )
+    try:
+        results = asyncio.run(
+            run(systems, args.viewers, args.storms, lambda line: print(line, flush=True), remote)
+        )
+    except AgentUnreachable as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print(report(results))
     return 0 if all(c.failed == 0 for c in results) else 1
 

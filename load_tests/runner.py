@@ -1,6 +1,8 @@
 """`python -m load_tests`: every benchmark in one bounded run, a table, JSON and charts.
 
-Loopback only; servers, viewers and the embedded Valkey / PostgreSQL all stop by themselves.
+On loopback unless `--fleet` names a viewer agent on another machine (`load_tests.viewer_agent`):
+then the hub section's viewers run there. Servers, viewers and the embedded Valkey / PostgreSQL
+all stop by themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests import charts, hubs, report, systems
+from load_tests.fleet import AgentUnreachable, remote_viewers
 from load_tests.viewers import raise_open_files_limit
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,6 +116,7 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
                 scaling=scaling,
                 profile=profile,
                 profile_dir=args.out / f"profiles-{args.stamp}",
+                remote=args.remote,
             )
             results["hubs"]["skipped"] = skipped
         for section, module_name in SECTIONS.items():
@@ -195,7 +199,9 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
-    args = build_parser(only).parse_args(argv)
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    args.remote = remote_viewers(parser, args)
     chosen = {only} if only else {s.strip() for s in args.only.split(",") if s.strip()}
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     raise_open_files_limit()
@@ -208,6 +214,9 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     except TimeoutError:
         print(f"load_tests: stopped at the {limit:.0f}s time limit", file=sys.stderr)
         return 1
+    except AgentUnreachable as exc:
+        print(f"load_tests: {exc}", file=sys.stderr)
+        return 2
     results["seconds"] = round(time.monotonic() - started, 1)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     results["targets"] = report.targets(results)

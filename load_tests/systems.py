@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from load_tests.fleet import LOOPBACK
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -36,10 +37,11 @@ class System:
     sink: str  # how the driver publishes: "lua" (livesell's Publisher) or "socketio"
     workers: int = 1
 
-    def command(self, port: int, redis_url: str, channel: str) -> list[str]:
-        peer = ["--port", str(port), "--redis", redis_url, "--channel", channel]
+    def command(self, host: str, port: int, redis_url: str, channel: str) -> list[str]:
+        peer = ["--host", host, "--port", str(port), "--redis", redis_url, "--channel", channel]
         if self.name == "livesell" or self.name.startswith("livesell-"):
-            hub = [sys.executable, "-m", "livesell.cli", "hub", "--hub-port", str(port)]
+            hub = [sys.executable, "-m", "livesell.cli", "hub", "--host", host]
+            hub += ["--hub-port", str(port)]
             return hub + (["--workers", str(self.workers)] if self.workers > 1 else [])
         if self.name == "node-ws":
             from load_tests.peers.common import SNAPSHOT
@@ -100,6 +102,8 @@ class Infra:
     database_url: str
     secret: str = "bench-secret-0123456789-0123456789-01234"
     room_id: int = 1
+    # where the servers under test listen: loopback, unless the viewers run on another machine
+    host: str = LOOPBACK
     logs: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
     @property
@@ -114,6 +118,9 @@ class Infra:
             LIVESELL_DATA_DIR=str(self.root / "data"),
             LIVESELL_SECRET=self.secret,
             LIVESELL_LOG_LEVEL="warning",
+            # every viewer of a run comes from one address: the hub's limit on handshakes per
+            # address (off for loopback peers anyway) is off, as Node ws and the floor have none
+            LIVESELL_HUB_CONNECT_RATE_PER_IP="0",
             PYTHONPATH=str(ROOT),
         )
         return env
@@ -193,13 +200,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before listening")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
@@ -217,9 +224,9 @@ class Running:
 @contextlib.contextmanager
 def serve(system: System, infra: Infra, *, pin: bool) -> Iterator[Running]:
     """Run one system's server; pinned to its own core when `pin` (single-process servers)."""
-    port = free_port()
+    port = free_port(infra.host)
     log = infra.logs / f"{system.name}-{port}.log"
-    command = system.command(port, infra.redis_url, infra.channel)
+    command = system.command(infra.host, port, infra.redis_url, infra.channel)
     if pin and shutil.which("taskset"):
         # from exec on, so every thread and forked worker inherits the core
         command = ["taskset", "-c", str(SERVER_CPU), *command]
@@ -233,7 +240,7 @@ def serve(system: System, infra: Infra, *, pin: bool) -> Iterator[Running]:
             start_new_session=True,
         )
     try:
-        wait_for_port(port, 60, proc)
+        wait_for_port(infra.host, port, 60, proc)
         time.sleep(0.3)  # the relay's Redis subscription comes up right after the listener
         yield Running(system, port, proc, log)
     finally:

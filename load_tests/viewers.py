@@ -8,7 +8,8 @@ Each viewer keeps the highest offset it saw: latest-value events the server merg
 a later one. One viewer in `sample_every` also records when each offset arrived; the driver,
 which noted when each offset left, turns that into latency (all processes share the clock).
 
-Viewer processes are driven by `Fleet` (in `fleet.py`) over a pipe; see `serve_commands`.
+Viewer processes are driven by `Fleet` (in `fleet.py`) over a pipe, or over an authenticated TCP
+connection when `viewer_agent.py` runs them on another machine; see `serve_commands`.
 """
 
 from __future__ import annotations
@@ -364,6 +365,8 @@ async def _command_loop(pipe: Connection, process: ViewerProcess) -> None:
             reply = True
         elif name == "stats":
             reply = process.stats(*args)  # type: ignore[arg-type]
+        elif name == "cpu":
+            reply = time.process_time()  # user + system, every thread of the process
         elif name == "exit":
             process.trim(0)
             await asyncio.sleep(0.05)

@@ -6,6 +6,8 @@ claims, so a broken viewer, driver or report fails `make test` instead of a benc
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import gc
 import json
 import os
@@ -13,17 +15,36 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from core.embedded import free_port
 from core.events import Event
 from core.settings import Settings
-from load_tests import charts, hubs, join_costs, join_path, publish, report, systems
-from load_tests.fleet import Stats
+from load_tests import (
+    charts,
+    hubs,
+    join_costs,
+    join_path,
+    publish,
+    report,
+    systems,
+    viewer_agent,
+)
+from load_tests.fleet import (
+    AgentUnreachable,
+    Fleet,
+    RemoteViewers,
+    Stats,
+    address,
+    key_from_env,
+)
 from load_tests.viewers import (
     Counters,
     Viewer,
@@ -262,6 +283,29 @@ def test_the_join_goal_says_how_far_the_floor_got_against_node() -> None:
     assert checked["join storm ≥ 1.5× Node ws joins/s per process (goal)"]["note"] == ""
 
 
+def test_latency_measured_by_viewers_on_another_machine_says_so() -> None:
+    ours = _hub_record(6_000.0, 10_000, 3.9)
+    ours["mix"] = {
+        "events_per_cpu_s": 900.0,
+        "latency": {"p99_ms": 12.0},
+        "server_cpu_s": 1.0,
+        "viewer_cpu_s": 2.0,
+        "seconds": 10.0,
+    }
+    results: dict[str, Any] = {"hubs": {"systems": {"livesell": ours}}}
+
+    def p99_note() -> str:
+        checked = {t["target"]: t for t in report.targets(results)}
+        return str(checked["event mix p99 ≤ 250 ms"]["note"])
+
+    assert "clock" not in p99_note()
+    results["hubs"]["remote_viewers"] = "4 viewer processes at 10.0.0.2:7070, dialling 10.0.0.1"
+    assert p99_note().endswith(
+        "; viewers on another machine (4 viewer processes at 10.0.0.2:7070, dialling 10.0.0.1):"
+        " latency across two clocks"
+    )
+
+
 def test_join_costs_reads_perf_counts_and_reports_them_per_join() -> None:
     perf_output = (
         "# started on Sun Dec  6 23:11:32 2026\n\n"
@@ -320,6 +364,96 @@ async def test_join_costs_splits_a_real_storm() -> None:
     else:
         assert costs.calls["total"] > 0
         assert costs.per_join("accept4") == pytest.approx(1.0)
+
+
+AGENT_KEY = b"bench-key-of-this-test-0123456789"
+
+
+@contextlib.contextmanager
+def _viewer_agent(runs: int) -> Iterator[tuple[tuple[str, int], list[str]]]:
+    """A viewer agent serving `runs` driver connections on loopback (in a thread; its viewer
+    processes are real processes), and what it said."""
+    listen = ("127.0.0.1", free_port())
+    said: list[str] = []
+    thread = threading.Thread(
+        target=viewer_agent.serve, args=(listen, AGENT_KEY, None, said.append, runs), daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert said == [f"viewer agent listening on 127.0.0.1:{listen[1]}"]
+    yield listen, said
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+async def test_join_costs_drives_viewers_a_viewer_agent_started() -> None:
+    """With the viewers on another machine, the agent starts them and the driver's storms
+    reach the servers at the address it dials (here loopback, over real TCP to the agent)."""
+    with _viewer_agent(runs=2) as (agent, said):
+        remote = RemoteViewers(agent, AGENT_KEY, "127.0.0.1", processes=2)
+        progress: list[str] = []
+        results = await join_costs.run(
+            [systems.FLOOR, systems.LIVESELL], 20, 1, progress.append, remote
+        )
+    started = [line for line in said if line.startswith("viewer process ")]
+    assert len(started) == 2  # the driver's two processes, both the agent's
+    assert f"2 viewer processes at 127.0.0.1:{agent[1]}, dialling 127.0.0.1" in progress
+    for costs in results:
+        assert costs.joined == 20 and costs.failed == 0, costs
+        assert all(s.joins_per_s > 0 and s.cpu_us > 0 for s in costs.storms)
+
+
+async def test_a_remote_fleet_reports_its_cpu_and_a_wrong_key_is_refused() -> None:
+    with _viewer_agent(runs=1) as (agent, said):  # the refused connection is not a run
+        with pytest.raises(AgentUnreachable, match="AuthenticationError"):
+            Fleet.remote(RemoteViewers(agent, b"another-key-0123456789", "127.0.0.1", 1))
+        fleet = Fleet.remote(RemoteViewers(agent, AGENT_KEY, "127.0.0.1", 1))
+        try:
+            assert fleet.procs == [] and fleet.pids == []  # none of them here
+            first = await fleet.cpu_seconds()
+            assert first > 0  # the viewer process's own CPU, as it counts it
+            assert await fleet.trim(0) == 0
+        finally:
+            await fleet.close()
+    assert any(line.startswith("refused a connection") for line in said)
+
+
+def test_the_agent_and_the_driver_refuse_unusable_settings() -> None:
+    with pytest.raises(ValueError, match="LIVESELL_BENCH_KEY"):
+        key_from_env({"LIVESELL_BENCH_KEY": "short"})
+    assert key_from_env({"LIVESELL_BENCH_KEY": "k" * 16}) == b"k" * 16
+    assert address("10.0.0.2:7070") == ("10.0.0.2", 7070)
+    assert address("[fd00::2]:7070") == ("fd00::2", 7070)
+    for bad in ("10.0.0.2", "10.0.0.2:0", ":7070", "host:http"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            address(bad)
+    with pytest.raises(AgentUnreachable, match="ConnectionRefusedError"):
+        Fleet.remote(RemoteViewers(("127.0.0.1", free_port()), AGENT_KEY, "127.0.0.1", 1))
+    env = {k: v for k, v in os.environ.items() if k != "LIVESELL_BENCH_KEY"}
+    for command, args, says in [
+        ("join_costs", ["--fleet", "127.0.0.1:7070"], "--fleet needs --dial"),
+        ("join_costs", ["--dial", "127.0.0.1"], "--dial goes with --fleet"),
+        ("join_costs", ["--fleet", "127.0.0.1:7070", "--dial", "::1"], "LIVESELL_BENCH_KEY"),
+        ("hubs", ["--fleet", "127.0.0.1:7070"], "--fleet needs --dial"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", f"load_tests.{command}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "load_tests.viewer_agent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 2 and "LIVESELL_BENCH_KEY" in done.stderr, done.stderr
 
 
 def _full_collections_while_keeping(objects: int) -> int:
