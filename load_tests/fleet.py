@@ -126,6 +126,7 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fleet-processes",
         type=int,
+        metavar="N",
         default=PROCESSES,
         help="with --fleet: viewer processes the agent starts (default: %(default)s)",
     )

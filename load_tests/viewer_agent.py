@@ -79,6 +79,18 @@ def serve(
         proc.join()
 
 
+def _cpus(text: str) -> list[int]:
+    try:
+        cpus = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected core numbers such as 2,3, got {text!r}"
+        ) from None
+    if any(c < 0 for c in cpus):
+        raise argparse.ArgumentTypeError(f"core numbers start at 0, got {text!r}")
+    return cpus
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m load_tests.viewer_agent",
@@ -89,13 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--listen",
         type=address,
+        metavar="HOST:PORT",
         default=("127.0.0.1", 7070),
         help="HOST:PORT the driver connects to (default: 127.0.0.1:7070; 0.0.0.0:7070 for every "
         "interface)",
     )
     parser.add_argument(
         "--cpus",
-        type=lambda text: [int(c) for c in text.split(",")],
+        type=_cpus,
+        metavar="N,N,...",
         help="comma-separated cores to pin the viewer processes to (default: any)",
     )
     return parser

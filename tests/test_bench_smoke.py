@@ -446,14 +446,20 @@ def test_the_agent_and_the_driver_refuse_unusable_settings() -> None:
             env=env,
         )
         assert done.returncode == 2 and says in done.stderr, done.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "load_tests.viewer_agent"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert done.returncode == 2 and "LIVESELL_BENCH_KEY" in done.stderr, done.stderr
+    keyed = {**env, "LIVESELL_BENCH_KEY": AGENT_KEY.decode()}
+    for args, environ, says in [
+        ([], env, "LIVESELL_BENCH_KEY"),
+        (["--cpus", "1,x"], keyed, "expected core numbers such as 2,3"),
+        (["--listen", "0.0.0.0"], keyed, "expected HOST:PORT"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "load_tests.viewer_agent", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environ,
+        )
+        assert done.returncode == 2 and says in done.stderr, done.stderr
 
 
 def _full_collections_while_keeping(objects: int) -> int:
